@@ -1,0 +1,391 @@
+"""Volume -> 2D projection: binary silhouette and body-surface depth image, in physical space (DESIGN §1, §3).
+
+A view looks along a patient axis with image up = superior:
+
+- ``"ap"``: rays run anterior -> posterior; image columns ``u`` run from the patient's right to left
+  (radiological coronal view), rows ``v`` from superior to inferior.
+- ``"lr"``: rays run from the patient's left to right; columns ``u`` run anterior -> posterior, rows ``v``
+  superior -> inferior.
+
+``pixel_to_ras`` maps the column vector ``(u, v, d, 1)`` to RAS millimetres, where ``(u, v)`` is the pixel
+(centres at integers) and ``d`` the depth in mm along the ray from the grid's front plane. Axis-aligned volumes
+are projected without interpolation (index transposes and flips only); oblique ones are resampled trilinearly onto
+a grid aligned with the patient axes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import geometry
+from .errors import InputError
+from .progress import CancelCheck, ProgressCallback, check_cancel, report
+
+View = Literal["ap", "lr"]
+
+# Rows: the RAS unit vectors of the u (column), v (row) and d (ray) axes of each view.
+VIEW_AXES_RAS: dict[str, NDArray[np.float64]] = {
+    "ap": np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, -1.0, 0.0]]),
+    "lr": np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]]),
+}
+
+BACKGROUND_DEPTH = 3.0
+"""Normalized depth given to background pixels (Riegler et al.)."""
+
+CT_AIR_THRESHOLD_HU = -500.0
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    """How a volume becomes a silhouette and a depth image.
+
+    Attributes:
+        threshold: intensity above which a voxel is body; None picks it automatically (see ``auto_threshold``).
+        table_removal_mm: a ray is body only if its above-threshold voxels add up to at least this many mm
+            (removes the thin CT table plates, Riegler et al. §2.1); 0 disables it.
+        pixel_spacing_mm: output pixel size; None keeps the voxel spacing of an axis-aligned volume (which may
+            differ between u and v) and uses the smallest voxel spacing for an oblique one.
+        view: "ap" or "lr" (module docstring).
+    """
+
+    threshold: float | None = None
+    table_removal_mm: float = 15.0
+    pixel_spacing_mm: float | None = None
+    view: View = "ap"
+
+    def __post_init__(self) -> None:
+        if self.view not in VIEW_AXES_RAS:
+            raise InputError(f"view must be one of {sorted(VIEW_AXES_RAS)}, got {self.view!r}.")
+        if self.table_removal_mm < 0 or not np.isfinite(self.table_removal_mm):
+            raise InputError(f"table_removal_mm must be >= 0, got {self.table_removal_mm}.")
+        if self.pixel_spacing_mm is not None and not (self.pixel_spacing_mm > 0 and np.isfinite(self.pixel_spacing_mm)):
+            raise InputError(f"pixel_spacing_mm must be a positive number of mm, got {self.pixel_spacing_mm}.")
+        if self.threshold is not None and not np.isfinite(self.threshold):
+            raise InputError(f"threshold must be a finite number, got {self.threshold}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ProjectionConfig:
+        unknown = set(values) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise InputError(f"unknown projection settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}.")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ProjectedImage:
+    """A projection of a volume, indexed ``[v, u]``.
+
+    Attributes:
+        silhouette: (H, W) bool, True where the ray crosses the body.
+        depth_mm: (H, W) float32, depth of the first body voxel along the ray, mm from the front plane;
+            NaN outside the silhouette.
+        pixel_to_ras: 4x4 matrix mapping (u, v, d, 1) to RAS mm.
+        threshold: the intensity threshold that was used.
+        view: "ap" or "lr".
+    """
+
+    silhouette: NDArray[np.bool_]
+    depth_mm: NDArray[np.float32]
+    pixel_to_ras: NDArray[np.float64]
+    threshold: float
+    view: str
+    depth_mean_mm: float = field(init=False)
+    depth_std_mm: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        body = self.depth_mm[self.silhouette]
+        mean = float(body.mean()) if body.size else 0.0
+        std = float(body.std()) if body.size else 0.0
+        object.__setattr__(self, "depth_mean_mm", mean)
+        # A flat surface has no spread; unit scale keeps the normalization defined.
+        object.__setattr__(self, "depth_std_mm", std if std > 1e-6 else 1.0)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) = (rows v, columns u)."""
+        return self.silhouette.shape  # type: ignore[return-value]
+
+    @property
+    def pixel_spacing_mm(self) -> tuple[float, float]:
+        """(u, v) pixel size in mm."""
+        return (float(np.linalg.norm(self.pixel_to_ras[:3, 0])), float(np.linalg.norm(self.pixel_to_ras[:3, 1])))
+
+    def normalized_depth(self) -> NDArray[np.float32]:
+        """Depth over body pixels scaled to zero mean and unit standard deviation; background set to 3."""
+        out = np.full(self.shape, BACKGROUND_DEPTH, dtype=np.float32)
+        out[self.silhouette] = (self.depth_mm[self.silhouette] - self.depth_mean_mm) / self.depth_std_mm
+        return out
+
+    def normalize_depth(self, depth_mm: ArrayLike) -> NDArray[np.float64]:
+        """Landmark depth in mm -> normalized depth, with the image's body statistics."""
+        return (np.asarray(depth_mm, dtype=np.float64) - self.depth_mean_mm) / self.depth_std_mm
+
+    def denormalize_depth(self, depth_normalized: ArrayLike) -> NDArray[np.float64]:
+        """Normalized depth -> depth in mm along the ray."""
+        return np.asarray(depth_normalized, dtype=np.float64) * self.depth_std_mm + self.depth_mean_mm
+
+    def uvd_to_ras(self, uvd: ArrayLike) -> NDArray[np.float64]:
+        """(N, 3) pixel column, row and depth in mm -> (N, 3) RAS mm."""
+        return geometry.apply_affine(self.pixel_to_ras, uvd)
+
+    def ras_to_uvd(self, points_ras: ArrayLike) -> NDArray[np.float64]:
+        """(N, 3) RAS mm -> (N, 3) pixel column, row and depth in mm."""
+        return geometry.apply_affine(np.linalg.inv(self.pixel_to_ras), points_ras)
+
+
+def view_pixel_to_ras(view: str, origin_ras: ArrayLike, spacing_uv_mm: tuple[float, float]) -> NDArray[np.float64]:
+    """The pixel_to_ras matrix of ``view`` whose pixel (0, 0) at depth 0 lies at ``origin_ras``."""
+    axes = VIEW_AXES_RAS[view]
+    m = np.eye(4)
+    m[:3, 0] = axes[0] * spacing_uv_mm[0]
+    m[:3, 1] = axes[1] * spacing_uv_mm[1]
+    m[:3, 2] = axes[2]
+    m[:3, 3] = np.asarray(origin_ras, dtype=np.float64)
+    return m
+
+
+def auto_threshold(volume_kji: NDArray[Any], max_samples: int = 250_000) -> float:
+    """Body/air threshold: -500 HU for CT (air present near -1000), Otsu's threshold otherwise (MR).
+
+    Works on a strided subsample, so its cost is a small fraction of one pass over the volume.
+    """
+    step = max(1, int(round((volume_kji.size / max_samples) ** (1 / 3))))
+    sample = np.asarray(volume_kji[::step, ::step, ::step], dtype=np.float64).ravel()
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        raise InputError("the volume has no finite voxel values (all NaN or infinite); check the file.")
+    low, high = np.percentile(sample, [0.5, 99.5])
+    if low <= -900.0 and high > CT_AIR_THRESHOLD_HU:
+        return CT_AIR_THRESHOLD_HU
+    if high <= low:
+        raise InputError(
+            f"the volume is (nearly) constant (values {low:g} to {high:g}); there is no body to separate from air.")
+    return otsu_threshold(sample[(sample >= low) & (sample <= high)])
+
+
+def otsu_threshold(values: NDArray[np.float64], bins: int = 256) -> float:
+    """Otsu's threshold (maximum between-class variance) of a 1D sample, centred in a flat maximum."""
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist).astype(np.float64)
+    w1 = w0[-1] - w0
+    s0 = np.cumsum(hist * centres)
+    m0 = s0 / np.maximum(w0, 1)
+    m1 = (s0[-1] - s0) / np.maximum(w1, 1)
+    between = (w0 * w1 * (m0 - m1) ** 2)[:-1]
+    # Well separated classes give a flat maximum over the whole gap: take the middle of that plateau.
+    plateau = np.flatnonzero(between >= 0.98 * between.max())
+    return float(edges[1:][plateau].mean())
+
+
+def project_volume(volume_kji: NDArray[Any], ijk_to_ras: ArrayLike, config: ProjectionConfig | None = None, *,
+                   progress: ProgressCallback | None = None,
+                   should_cancel: CancelCheck | None = None) -> ProjectedImage:
+    """Project a CT/MR volume to a silhouette and a depth image seen along a patient axis.
+
+    Args:
+        volume_kji: voxels indexed [k, j, i] (slicer.util.arrayFromVolume order), any real dtype.
+        ijk_to_ras: 4x4 voxel-to-RAS matrix, millimetres.
+        config: threshold, table removal, pixel spacing and view; defaults to ProjectionConfig().
+        progress: called with (fraction, message) as slabs are processed.
+        should_cancel: checked between slabs.
+    Returns:
+        ProjectedImage covering the volume's RAS bounding box (voxel centres).
+    Raises:
+        InputError: volume not 3D, empty, not real-valued, or ijk_to_ras unusable.
+        Cancelled: should_cancel() returned True.
+    """
+    config = config or ProjectionConfig()
+    volume_kji = _validate_volume(volume_kji)
+    ijk_to_ras = geometry.validate_ijk_to_ras(ijk_to_ras)
+    threshold = config.threshold if config.threshold is not None else auto_threshold(volume_kji)
+    axes_ras = VIEW_AXES_RAS[config.view]
+    axis_maps = geometry.match_axes(ijk_to_ras, volume_kji.shape, axes_ras)
+    if axis_maps is not None:
+        return _project_aligned(volume_kji, ijk_to_ras, axis_maps, threshold, config, progress, should_cancel)
+    return _project_oblique(volume_kji, ijk_to_ras, threshold, config, progress, should_cancel)
+
+
+def _validate_volume(volume_kji: Any) -> NDArray[Any]:
+    volume = np.asarray(volume_kji)
+    if volume.ndim != 3:
+        raise InputError(f"volume must be 3D [k, j, i], got shape {volume.shape}; pass a single scalar volume.")
+    if volume.size == 0:
+        raise InputError(f"volume is empty (shape {volume.shape}).")
+    if not (np.issubdtype(volume.dtype, np.integer) or np.issubdtype(volume.dtype, np.floating)):
+        raise InputError(f"volume must hold real numbers, got dtype {volume.dtype}; convert it to a scalar image.")
+    return volume
+
+
+def _ray_statistics(mask_u8: NDArray[np.uint8], depth_axis: int, front_weights: NDArray[Any]
+                    ) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Per ray: number of body voxels and the largest front weight among them (0 when none)."""
+    count = np.add.reduce(mask_u8, axis=depth_axis, dtype=np.uint32 if mask_u8.shape[depth_axis] > 65535 else np.uint16)
+    front = np.maximum.reduce(mask_u8 * front_weights, axis=depth_axis)
+    return count, front
+
+
+def _front_weights(n: int, reversed_axis: bool) -> NDArray[Any]:
+    """Weights along a ray whose maximum over body voxels gives ``n - steps`` from the front to the first one."""
+    dtype = np.uint16 if n < 65535 else np.uint32
+    idx = np.arange(n)
+    return (idx + 1).astype(dtype) if reversed_axis else (n - idx).astype(dtype)
+
+
+def _finish(count: NDArray[Any], front: NDArray[Any], n_depth: int, step_mm: float, threshold: float,
+            config: ProjectionConfig, pixel_to_ras: NDArray[np.float64]) -> ProjectedImage:
+    """Turn per-ray counts and front weights (indexed [v, u]) into a ProjectedImage."""
+    silhouette = (count > 0) & (count * step_mm >= config.table_removal_mm - 1e-9)
+    depth = np.full(count.shape, np.nan, dtype=np.float32)
+    depth[silhouette] = (n_depth - front[silhouette].astype(np.float64)) * step_mm
+    return ProjectedImage(silhouette=silhouette, depth_mm=depth, pixel_to_ras=pixel_to_ras,
+                          threshold=float(threshold), view=config.view)
+
+
+def _project_aligned(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], maps: list[geometry.AxisMap],
+                     threshold: float, config: ProjectionConfig, progress: ProgressCallback | None,
+                     should_cancel: CancelCheck | None) -> ProjectedImage:
+    """Projection by index arithmetic only: one pass over the array in cache-sized slabs."""
+    u_map, v_map, d_map = maps
+    n_depth = volume.shape[d_map.array_axis]
+    spacing_kji = geometry.spacing_mm(ijk_to_ras)[::-1]
+    step_mm = float(spacing_kji[d_map.array_axis])
+    weight_shape = [1, 1, 1]
+    weight_shape[d_map.array_axis] = n_depth
+    weights = _front_weights(n_depth, d_map.reversed).reshape(weight_shape)
+    # Slab along the slowest array axis that is not the ray axis, so each slab is contiguous in memory.
+    slab_axis = 0 if d_map.array_axis != 0 else 1
+    out_axes = [a for a in range(3) if a != d_map.array_axis]  # array axes of the 2D results, in order
+    out_shape = tuple(volume.shape[a] for a in out_axes)
+    dtype_count = np.uint32 if n_depth > 65535 else np.uint16
+    count = np.empty(out_shape, dtype=dtype_count)
+    front = np.empty(out_shape, dtype=weights.dtype)
+    slab_out_axis = out_axes.index(slab_axis)
+    n_slabs = volume.shape[slab_axis]
+    slab_size = max(1, (1 << 19) // max(1, volume.size // n_slabs))  # about 512k voxels per slab, fits in L2
+    thr = _threshold_for_dtype(threshold, volume.dtype)
+    mask = None
+    for start in range(0, n_slabs, slab_size):
+        check_cancel(should_cancel)
+        stop = min(start + slab_size, n_slabs)
+        index: list[Any] = [slice(None)] * 3
+        index[slab_axis] = slice(start, stop)
+        slab = volume[tuple(index)]
+        if mask is None or mask.shape != slab.shape:
+            mask = np.empty(slab.shape, dtype=np.bool_)
+        np.greater(slab, thr, out=mask)
+        out_index: list[Any] = [slice(None)] * 2
+        out_index[slab_out_axis] = slice(start, stop)
+        count[tuple(out_index)], front[tuple(out_index)] = _ray_statistics(
+            mask.view(np.uint8), d_map.array_axis, weights)
+        report(progress, stop / n_slabs, "Projecting volume")
+    # Reorder the 2D results to [v, u] and flip axes that run against the view.
+    order = [out_axes.index(v_map.array_axis), out_axes.index(u_map.array_axis)]
+    count, front = count.transpose(order), front.transpose(order)
+    flips = tuple(i for i, m in enumerate((v_map, u_map)) if m.reversed)
+    if flips:
+        count, front = np.flip(count, flips), np.flip(front, flips)
+    # The grid origin is the voxel centre at the front-most, first-row, first-column corner.
+    corner_kji = [0, 0, 0]
+    for m in maps:
+        corner_kji[m.array_axis] = volume.shape[m.array_axis] - 1 if m.reversed else 0
+    origin_ras = geometry.apply_affine(ijk_to_ras, np.array(corner_kji[::-1], dtype=np.float64))
+    spacing_uv = (float(spacing_kji[u_map.array_axis]), float(spacing_kji[v_map.array_axis]))
+    pixel_to_ras = view_pixel_to_ras(config.view, origin_ras, spacing_uv)
+    image = _finish(np.ascontiguousarray(count), np.ascontiguousarray(front), n_depth, step_mm, threshold, config,
+                    pixel_to_ras)
+    if config.pixel_spacing_mm is not None:
+        image = _resample_nearest(image, config.pixel_spacing_mm)
+    return image
+
+
+def _threshold_for_dtype(threshold: float, dtype: np.dtype[Any]) -> Any:
+    """The threshold as a scalar of the volume's dtype (fast comparison) where that gives the same test."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        floor = np.floor(threshold)
+        # For integer voxels, ``x > t`` is ``x > floor(t)``; outside the dtype's range compare as float.
+        return dtype.type(floor) if info.min <= floor <= info.max else float(threshold)
+    return dtype.type(threshold)
+
+
+def _resample_nearest(image: ProjectedImage, spacing_mm: float) -> ProjectedImage:
+    """Resample a projection to square pixels of ``spacing_mm`` (nearest neighbour; pixel (0, 0) stays put)."""
+    su, sv = image.pixel_spacing_mm
+    h, w = image.shape
+    new_w = int(np.floor((w - 1) * su / spacing_mm + 1e-9)) + 1
+    new_h = int(np.floor((h - 1) * sv / spacing_mm + 1e-9)) + 1
+    cols = np.clip(np.rint(np.arange(new_w) * spacing_mm / su).astype(int), 0, w - 1)
+    rows = np.clip(np.rint(np.arange(new_h) * spacing_mm / sv).astype(int), 0, h - 1)
+    pixel_to_ras = image.pixel_to_ras.copy()
+    pixel_to_ras[:3, 0] *= spacing_mm / su
+    pixel_to_ras[:3, 1] *= spacing_mm / sv
+    return ProjectedImage(silhouette=image.silhouette[np.ix_(rows, cols)], depth_mm=image.depth_mm[np.ix_(rows, cols)],
+                          pixel_to_ras=pixel_to_ras, threshold=image.threshold, view=image.view)
+
+
+def _project_oblique(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], threshold: float,
+                     config: ProjectionConfig, progress: ProgressCallback | None,
+                     should_cancel: CancelCheck | None) -> ProjectedImage:
+    """Projection of an oblique volume: trilinear resampling onto a patient-aligned grid, row by row."""
+    axes_ras = VIEW_AXES_RAS[config.view]
+    step = config.pixel_spacing_mm or float(geometry.spacing_mm(ijk_to_ras).min())
+    corners_ijk = np.array([[i, j, k] for i in (0, volume.shape[2] - 1) for j in (0, volume.shape[1] - 1)
+                            for k in (0, volume.shape[0] - 1)], dtype=np.float64)
+    corners_view = geometry.apply_affine(ijk_to_ras, corners_ijk) @ axes_ras.T  # coordinates along u, v, d axes
+    low, high = corners_view.min(axis=0), corners_view.max(axis=0)
+    n_u, n_v, n_d = (np.floor((high - low) / step + 1e-9).astype(int) + 1)
+    origin_ras = low @ axes_ras
+    pixel_to_ras = view_pixel_to_ras(config.view, origin_ras, (step, step))
+    ras_to_ijk = np.linalg.inv(ijk_to_ras)
+    # Continuous voxel coordinates of grid point (u, v, d): base + u * du + v * dv + d * dd.
+    grid_to_ijk = ras_to_ijk[:3, :3] @ pixel_to_ras[:3, :3] @ np.diag([1.0, 1.0, step])
+    base = ras_to_ijk[:3, :3] @ origin_ras + ras_to_ijk[:3, 3]
+    du, dv, dd = grid_to_ijk[:, 0], grid_to_ijk[:, 1], grid_to_ijk[:, 2]
+    plane = [(np.arange(n_d)[:, None] * dd[a] + np.arange(n_u)[None, :] * du[a]).astype(np.float32) for a in range(3)]
+    weights = _front_weights(n_d, reversed_axis=False)[:, None]
+    count = np.empty((n_v, n_u), dtype=np.uint32)
+    front = np.empty((n_v, n_u), dtype=weights.dtype)
+    flat = volume.reshape(-1)
+    for v in range(n_v):
+        check_cancel(should_cancel)
+        offset = base + v * dv
+        values = _trilinear(flat, volume.shape, [plane[a] + np.float32(offset[a]) for a in range(3)])
+        mask = (values > threshold).view(np.uint8)
+        count[v], front[v] = _ray_statistics(mask, 0, weights)
+        report(progress, (v + 1) / n_v, "Resampling oblique volume")
+    return _finish(count, front, n_d, step, threshold, config, pixel_to_ras)
+
+
+def _trilinear(flat: NDArray[Any], shape_kji: tuple[int, ...], ijk: list[NDArray[np.float32]]) -> NDArray[np.float32]:
+    """Trilinear interpolation of the raveled volume at continuous coordinates [i, j, k]; outside gives -inf."""
+    sizes = shape_kji[::-1]  # i, j, k
+    strides = (1, shape_kji[2], shape_kji[1] * shape_kji[2])
+    inside = np.ones(ijk[0].shape, dtype=bool)
+    lower, upper, fractions = [], [], []
+    for a in range(3):
+        c = ijk[a]
+        inside &= (c >= -1e-4) & (c <= sizes[a] - 1 + 1e-4)
+        c0 = np.clip(np.floor(c), 0, sizes[a] - 1)
+        fractions.append(np.clip(c - c0, 0, 1))
+        i0 = c0.astype(np.int64)
+        lower.append(i0 * strides[a])
+        upper.append(np.minimum(i0 + 1, sizes[a] - 1) * strides[a])
+    result = np.zeros(ijk[0].shape, dtype=np.float32)
+    for corner in range(8):
+        index = 0
+        weight = np.float32(1)
+        for a in range(3):
+            high = (corner >> a) & 1
+            index = index + (upper[a] if high else lower[a])
+            weight = weight * (fractions[a] if high else 1 - fractions[a])
+        result += weight * flat.take(index).astype(np.float32, copy=False)
+    result[~inside] = -np.inf
+    return result

@@ -1,0 +1,166 @@
+"""Reading volumes from NRRD, NIfTI, MetaImage and DICOM series into (voxels [k, j, i], ijk_to_ras)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from phantoms import make_ijk_to_ras, rotation
+
+from LandmarkDetectorLib import geometry
+from LandmarkDetectorLib.errors import FileFormatError, InputError
+from LandmarkDetectorLib.volume_io import is_volume_path, read_volume, write_volume
+
+DIRECTION = rotation((1, 2, 3), 30) @ np.diag([-1.0, 1.0, -1.0])  # oblique and flipped
+SHAPE_KJI = (7, 9, 11)
+
+
+def sample_volume(dtype=np.int16):
+    voxels = np.arange(np.prod(SHAPE_KJI)).reshape(SHAPE_KJI).astype(dtype)
+    return voxels, make_ijk_to_ras(DIRECTION, (0.7, 1.1, 2.3), SHAPE_KJI, (10.0, -20.0, 30.0))
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii", ".nii.gz", ".mha", ".mhd"])
+def test_write_read_round_trip(tmp_path, suffix):
+    voxels, ijk_to_ras = sample_volume()
+    path = tmp_path / f"vol{suffix}"
+    write_volume(path, voxels, ijk_to_ras)
+    volume = read_volume(path)
+    np.testing.assert_array_equal(volume.voxels_kji, voxels)
+    # NIfTI stores the matrix in float32.
+    np.testing.assert_allclose(volume.ijk_to_ras, ijk_to_ras, atol=2e-4)
+    assert is_volume_path(path)
+
+
+def test_itk_geometry_is_lps_and_voxel_order_is_kji(tmp_path):
+    """A voxel at index (i, j, k) of an ITK image lands at voxels_kji[k, j, i] and at the ITK point flipped to RAS."""
+    voxels, ijk_to_ras = sample_volume()
+    image = sitk.GetImageFromArray(voxels)
+    origin, spacing, direction = geometry.itk_from_ijk_to_ras(ijk_to_ras)
+    image.SetOrigin(origin.tolist())
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection(direction.ravel().tolist())
+    sitk.WriteImage(image, str(tmp_path / "v.nrrd"))
+    volume = read_volume(tmp_path / "v.nrrd")
+    for ijk in [(0, 0, 0), (10, 8, 6), (3, 5, 2)]:
+        point_lps = np.array(image.TransformIndexToPhysicalPoint(ijk))
+        np.testing.assert_allclose(geometry.apply_affine(volume.ijk_to_ras, ijk), geometry.lps_to_ras(point_lps),
+                                   atol=1e-9)
+        assert volume.voxels_kji[ijk[2], ijk[1], ijk[0]] == image[ijk]
+
+
+def write_dicom_series(folder, voxels, ijk_to_ras, series_uid="1.2.826.0.1.3680043.2.1125.1", prefix="slice"):
+    """Write one DICOM file per slice with positions and orientation from ``ijk_to_ras``."""
+    origin, spacing, direction = geometry.itk_from_ijk_to_ras(ijk_to_ras)
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    orientation = "\\".join(f"{v:.8f}" for v in np.concatenate([direction[:, 0], direction[:, 1]]))
+    for k in range(voxels.shape[0]):
+        sl = sitk.GetImageFromArray(voxels[k:k + 1])
+        position = origin + direction[:, 2] * spacing[2] * k
+        sl.SetOrigin(position.tolist())
+        sl.SetSpacing(spacing.tolist())
+        sl.SetDirection(direction.ravel().tolist())
+        tags = {
+            "0008|0060": "CT", "0020|000d": "1.2.826.0.1.3680043.2.1125.9", "0020|000e": series_uid,
+            "0020|0032": "\\".join(f"{p:.6f}" for p in position), "0020|0037": orientation,
+            "0020|0013": str(k + 1), "0028|0030": f"{spacing[1]:.6f}\\{spacing[0]:.6f}",
+            "0018|0050": f"{spacing[2]:.6f}", "0008|0018": f"{series_uid}.{k + 1}",
+        }
+        for tag, value in tags.items():
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{prefix}{k:03d}.dcm"))
+        writer.Execute(sl)
+
+
+def test_dicom_series_folder(tmp_path):
+    voxels, _ = sample_volume()
+    direction = rotation((0, 0, 1), 12) @ np.diag([-1.0, -1.0, 1.0])  # axial, oblique in-plane, LPS-like
+    ijk_to_ras = make_ijk_to_ras(direction, (0.8, 0.9, 2.5), SHAPE_KJI, (0.0, 0.0, 0.0))
+    write_dicom_series(tmp_path / "series", voxels, ijk_to_ras)
+    volume = read_volume(tmp_path / "series")
+    np.testing.assert_array_equal(volume.voxels_kji, voxels)
+    np.testing.assert_allclose(volume.ijk_to_ras, ijk_to_ras, atol=1e-4)
+    assert is_volume_path(tmp_path / "series")
+
+
+def test_dicom_folder_with_two_series_reads_the_largest(tmp_path, caplog):
+    voxels, ijk_to_ras = sample_volume()
+    write_dicom_series(tmp_path / "mixed", voxels, ijk_to_ras, series_uid="1.2.3.4")
+    write_dicom_series(tmp_path / "mixed", voxels[:3], ijk_to_ras, series_uid="1.2.3.5", prefix="other")
+    volume = read_volume(tmp_path / "mixed")
+    assert volume.voxels_kji.shape == SHAPE_KJI
+    assert "2 DICOM series" in caplog.text
+
+
+def test_real_volumes_load(shared_dir):
+    for relative, shape in [("totalseg-example-ct/example_ct.nii.gz", (112, 101, 122)),
+                            ("totalseg-example-ct/example_ct_sm.nii.gz", (30, 101, 122)),
+                            ("totalseg-example-mr/example_mr_sm.nii.gz", (20, 91, 117)),
+                            ("afids-mni152-t1w/tpl-MNI152NLin2009cAsym_res-01_T1w.nii.gz", (193, 229, 193))]:
+        volume = read_volume(shared_dir / "data" / relative)
+        assert volume.voxels_kji.shape == shape
+        np.testing.assert_allclose(np.abs(np.diag(volume.ijk_to_ras)[:3]), geometry.spacing_mm(volume.ijk_to_ras))
+
+
+def test_missing_and_wrong_files(tmp_path):
+    with pytest.raises(FileFormatError, match="does not exist"):
+        read_volume(tmp_path / "nope.nrrd")
+    (tmp_path / "text.nrrd").write_text("hello, I am not an image\n")
+    with pytest.raises(FileFormatError, match="cannot read"):
+        read_volume(tmp_path / "text.nrrd")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(FileFormatError, match="without DICOM"):
+        read_volume(tmp_path / "empty_dir")
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+@pytest.mark.parametrize("keep", [0.5, 0.98])
+def test_truncated_files_are_refused(tmp_path, suffix, keep):
+    voxels = np.random.default_rng(0).integers(-1000, 1000, size=(20, 30, 40)).astype(np.int16)
+    write_volume(tmp_path / f"good{suffix}", voxels, np.eye(4))
+    data = (tmp_path / f"good{suffix}").read_bytes()
+    (tmp_path / f"cut{suffix}").write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(FileFormatError, match="corrupt"):
+        read_volume(tmp_path / f"cut{suffix}")
+
+
+def test_non_scalar_and_2d_images_are_refused(tmp_path):
+    rgb = sitk.Image([5, 6, 7], sitk.sitkVectorUInt8, 3)
+    sitk.WriteImage(rgb, str(tmp_path / "rgb.nrrd"))
+    with pytest.raises(InputError, match="3 components"):
+        read_volume(tmp_path / "rgb.nrrd")
+    sitk.WriteImage(sitk.Image([5, 6], sitk.sitkInt16), str(tmp_path / "flat.nrrd"))
+    with pytest.raises(InputError, match="2D image"):
+        read_volume(tmp_path / "flat.nrrd")
+    sitk.WriteImage(sitk.Image([5, 6, 7, 2], sitk.sitkInt16), str(tmp_path / "time.nrrd"))
+    with pytest.raises(InputError, match="4D image"):
+        read_volume(tmp_path / "time.nrrd")
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    voxels, ijk_to_ras = sample_volume()
+    path = tmp_path / "secret.nrrd"
+    write_volume(path, voxels, ijk_to_ras)
+    path.chmod(0)
+    if os.geteuid() == 0:  # root reads anything: simulate the permission check failing
+        monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    with pytest.raises(FileFormatError, match="permission"):
+        read_volume(path)
+
+
+def test_write_never_overwrites_without_permission(tmp_path):
+    voxels, ijk_to_ras = sample_volume()
+    path = tmp_path / "v.nrrd"
+    path.write_text("precious")
+    with pytest.raises(FileExistsError, match="already exists"):
+        write_volume(path, voxels, ijk_to_ras)
+    assert path.read_text() == "precious"
+    write_volume(path, voxels, ijk_to_ras, overwrite=True)
+    assert read_volume(path).voxels_kji.shape == SHAPE_KJI
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.nrrd"]  # no temporary files left
+    with pytest.raises(FileFormatError, match="endings"):
+        write_volume(tmp_path / "v.png", voxels, ijk_to_ras)
