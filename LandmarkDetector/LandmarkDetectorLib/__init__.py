@@ -1,0 +1,24 @@
+"""LandmarkDetector's pure-Python core: projection, landmark files, models and detection.
+
+Never imports slicer, qt or vtk: the same code serves the Slicer module, the command line and training.
+"""
+
+from .errors import Cancelled, FileFormatError, InputError, LandmarkDetectorError, ModelError
+from .projection import ProjectedImage, ProjectionConfig, project_volume
+from .volume_io import Volume, read_volume, write_volume
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cancelled",
+    "FileFormatError",
+    "InputError",
+    "LandmarkDetectorError",
+    "ModelError",
+    "ProjectedImage",
+    "ProjectionConfig",
+    "Volume",
+    "project_volume",
+    "read_volume",
+    "write_volume",
+]
