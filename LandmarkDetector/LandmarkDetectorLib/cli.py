@@ -10,8 +10,8 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -81,8 +81,8 @@ def projection_config(args: argparse.Namespace):  # -> ProjectionConfig
 
 def command_project(args: argparse.Namespace) -> int:
     """Write silhouette.png, depth.png and projection.json for one volume."""
-    from .projection import project_volume
     from .images import depth_to_uint8, silhouette_to_uint8
+    from .projection import project_volume
     from .volume_io import read_volume, write_png
 
     out_dir = Path(args.out)

@@ -72,9 +72,9 @@ class ProjectionConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ProjectionConfig:
-        unknown = set(values) - {f for f in cls.__dataclass_fields__}
-        if unknown:
-            raise InputError(f"unknown projection settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}.")
+        known = set(cls.__dataclass_fields__)
+        if set(values) - known:
+            raise InputError(f"unknown projection settings {sorted(set(values) - known)}; known: {sorted(known)}.")
         return cls(**values)
 
 

@@ -26,7 +26,7 @@ def signed_permutations() -> list[NDArray[np.float64]]:
     for perm in itertools.permutations(range(3)):
         for signs in itertools.product((1.0, -1.0), repeat=3):
             m = np.zeros((3, 3))
-            for col, (row, s) in enumerate(zip(perm, signs)):
+            for col, (row, s) in enumerate(zip(perm, signs, strict=True)):
                 m[row, col] = s
             out.append(m)
     return out

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from phantoms import make_ijk_to_ras, rotation, spheres_volume
 
 from LandmarkDetectorLib.cli import main
 from LandmarkDetectorLib.volume_io import write_volume
+
+from phantoms import make_ijk_to_ras, rotation, spheres_volume
 
 CENTRE_RAS = np.array([4.0, -6.0, 9.0])
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from phantoms import AIR_HU, add_box, make_ijk_to_ras, rotation, signed_permutations, spheres_volume, voxel_centres_ras
 
 from LandmarkDetectorLib.errors import Cancelled, InputError
 from LandmarkDetectorLib.projection import (
@@ -14,6 +13,8 @@ from LandmarkDetectorLib.projection import (
     project_volume,
     view_pixel_to_ras,
 )
+
+from phantoms import AIR_HU, add_box, make_ijk_to_ras, rotation, signed_permutations, spheres_volume, voxel_centres_ras
 
 RADIUS_MM = 10.0
 CENTRES_RAS = np.array([[-25.0, 10.0, 20.0], [20.0, -15.0, -5.0], [5.0, 20.0, -30.0]])

@@ -7,11 +7,12 @@ import os
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from phantoms import make_ijk_to_ras, rotation
 
 from LandmarkDetectorLib import geometry
 from LandmarkDetectorLib.errors import FileFormatError, InputError
 from LandmarkDetectorLib.volume_io import is_volume_path, read_volume, write_volume
+
+from phantoms import make_ijk_to_ras, rotation
 
 DIRECTION = rotation((1, 2, 3), 30) @ np.diag([-1.0, 1.0, -1.0])  # oblique and flipped
 SHAPE_KJI = (7, 9, 11)

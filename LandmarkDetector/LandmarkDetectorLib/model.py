@@ -1,0 +1,279 @@
+"""Model bundles: one TorchScript file with its metadata inside, validated on load (DESIGN §4).
+
+A bundle is written by ``torch.jit.save(module, path, _extra_files={"landmark_detector.json": ...})``. Its
+``forward(x)`` takes a (B, 3, H, W) float tensor (silhouette, normalized depth, in-field mask; see
+``framing.Canvas.network_input``) and returns a tuple ``(uv, depth, logit)``: (B, N, 2) canvas pixel (u, v),
+(B, N) normalized depth and (B, N) in-view logits, for the N landmarks named in the metadata.
+
+Loading never unpickles Python objects: the metadata is read from the zip archive first and validated, then the
+file is loaded with ``torch.jit.load`` (TorchScript only) and run once on a blank input to check its outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import InputError, ModelError
+from .framing import CanvasSpec
+from .projection import ProjectionConfig
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "landmark-detector-model"
+FORMAT_VERSION = 1
+METADATA_FILE = "landmark_detector.json"
+MODEL_SUFFIX = ".pt"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
+CHECKSUM_FILE = "SHA256SUMS"
+USER_MODELS_ENV = "LANDMARK_DETECTOR_MODELS"
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What detection needs to know about a bundle, stored inside it as JSON.
+
+    Attributes:
+        name: short model name, e.g. "wholebody-ct".
+        landmarks: landmark names, in output order.
+        canvas: network input size and pixel spacing.
+        projection: how volumes are projected for this model (pixel spacing comes from the canvas).
+        confidence_threshold: in-view probability below which a landmark is reported as not found.
+        architecture: network family, e.g. "heatmap-unet" or "regression-cnn".
+        description: one paragraph for people (model card summary).
+        training: provenance: data, recipe, command, seed, versions.
+        metrics: measured accuracy, as written by the evaluation.
+    """
+
+    name: str
+    landmarks: tuple[str, ...]
+    canvas: CanvasSpec
+    projection: ProjectionConfig
+    confidence_threshold: float = 0.5
+    architecture: str = ""
+    description: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "name": self.name,
+            "landmarks": list(self.landmarks), "canvas": self.canvas.to_dict(),
+            "projection": self.projection.to_dict(), "confidence_threshold": self.confidence_threshold,
+            "architecture": self.architecture, "description": self.description, "training": self.training,
+            "metrics": self.metrics}, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "model") -> ModelMetadata:
+        """Parse and validate bundle metadata.
+
+        Raises:
+            ModelError: not JSON, another format or version, missing or invalid fields.
+        """
+        try:
+            values = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ModelError(f"{source}: {METADATA_FILE} is not valid JSON ({error}).") from None
+        if not isinstance(values, dict) or values.get("format") != FORMAT_NAME:
+            raise ModelError(f"{source} is not a LandmarkDetector model bundle (no '{FORMAT_NAME}' format tag).")
+        version = values.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ModelError(f"{source} has bundle format version {version!r}; this LandmarkDetector reads version "
+                             f"{FORMAT_VERSION}. Update LandmarkDetector or re-export the model with this version.")
+        try:
+            landmarks = tuple(str(name) for name in values["landmarks"])
+            metadata = cls(name=str(values["name"]), landmarks=landmarks,
+                           canvas=CanvasSpec.from_dict(values["canvas"]),
+                           projection=ProjectionConfig.from_dict(values["projection"]),
+                           confidence_threshold=float(values.get("confidence_threshold", 0.5)),
+                           architecture=str(values.get("architecture", "")),
+                           description=str(values.get("description", "")),
+                           training=dict(values.get("training", {})), metrics=dict(values.get("metrics", {})))
+        except (KeyError, TypeError, ValueError, InputError) as error:
+            raise ModelError(f"{source}: invalid metadata in {METADATA_FILE} ({type(error).__name__}: {error}).") \
+                from None
+        if not landmarks or len(set(landmarks)) != len(landmarks) or not all(landmarks):
+            raise ModelError(f"{source}: landmark names must be unique and non-empty, got {list(landmarks)}.")
+        if not 0.0 <= metadata.confidence_threshold <= 1.0:
+            raise ModelError(f"{source}: confidence_threshold must be in [0, 1], got {metadata.confidence_threshold}.")
+        return metadata
+
+
+@dataclass
+class LandmarkModel:
+    """A loaded, validated bundle.
+
+    Attributes:
+        metadata: the bundle's metadata.
+        module: the TorchScript module (on ``device``).
+        path: where it was loaded from.
+        device: torch device string it runs on.
+    """
+
+    metadata: ModelMetadata
+    module: Any
+    path: Path
+    device: str = "cpu"
+
+    @property
+    def landmark_names(self) -> tuple[str, ...]:
+        return self.metadata.landmarks
+
+    def predict(self, inputs: NDArray[np.float32]) -> tuple[NDArray[np.float64], NDArray[np.float64],
+                                                           NDArray[np.float64]]:
+        """Run the network on (B, 3, H, W) canvases.
+
+        Returns:
+            uv (B, N, 2) canvas pixels, normalized depth (B, N), in-view probability (B, N).
+        """
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(self.device)
+            uv, depth, logit = self.module(x)
+            return (uv.double().cpu().numpy(), depth.double().cpu().numpy(),
+                    torch.sigmoid(logit).double().cpu().numpy())
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when available, else "cpu"; "cuda" without a GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was requested but PyTorch sees no CUDA GPU; use --device cpu or auto.")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise InputError(f"device must be auto, cpu or cuda, got {device!r}.")
+    return device
+
+
+def user_models_dir() -> Path:
+    """Folder for models the user trained: $LANDMARK_DETECTOR_MODELS or ~/.local/share/LandmarkDetector/models."""
+    configured = os.environ.get(USER_MODELS_ENV)
+    return Path(configured) if configured else Path.home() / ".local" / "share" / "LandmarkDetector" / "models"
+
+
+def available_models() -> dict[str, Path]:
+    """Model name -> file, bundled ones first; a user model with a bundled model's name is listed as user:NAME."""
+    models = {p.name[: -len(MODEL_SUFFIX)]: p for p in sorted(BUNDLED_DIR.glob(f"*{MODEL_SUFFIX}"))}
+    folder = user_models_dir()
+    if folder.is_dir():
+        for p in sorted(folder.glob(f"*{MODEL_SUFFIX}")):
+            name = p.name[: -len(MODEL_SUFFIX)]
+            models[f"user:{name}" if name in models else name] = p
+    return models
+
+
+def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
+    """Read and validate a bundle's metadata without loading the network (no torch needed)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"model file {p} does not exist; `landmark-detector models` lists the available models.")
+    if not zipfile.is_zipfile(p):
+        raise ModelError(f"{p} is not a TorchScript model bundle (not a zip archive); a model must be a file "
+                         "written by LandmarkDetector's export (torch.jit.save with metadata).")
+    try:
+        with zipfile.ZipFile(p) as archive:
+            names = [n for n in archive.namelist() if n.endswith(f"/extra/{METADATA_FILE}")]
+            if not names:
+                raise ModelError(f"{p} has no {METADATA_FILE} metadata; re-export it with training.export_model().")
+            text = archive.read(names[0])
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ModelError(f"{p} is a corrupt model file ({error}).") from None
+    return ModelMetadata.from_json(text, source=str(p))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_bundled_checksum(path: Path) -> None:
+    """A bundled model must match the SHA-256 recorded beside it (guards against corrupt installs)."""
+    sums = BUNDLED_DIR / CHECKSUM_FILE
+    if path.parent.resolve() != BUNDLED_DIR.resolve() or not sums.is_file():
+        return
+    expected = dict(reversed(line.split(maxsplit=1)) for line in sums.read_text().splitlines() if line.strip())
+    recorded = expected.get(path.name)
+    if recorded is None:
+        raise ModelError(f"bundled model {path.name} is not listed in {sums}; reinstall the extension.")
+    if sha256_of(path) != recorded.strip():
+        raise ModelError(f"bundled model {path} does not match its SHA-256 in {sums}: the file is corrupt or was "
+                         "changed; reinstall the extension.")
+
+
+def load_model(name_or_path: str | os.PathLike[str], device: str = "cpu") -> LandmarkModel:
+    """Load a model bundle by name (bundled or user model) or by file path, and validate it.
+
+    Args:
+        name_or_path: e.g. "wholebody-ct", "hand-mr", or a path to a .pt bundle.
+        device: "cpu", "cuda" or "auto".
+    Raises:
+        ModelError: unknown name, missing file, not a bundle, bad metadata, wrong outputs.
+    """
+    import torch
+
+    models = available_models()
+    key = os.fspath(name_or_path)
+    path = models[key] if key in models else Path(key)
+    if not path.is_file() and key not in models and os.sep not in key and not key.endswith(MODEL_SUFFIX):
+        raise ModelError(f"unknown model {key!r}; available: {', '.join(models) or 'none'} (or give a file path).")
+    metadata = read_metadata(path)
+    _check_bundled_checksum(path)
+    device = resolve_device(device)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.9+ deprecates TorchScript, still supported
+            module = torch.jit.load(str(path), map_location=device)
+    except (RuntimeError, ValueError) as error:
+        raise ModelError(f"{path} could not be loaded as TorchScript ({str(error).splitlines()[0]}).") from None
+    module.eval()
+    model = LandmarkModel(metadata=metadata, module=module, path=path, device=device)
+    _check_outputs(model)
+    return model
+
+
+def _check_outputs(model: LandmarkModel) -> None:
+    """Run the network once on a blank canvas; its outputs must match the landmark list."""
+    import torch
+
+    spec = model.metadata.canvas
+    n = len(model.metadata.landmarks)
+    blank = np.zeros((1, 3, spec.height, spec.width), dtype=np.float32)
+    try:
+        with torch.inference_mode():
+            outputs = model.module(torch.from_numpy(blank).to(model.device))
+    except Exception as error:  # any failure inside foreign TorchScript code means the bundle is unusable
+        raise ModelError(f"{model.path}: the network fails on a {spec.width} x {spec.height} input "
+                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).") from None
+    shapes = [tuple(t.shape) for t in outputs] if isinstance(outputs, (tuple, list)) else None
+    expected = [(1, n, 2), (1, n), (1, n)]
+    if shapes != expected:
+        raise ModelError(f"{model.path}: outputs {shapes} do not match its {n} landmarks; expected "
+                         f"(uv, depth, logit) shaped {expected}.")
+
+
+def save_model(module: Any, metadata: ModelMetadata, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Script ``module`` (if needed) and write it with its metadata as one bundle, atomically."""
+    import torch
+
+    from .fileio import atomic_path
+
+    scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+    with atomic_path(path, overwrite=overwrite) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: metadata.to_json()})

@@ -1,0 +1,139 @@
+"""Model bundles: TorchScript round trip with metadata, and refusal of anything else with a clear message."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from LandmarkDetectorLib.errors import ModelError
+from LandmarkDetectorLib.framing import CanvasSpec
+from LandmarkDetectorLib.model import METADATA_FILE, ModelMetadata, load_model, read_metadata, save_model
+from LandmarkDetectorLib.projection import ProjectionConfig
+from LandmarkDetectorLib.training.networks import HeatmapUNet, RegressionCNN
+
+NAMES = ("A", "B", "C")
+SPEC = CanvasSpec(height=64, width=32, pixel_spacing_mm=8.0)
+
+
+def metadata(**changes) -> ModelMetadata:
+    values = dict(name="test", landmarks=NAMES, canvas=SPEC, projection=ProjectionConfig(table_removal_mm=10.0),
+                  architecture="heatmap-unet", training={"seed": 1}, metrics={"mean_mm": 1.0})
+    values.update(changes)
+    return ModelMetadata(**values)
+
+
+@pytest.mark.parametrize("network", [HeatmapUNet(len(NAMES), levels=(8, 16, 16)), RegressionCNN(len(NAMES), 64, 32)])
+def test_round_trip_gives_same_outputs(tmp_path, network):
+    torch.manual_seed(0)
+    network.eval()
+    path = tmp_path / "m.pt"
+    save_model(network, metadata(), path)
+    model = load_model(path)
+    assert model.metadata == metadata()
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 32)).astype(np.float32)
+    with torch.inference_mode():
+        expected = [t.numpy() for t in network(torch.from_numpy(x))]
+    uv, depth, probability = model.predict(x)
+    np.testing.assert_allclose(uv, expected[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(depth, expected[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(probability, 1 / (1 + np.exp(-expected[2])), rtol=1e-5, atol=1e-6)
+    assert uv.shape == (2, 3, 2) and depth.shape == (2, 3) and probability.shape == (2, 3)
+
+
+def test_metadata_json_round_trip():
+    m = metadata()
+    assert ModelMetadata.from_json(m.to_json()) == m
+
+
+def test_soft_argmax_is_sub_pixel():
+    from LandmarkDetectorLib.training.networks import soft_argmax
+
+    logits = torch.full((1, 1, 4, 4), -1e4)
+    logits[0, 0, 1, 2] = 0.0
+    logits[0, 0, 1, 3] = 0.0  # two equal peaks: the position is halfway between them
+    depth = torch.zeros(1, 1, 4, 4)
+    depth[0, 0, 1, 2], depth[0, 0, 1, 3] = 1.0, 3.0
+    uv, d = soft_argmax(logits, depth, stride=2)
+    # heatmap x = 2.5 -> canvas u = (2.5 + 0.5) * 2 - 0.5; y = 1 -> v = 1.5 * 2 - 0.5
+    np.testing.assert_allclose(uv[0, 0].numpy(), [5.5, 2.5], atol=1e-6)
+    assert d.item() == pytest.approx(2.0)
+
+
+def saved(tmp_path, network=None, meta=None, name="m.pt", extra=None):
+    network = network or HeatmapUNet(len(NAMES), levels=(8, 16, 16))
+    path = tmp_path / name
+    files = {METADATA_FILE: (meta or metadata()).to_json()} if extra is None else extra
+    torch.jit.save(torch.jit.script(network.eval()), str(path), _extra_files=files)
+    return path
+
+
+def test_refuses_random_bytes(tmp_path):
+    path = tmp_path / "random.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(1000))
+    with pytest.raises(ModelError, match="not a TorchScript model bundle"):
+        load_model(path)
+
+
+def test_refuses_a_pickle(tmp_path):
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(ModelError, match="not a TorchScript model bundle"):
+        load_model(path)
+
+
+def test_refuses_torch_save_checkpoint_without_metadata(tmp_path):
+    path = tmp_path / "state.pt"
+    torch.save(HeatmapUNet(3, levels=(8, 16, 16)).state_dict(), path)  # a zip, but no metadata
+    with pytest.raises(ModelError, match="no landmark_detector.json metadata"):
+        load_model(path)
+
+
+def test_refuses_torchscript_without_metadata(tmp_path):
+    with pytest.raises(ModelError, match="no landmark_detector.json metadata"):
+        load_model(saved(tmp_path, extra={}))
+
+
+def test_refuses_other_format_version(tmp_path):
+    text = metadata().to_json().replace('"format_version": 1', '"format_version": 99')
+    with pytest.raises(ModelError, match="format version 99"):
+        load_model(saved(tmp_path, extra={METADATA_FILE: text}))
+
+
+def test_refuses_broken_metadata(tmp_path):
+    with pytest.raises(ModelError, match="not valid JSON"):
+        load_model(saved(tmp_path, extra={METADATA_FILE: "{oops"}))
+    text = metadata().to_json().replace('"landmarks"', '"landmarkz"')
+    with pytest.raises(ModelError, match="invalid metadata"):
+        load_model(saved(tmp_path, extra={METADATA_FILE: text}, name="b.pt"))
+    with pytest.raises(ModelError, match="unique"):
+        load_model(saved(tmp_path, meta=metadata(landmarks=("A", "A", "C")), name="c.pt"))
+
+
+def test_refuses_outputs_that_do_not_match_the_landmarks(tmp_path):
+    path = saved(tmp_path, network=HeatmapUNet(5, levels=(8, 16, 16)))  # 5 outputs, 3 names
+    with pytest.raises(ModelError, match="do not match its 3 landmarks"):
+        load_model(path)
+
+
+def test_refuses_truncated_bundle(tmp_path):
+    path = saved(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError):
+        load_model(path)
+
+
+def test_unknown_name_lists_the_available_models():
+    with pytest.raises(ModelError, match="unknown model 'no-such-model'"):
+        load_model("no-such-model")
+
+
+def test_read_metadata_needs_no_network(tmp_path):
+    path = saved(tmp_path)
+    assert read_metadata(path).landmarks == NAMES
+    with zipfile.ZipFile(path) as archive:
+        assert any(n.endswith(f"extra/{METADATA_FILE}") for n in archive.namelist())

@@ -1,0 +1,18 @@
+"""Fixtures shared by all test folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The shared data folder, ``<repo>/../shared`` (CI clones the repository with shared/ beside it)."""
+    folder = REPO_ROOT.parent / "shared"
+    if not folder.is_dir():
+        pytest.skip(f"shared data folder {folder} not found; put the 'shared' folder next to the repository.")
+    return folder
