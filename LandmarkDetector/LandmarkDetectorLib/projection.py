@@ -336,17 +336,19 @@ def _project_oblique(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], thre
                      should_cancel: CancelCheck | None) -> ProjectedImage:
     """Projection of an oblique volume: trilinear resampling onto a patient-aligned grid, row by row."""
     axes_ras = VIEW_AXES_RAS[config.view]
-    step = config.pixel_spacing_mm or float(geometry.spacing_mm(ijk_to_ras).min())
+    # Depth is sampled at the finest voxel spacing whatever the pixel size, so coarse pixels keep exact depths.
+    depth_step = float(geometry.spacing_mm(ijk_to_ras).min())
+    step = config.pixel_spacing_mm or depth_step
     corners_ijk = np.array([[i, j, k] for i in (0, volume.shape[2] - 1) for j in (0, volume.shape[1] - 1)
                             for k in (0, volume.shape[0] - 1)], dtype=np.float64)
     corners_view = geometry.apply_affine(ijk_to_ras, corners_ijk) @ axes_ras.T  # coordinates along u, v, d axes
     low, high = corners_view.min(axis=0), corners_view.max(axis=0)
-    n_u, n_v, n_d = (np.floor((high - low) / step + 1e-9).astype(int) + 1)
+    n_u, n_v, n_d = (np.floor((high - low) / np.array([step, step, depth_step]) + 1e-9).astype(int) + 1)
     origin_ras = low @ axes_ras
     pixel_to_ras = view_pixel_to_ras(config.view, origin_ras, (step, step))
     ras_to_ijk = np.linalg.inv(ijk_to_ras)
     # Continuous voxel coordinates of grid point (u, v, d): base + u * du + v * dv + d * dd.
-    grid_to_ijk = ras_to_ijk[:3, :3] @ pixel_to_ras[:3, :3] @ np.diag([1.0, 1.0, step])
+    grid_to_ijk = ras_to_ijk[:3, :3] @ pixel_to_ras[:3, :3] @ np.diag([1.0, 1.0, depth_step])
     base = ras_to_ijk[:3, :3] @ origin_ras + ras_to_ijk[:3, 3]
     du, dv, dd = grid_to_ijk[:, 0], grid_to_ijk[:, 1], grid_to_ijk[:, 2]
     plane = [(np.arange(n_d)[:, None] * dd[a] + np.arange(n_u)[None, :] * du[a]).astype(np.float32) for a in range(3)]
@@ -361,7 +363,7 @@ def _project_oblique(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], thre
         mask = (values > threshold).view(np.uint8)
         count[v], front[v] = _ray_statistics(mask, 0, weights)
         report(progress, (v + 1) / n_v, "Resampling oblique volume")
-    return _finish(count, front, n_d, step, threshold, config, pixel_to_ras)
+    return _finish(count, front, n_d, depth_step, threshold, config, pixel_to_ras)
 
 
 def _trilinear(flat: NDArray[Any], shape_kji: tuple[int, ...], ijk: list[NDArray[np.float32]]) -> NDArray[np.float32]:

@@ -83,6 +83,13 @@ def test_requested_pixel_spacing_keeps_geometry():
     check_spheres(image, step)
 
 
+def test_coarse_pixels_of_an_oblique_volume_keep_fine_depth():
+    volume, ijk_to_ras = sphere_phantom(OBLIQUE[0])
+    image = project_volume(volume, ijk_to_ras, ProjectionConfig(table_removal_mm=0, pixel_spacing_mm=2.5))
+    assert image.pixel_spacing_mm == pytest.approx((2.5, 2.5))
+    check_spheres(image, min(SPACING))
+
+
 def test_uvd_ras_round_trip_and_view_axes():
     volume, ijk_to_ras = sphere_phantom(OBLIQUE[1])
     image = project_volume(volume, ijk_to_ras, ProjectionConfig(table_removal_mm=0))

@@ -50,26 +50,27 @@ class RegressionCNN(nn.Module):
 class HeatmapUNet(nn.Module):
     """U-Net with per-landmark heatmap and depth-map heads, intermediate heatmap heads and an in-view head.
 
-    ``levels`` channel counts define the encoder (each level halves the resolution); the finest heatmaps have
-    stride ``2 ** output_level`` relative to the canvas.
+    A stride-2 stem halves the canvas first (the heatmaps have stride 2; soft-argmax makes positions sub-pixel),
+    then each of ``levels`` (channel counts) halves the resolution again.
     """
 
-    def __init__(self, n_landmarks: int, in_channels: int = 3, levels: tuple[int, ...] = (16, 32, 64, 96, 128),
-                 output_level: int = 1):
+    def __init__(self, n_landmarks: int, in_channels: int = 3, levels: tuple[int, ...] = (24, 32, 48, 64, 96)):
         super().__init__()
         self.n_landmarks = n_landmarks
-        self.stride = 2 ** output_level
+        self.stride = 2
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, levels[0], 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(levels[0]), nn.ReLU(True))
         self.encoders = nn.ModuleList()
-        previous = in_channels
+        previous = levels[0]
         for channels in levels:
             self.encoders.append(conv_block(previous, channels))
             previous = channels
         self.decoders = nn.ModuleList()
         self.side_heads = nn.ModuleList()  # intermediate supervision: heatmaps from coarser decoder levels
-        for level in range(len(levels) - 2, output_level - 1, -1):
+        for level in range(len(levels) - 2, -1, -1):
             self.decoders.append(conv_block(previous + levels[level], levels[level]))
             previous = levels[level]
-            if level > output_level:
+            if level > 0:
                 self.side_heads.append(nn.Conv2d(previous, n_landmarks, 1))
         self.heatmap_head = nn.Conv2d(previous, n_landmarks, 1)
         self.depth_head = nn.Conv2d(previous, n_landmarks, 1)
@@ -77,6 +78,7 @@ class HeatmapUNet(nn.Module):
 
     def forward_all(self, x: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
         """Heatmap logits per decoder scale (coarse to fine), depth maps and in-view logits."""
+        x = self.stem(x)
         skips: list[Tensor] = []
         for index, encoder in enumerate(self.encoders):
             if index > 0:

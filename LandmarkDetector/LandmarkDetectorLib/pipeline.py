@@ -1,0 +1,91 @@
+"""Landmark detection: volume -> projection -> canvas -> network -> 3D points (DESIGN §4)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .framing import Canvas, CanvasSpec, canvas_origin_uv, frame
+from .markups import PointList
+from .model import LandmarkModel
+from .progress import CancelCheck, ProgressCallback, check_cancel, report
+from .projection import ProjectionConfig, project_volume
+
+
+@dataclass(frozen=True)
+class Landmarks:
+    """Detected landmarks.
+
+    Attributes:
+        names: landmark names, in model order.
+        points_ras: (N, 3) positions in RAS mm (also given for landmarks judged not in view).
+        confidence: (N,) probability that each landmark is in the scanned field of view.
+        in_view: (N,) bool, confidence >= the model's (or the caller's) threshold.
+        canvas: what the network saw, for previews.
+    """
+
+    names: tuple[str, ...]
+    points_ras: NDArray[np.float64]
+    confidence: NDArray[np.float64]
+    in_view: NDArray[np.bool_]
+    canvas: Canvas | None = None
+
+    def to_point_list(self, name: str = "Landmarks") -> PointList:
+        """Markups point list: labels = names, confidence in the description, not-found points undefined."""
+        descriptions = [f"confidence {c:.3f}" + ("" if ok else "; not found")
+                        for c, ok in zip(self.confidence, self.in_view, strict=True)]
+        return PointList.from_arrays(self.names, self.points_ras, descriptions=descriptions, defined=self.in_view,
+                                     name=name)
+
+
+def volume_canvas(volume_kji: NDArray, ijk_to_ras: ArrayLike, projection: ProjectionConfig, spec: CanvasSpec, *,
+                  offset_px: ArrayLike | None = None, progress: ProgressCallback | None = None,
+                  should_cancel: CancelCheck | None = None) -> Canvas:
+    """Project a volume and frame it onto the network canvas, as detection and fine-tuning both do.
+
+    Args:
+        offset_px: shift of the canvas from its centred position, canvas pixels (training jitter).
+    """
+    # Project straight at the canvas pixel size: oblique volumes are then resampled only as finely as needed.
+    projection = dataclasses.replace(projection, pixel_spacing_mm=spec.pixel_spacing_mm)
+    image = project_volume(volume_kji, ijk_to_ras, projection, progress=progress, should_cancel=should_cancel)
+    origin = canvas_origin_uv(image, spec)
+    if offset_px is not None:
+        origin = origin + np.asarray(offset_px, dtype=np.float64)
+    return frame(image, spec, origin_uv=origin)
+
+
+def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: LandmarkModel, *,
+                     confidence_threshold: float | None = None, progress: ProgressCallback | None = None,
+                     should_cancel: CancelCheck | None = None) -> Landmarks:
+    """Detect anatomical landmarks in a CT/MR volume.
+
+    Args:
+        volume_kji: voxels indexed [k, j, i] (slicer.util.arrayFromVolume order).
+        ijk_to_ras: 4x4 voxel-to-RAS matrix, millimetres.
+        model: a loaded bundle (``load_model``).
+        confidence_threshold: in-view probability needed to report a landmark as found (default: the model's).
+        progress: called with (fraction, message) between stages.
+        should_cancel: checked between stages.
+    Returns:
+        Landmarks; points_ras is (N, 3), ordered as model.landmark_names.
+    Raises:
+        InputError: volume not 3D or empty, or ijk_to_ras singular.
+        Cancelled: should_cancel() returned True between stages.
+    """
+    metadata = model.metadata
+    threshold = metadata.confidence_threshold if confidence_threshold is None else confidence_threshold
+    canvas = volume_canvas(volume_kji, ijk_to_ras, metadata.projection, metadata.canvas,
+                           progress=None if progress is None else lambda f, m: progress(0.8 * f, m),
+                           should_cancel=should_cancel)
+    check_cancel(should_cancel)
+    report(progress, 0.85, "Running the network")
+    uv, depth, probability = model.predict(canvas.network_input()[None])
+    check_cancel(should_cancel)
+    uvd = np.column_stack([uv[0], canvas.image.denormalize_depth(depth[0])])
+    report(progress, 1.0, "Done")
+    return Landmarks(names=metadata.landmarks, points_ras=canvas.image.uvd_to_ras(uvd), confidence=probability[0],
+                     in_view=probability[0] >= threshold, canvas=canvas)
