@@ -56,6 +56,28 @@ def finite_float(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return value
+
+
 def add_projection_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ProjectionConfig shared by every command that projects a volume."""
     group = parser.add_argument_group("projection")
@@ -117,6 +139,76 @@ def command_project(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_synth(args: argparse.Namespace) -> int:
+    """Write synthetic volumes with ground-truth landmarks (DIR/<case>.<format> and DIR/<case>.mrk.json)."""
+    from tqdm import tqdm
+
+    from .synthetic.dataset import synthesize_dataset
+
+    with tqdm(total=args.count, unit="case", desc=f"synth {args.anatomy}") as bar:
+        def progress(fraction: float, message: str) -> None:
+            bar.update(round(fraction * args.count) - bar.n)
+            bar.set_postfix_str(message.split("] ")[-1])
+
+        paths = synthesize_dataset(args.anatomy, args.count, args.seed, args.out, fmt=args.format,
+                                   overwrite=args.overwrite, progress=progress)
+    print(f"wrote {len(paths)} {args.anatomy} cases (seed {args.seed}) to {args.out}")
+    return 0
+
+
+def command_models(args: argparse.Namespace) -> int:
+    """List bundled and user models with their landmarks."""
+    from .model import available_models, read_metadata, user_models_dir
+
+    models = available_models()
+    for name, path in models.items():
+        try:
+            metadata = read_metadata(path)
+        except LandmarkDetectorError as error:
+            print(f"{name}: unusable ({error})")
+            continue
+        spec = metadata.canvas
+        print(f"{name}  [{metadata.architecture}, {spec.width} x {spec.height} px at {spec.pixel_spacing_mm} mm]  "
+              f"{path}")
+        if metadata.description:
+            print(f"    {metadata.description}")
+        print(f"    landmarks: {', '.join(metadata.landmarks)}")
+    print(f"({len(models)} models; user models are read from {user_models_dir()})")
+    return 0
+
+
+def command_train(args: argparse.Namespace) -> int:
+    """Pretrain a network on synthetic data generated on the fly."""
+    from .training.train import TrainConfig, train
+
+    values = json.loads(Path(args.config).read_text()) if args.config else {}
+    overrides = {"anatomy": args.anatomy, "architecture": args.architecture, "steps": args.steps,
+                 "batch_size": args.batch_size, "seed": args.seed, "workers": args.workers, "threads": args.threads,
+                 "lr": args.lr, "optimizer": args.optimizer}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = TrainConfig.from_dict(values)
+    path = train(config, args.out)
+    print(f"model written to {path}; log {Path(args.out) / 'log.csv'}, config {Path(args.out) / 'config.json'}")
+    return 0
+
+
+def command_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a model on annotated volumes with cross-validation."""
+    from .model import user_models_dir
+    from .training.finetune import FinetuneConfig, finetune, report_markdown
+
+    defaults = FinetuneConfig()
+    config = FinetuneConfig(steps=args.steps or defaults.steps, folds=0 if args.leave_one_out else args.folds,
+                            seed=args.seed, threads=args.threads)
+    out = Path(args.out) if args.out else user_models_dir() / f"{Path(args.model).stem}-finetuned.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    landmarks = tuple(n.strip() for n in args.landmarks.split(",")) if args.landmarks else None
+    result = finetune(args.model, args.data, out, config, landmarks=landmarks, overwrite=args.overwrite)
+    print(report_markdown(result))
+    print(f"fine-tuned model written to {out} (report: {out.with_suffix('.md')})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all sub-commands."""
     parser = argparse.ArgumentParser(
@@ -132,6 +224,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_projection_arguments(p)
     p.set_defaults(func=command_project)
+
+    p = sub.add_parser("synth", help="write synthetic volumes with ground-truth landmarks",
+                       description="Write CT-like whole bodies or MR-like left hands as DIR/<case>.nii.gz (or .nrrd) "
+                                   "with ground truth DIR/<case>.mrk.json; the same seed gives identical files.")
+    p.add_argument("--anatomy", choices=("body", "hand"), required=True, help="whole-body CT or left-hand MR")
+    p.add_argument("--count", type=positive_int, required=True, help="number of cases")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="dataset seed (default 0)")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--format", choices=("nii.gz", "nrrd"), default="nii.gz", help="volume format (default nii.gz)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=command_synth)
+
+    p = sub.add_parser("models", help="list the bundled and user models with their landmarks")
+    p.set_defaults(func=command_models)
+
+    p = sub.add_parser("train", help="pretrain a network on synthetic data generated on the fly",
+                       description="Train on synthetic renders; writes config.json, log.csv, checkpoint.pt and the "
+                                   "model bundle model.pt into --out. Flags override the --config JSON file.")
+    p.add_argument("--anatomy", choices=("body", "hand"), help="whole body (9 landmarks) or left hand (5)")
+    p.add_argument("--config", help="JSON file with TrainConfig fields")
+    p.add_argument("--out", required=True, help="run folder (created; must not hold a model.pt yet)")
+    p.add_argument("--architecture", choices=("heatmap-unet", "regression-cnn"))
+    p.add_argument("--steps", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), help="sgd uses the paper's schedule")
+    p.add_argument("--seed", type=non_negative_int)
+    p.add_argument("--workers", type=non_negative_int, help="data-generating processes")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for the network")
+    p.set_defaults(func=command_train)
+
+    p = sub.add_parser("finetune", help="fine-tune a model on your annotated volumes, with cross-validation",
+                       description="DATA holds volumes with same-named landmark files (case.nii.gz + case.mrk.json, "
+                                   ".fcsv or .csv). Reports the cross-validated error per landmark, then fine-tunes "
+                                   "on all cases and saves the model.")
+    p.add_argument("data", help="folder of annotated volumes")
+    p.add_argument("--model", default="wholebody-ct", help="model to start from: name or .pt path")
+    p.add_argument("--out", help="new model file (default: the user model folder)")
+    p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--leave-one-out", action="store_true", help="leave-one-out cross-validation")
+    p.add_argument("--steps", type=positive_int, help="optimizer steps per fold (default 300)")
+    p.add_argument("--landmarks", help="comma-separated names for a model of your own landmarks")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    p.set_defaults(func=command_finetune)
     return parser
 
 
