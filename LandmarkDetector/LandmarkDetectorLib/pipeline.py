@@ -12,7 +12,7 @@ from .framing import Canvas, CanvasSpec, canvas_origin_uv, frame
 from .markups import PointList
 from .model import LandmarkModel
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
-from .projection import ProjectionConfig, project_volume
+from .projection import ProjectedImage, ProjectionConfig, project_volume
 
 
 @dataclass(frozen=True)
@@ -41,17 +41,42 @@ class Landmarks:
                                      name=name)
 
 
-def volume_canvas(volume_kji: NDArray, ijk_to_ras: ArrayLike, projection: ProjectionConfig, spec: CanvasSpec, *,
-                  offset_px: ArrayLike | None = None, progress: ProgressCallback | None = None,
-                  should_cancel: CancelCheck | None = None) -> Canvas:
-    """Project a volume and frame it onto the network canvas, as detection and fine-tuning both do.
+def landmark_found(uv: NDArray[np.float64], probability: NDArray[np.float64], in_field: NDArray[np.bool_],
+                   threshold: float) -> NDArray[np.bool_]:
+    """A landmark is found when the network is confident it is in view and places it inside the scanned field.
 
     Args:
-        offset_px: shift of the canvas from its centred position, canvas pixels (training jitter).
+        uv: (B, N, 2) predicted canvas pixels.
+        probability: (B, N) in-view probabilities.
+        in_field: (B, H, W) canvas pixels inside the projected volume.
+        threshold: probability needed.
+    Returns:
+        (B, N) bool.
     """
-    # Project straight at the canvas pixel size: oblique volumes are then resampled only as finely as needed.
+    found = probability >= threshold
+    for b, field in enumerate(in_field):
+        rows, cols = np.flatnonzero(field.any(axis=1)), np.flatnonzero(field.any(axis=0))
+        if not rows.size:
+            found[b] = False
+            continue
+        u, v = uv[b, :, 0], uv[b, :, 1]
+        found[b] &= (u >= cols[0] - 0.5) & (u <= cols[-1] + 0.5) & (v >= rows[0] - 0.5) & (v <= rows[-1] + 0.5)
+    return found
+
+
+def model_projection(volume_kji: NDArray, ijk_to_ras: ArrayLike, projection: ProjectionConfig, spec: CanvasSpec, *,
+                     progress: ProgressCallback | None = None,
+                     should_cancel: CancelCheck | None = None) -> ProjectedImage:
+    """Project a volume as a model needs it: its projection settings at its canvas pixel size.
+
+    Projecting straight at the canvas pixel size means oblique volumes are resampled only as finely as needed.
+    """
     projection = dataclasses.replace(projection, pixel_spacing_mm=spec.pixel_spacing_mm)
-    image = project_volume(volume_kji, ijk_to_ras, projection, progress=progress, should_cancel=should_cancel)
+    return project_volume(volume_kji, ijk_to_ras, projection, progress=progress, should_cancel=should_cancel)
+
+
+def framed(image: ProjectedImage, spec: CanvasSpec, offset_px: ArrayLike | None = None) -> Canvas:
+    """The canvas centred on the silhouette, shifted by ``offset_px`` canvas pixels (training jitter)."""
     origin = canvas_origin_uv(image, spec)
     if offset_px is not None:
         origin = origin + np.asarray(offset_px, dtype=np.float64)
@@ -78,14 +103,16 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     """
     metadata = model.metadata
     threshold = metadata.confidence_threshold if confidence_threshold is None else confidence_threshold
-    canvas = volume_canvas(volume_kji, ijk_to_ras, metadata.projection, metadata.canvas,
-                           progress=None if progress is None else lambda f, m: progress(0.8 * f, m),
-                           should_cancel=should_cancel)
+    image = model_projection(volume_kji, ijk_to_ras, metadata.projection, metadata.canvas,
+                             progress=None if progress is None else lambda f, m: progress(0.8 * f, m),
+                             should_cancel=should_cancel)
+    canvas = framed(image, metadata.canvas)
     check_cancel(should_cancel)
     report(progress, 0.85, "Running the network")
     uv, depth, probability = model.predict(canvas.network_input()[None])
     check_cancel(should_cancel)
     uvd = np.column_stack([uv[0], canvas.image.denormalize_depth(depth[0])])
     report(progress, 1.0, "Done")
+    found = landmark_found(uv, probability, canvas.in_field[None], threshold)[0]
     return Landmarks(names=metadata.landmarks, points_ras=canvas.image.uvd_to_ras(uvd), confidence=probability[0],
-                     in_view=probability[0] >= threshold, canvas=canvas)
+                     in_view=found, canvas=canvas)

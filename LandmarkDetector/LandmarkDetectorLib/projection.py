@@ -84,8 +84,9 @@ class ProjectedImage:
 
     Attributes:
         silhouette: (H, W) bool, True where the ray crosses the body.
-        depth_mm: (H, W) float32, depth of the first body voxel along the ray, mm from the front plane;
-            NaN outside the silhouette.
+        depth_mm: (H, W) float32, depth of the body surface along the ray, mm from the front plane: half a
+            sample step in front of the first body voxel (the air/body boundary, so that the surface is not
+            biased half a voxel deep); NaN outside the silhouette.
         pixel_to_ras: 4x4 matrix mapping (u, v, d, 1) to RAS mm.
         threshold: the intensity threshold that was used.
         view: "ap" or "lr".
@@ -244,7 +245,7 @@ def _finish(count: NDArray[Any], front: NDArray[Any], n_depth: int, step_mm: flo
     """Turn per-ray counts and front weights (indexed [v, u]) into a ProjectedImage."""
     silhouette = (count > 0) & (count * step_mm >= config.table_removal_mm - 1e-9)
     depth = np.full(count.shape, np.nan, dtype=np.float32)
-    depth[silhouette] = (n_depth - front[silhouette].astype(np.float64)) * step_mm
+    depth[silhouette] = (n_depth - front[silhouette].astype(np.float64) - 0.5) * step_mm
     return ProjectedImage(silhouette=silhouette, depth_mm=depth, pixel_to_ras=pixel_to_ras,
                           threshold=float(threshold), view=config.view)
 

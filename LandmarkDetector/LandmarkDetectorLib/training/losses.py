@@ -24,12 +24,13 @@ class LossWeights:
 
 @dataclass(frozen=True)
 class Targets:
-    """Batch targets as tensors: uv (B, N, 2), depth (B, N), in_view (B, N) bool, known (B, N) bool."""
+    """Batch targets as tensors: uv (B, N, 2), depth (B, N), and (B, N) bool in_view, known, located."""
 
     uv: Tensor
     depth: Tensor
     in_view: Tensor
     known: Tensor
+    located: Tensor
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -52,13 +53,14 @@ def landmark_loss(model: torch.nn.Module, inputs: Tensor, targets: Targets, canv
                   weights: LossWeights = LossWeights()) -> tuple[Tensor, dict[str, float]]:
     """Total loss and its parts for one batch.
 
-    Position and depth count only for landmarks in view whose position lies on the canvas; the in-view term
-    counts for every annotated landmark.
+    Position and depth count for every landmark with a known position on the canvas, also outside the scanned
+    field (the network learns to extrapolate there, so that detection can tell "outside the scan" from the
+    predicted position); the in-view term counts for every annotated landmark.
     """
     height, width = canvas_hw
     on_canvas = ((targets.uv[..., 0] >= -0.5) & (targets.uv[..., 0] <= width - 0.5) &
                  (targets.uv[..., 1] >= -0.5) & (targets.uv[..., 1] <= height - 0.5))
-    located = (targets.in_view & targets.known & on_canvas).float()
+    located = (targets.located & on_canvas).float()
     heatmap_term = torch.zeros((), device=inputs.device)
     if isinstance(model, HeatmapUNet):
         heatmaps, depth_map, logit = model.forward_all(inputs)

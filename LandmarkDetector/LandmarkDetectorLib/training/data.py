@@ -1,0 +1,305 @@
+"""Training samples: synthetic renders generated on the fly, and projections of annotated volumes.
+
+Both paths end in the same place as detection: a ProjectedImage of the scanned field of view, framed onto the
+network canvas by ``framing.frame``, with landmark targets in canvas pixels, normalized depth and in-view flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from ..framing import Canvas, CanvasSpec, canvas_origin_uv, frame
+from ..markups import PointList
+from ..projection import VIEW_AXES_RAS, ProjectedImage, view_pixel_to_ras
+from ..synthetic.anatomy import BODY_LANDMARKS, HAND_LANDMARKS, Anatomy
+from ..synthetic.body import build_body, sample_body, sample_pose
+from ..synthetic.hand import build_hand, sample_hand
+from ..synthetic.render import render_batch
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Network inputs and targets.
+
+    Attributes:
+        inputs: (B, 3, H, W) float32 canvases (Canvas.network_input).
+        uv: (B, N, 2) float32 landmark canvas pixels (u, v).
+        depth: (B, N) float32 normalized landmark depth.
+        in_view: (B, N) bool, landmark inside the scanned field of view.
+        known: (B, N) bool, the annotation exists (fine-tuning data may miss landmarks).
+        located: (B, N) bool, the landmark's position is known (synthetic: always, also out of view).
+        depth_std_mm: (B,) float32, the depth normalization scale of each canvas (normalized -> mm).
+    """
+
+    inputs: NDArray[np.float32]
+    uv: NDArray[np.float32]
+    depth: NDArray[np.float32]
+    in_view: NDArray[np.bool_]
+    known: NDArray[np.bool_]
+    located: NDArray[np.bool_]
+    depth_std_mm: NDArray[np.float32]
+
+    @staticmethod
+    def stack(samples: list[Batch]) -> Batch:
+        return Batch(*(np.concatenate([getattr(s, f) for s in samples]) for f in
+                       ("inputs", "uv", "depth", "in_view", "known", "located", "depth_std_mm")))
+
+
+def targets(canvas: Canvas, points_ras: NDArray[np.float64], in_view: NDArray[np.bool_],
+            known: NDArray[np.bool_] | None = None) -> Batch:
+    """A one-sample Batch from a framed canvas and the landmarks' RAS positions (NaN rows where unknown)."""
+    uvd = canvas.image.ras_to_uvd(np.nan_to_num(points_ras))
+    located = np.isfinite(points_ras).all(axis=1)
+    known = located if known is None else known
+    return Batch(inputs=canvas.network_input()[None], uv=uvd[None, :, :2].astype(np.float32),
+                 depth=canvas.image.normalize_depth(uvd[:, 2])[None].astype(np.float32),
+                 in_view=(in_view & known)[None], known=known[None], located=(located & known)[None],
+                 depth_std_mm=np.array([canvas.image.depth_std_mm], dtype=np.float32))
+
+
+# --- synthetic data -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Probabilities and ranges of what real scans do to a rendered silhouette.
+
+    Attributes:
+        fov_cut: probability that the scan stops short of the body along S (head or feet missing, trunk only).
+        transverse_fov_mm: range of the scanner's transverse field of view (R extent), mm; None: never cut.
+        table_remnant: probability of thin lines along S left by the table's side walls.
+        holes: probability of a few small holes punched into the silhouette.
+        blobs: probability of a few small foreign objects (tubes, cables, blankets) beside or on the body.
+        edge_noise: probability of a one-pixel erosion or dilation of the silhouette.
+        depth_noise_mm: standard deviation of noise added to the depth, mm.
+        tilt_deg: the body is rotated in the coronal plane by up to this angle.
+        frame_jitter_px: random shift of the canvas, pixels.
+    """
+
+    fov_cut: float = 0.5
+    transverse_fov_mm: tuple[float, float] | None = (450.0, 650.0)
+    table_remnant: float = 0.2
+    holes: float = 0.25
+    blobs: float = 0.25
+    edge_noise: float = 0.3
+    depth_noise_mm: float = 1.5
+    tilt_deg: float = 5.0
+    frame_jitter_px: float = 1.5
+
+
+NO_AUGMENTATION = Augmentation(fov_cut=0.0, transverse_fov_mm=None, table_remnant=0.0, holes=0.0, blobs=0.0,
+                               edge_noise=0.0, depth_noise_mm=0.0, tilt_deg=0.0, frame_jitter_px=0.0)
+
+
+@dataclass(frozen=True)
+class AnatomyKind:
+    """What differs between bodies and hands for training."""
+
+    name: str
+    landmarks: tuple[str, ...]
+    sample: Callable[[np.random.Generator], Anatomy]
+    render_extent_mm: tuple[float, float]  # (width, height) of the region rendered around the anatomy
+
+
+def _sample_body(rng: np.random.Generator) -> Anatomy:
+    return build_body(sample_body(rng), sample_pose(rng), inner=False)
+
+
+def _sample_hand(rng: np.random.Generator) -> Anatomy:
+    return build_hand(sample_hand(rng))
+
+
+KINDS = {
+    "body": AnatomyKind("body", BODY_LANDMARKS, _sample_body, (1300.0, 2700.0)),
+    "hand": AnatomyKind("hand", HAND_LANDMARKS, _sample_hand, (300.0, 420.0)),
+}
+
+
+def _tilt(anatomy: Anatomy, degrees: float) -> Anatomy:
+    """Rotate in the coronal plane (about the A axis) around the anatomy's centre."""
+    low, high = anatomy.skin.bounds_ras()
+    centre = (low + high) / 2
+    t = np.radians(degrees)
+    m = np.eye(4)
+    m[[0, 0, 2, 2], [0, 2, 0, 2]] = [np.cos(t), -np.sin(t), np.sin(t), np.cos(t)]
+    m[:3, 3] = centre - m[:3, :3] @ centre
+    return anatomy.transformed(m)
+
+
+def _field_of_view(anatomy: Anatomy, kind: str, aug: Augmentation, rng: np.random.Generator
+                   ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """A random scanned box (low, high) in RAS mm: margins around the anatomy, sometimes cutting it."""
+    low, high = anatomy.skin.bounds_ras()
+    low = low - rng.uniform(5.0, 60.0, 3)
+    high = high + rng.uniform(5.0, 60.0, 3)
+    landmarks = anatomy.landmarks_ras
+    if rng.random() < aug.fov_cut:
+        if kind == "body":
+            head, knee, toe = landmarks["HeadTop"][2], (landmarks["KneeR"][2] + landmarks["KneeL"][2]) / 2, \
+                min(landmarks["BigToeR"][2], landmarks["BigToeL"][2])
+            shoulder = (landmarks["ShoulderR"][2] + landmarks["ShoulderL"][2]) / 2
+            choice = rng.choice(["no_head", "no_feet", "trunk", "from_shoulders"], p=[0.25, 0.35, 0.25, 0.15])
+            if choice in ("no_head", "trunk"):
+                high[2] = rng.uniform(shoulder - 50.0, head - 20.0)
+            if choice in ("no_feet", "trunk"):
+                low[2] = rng.uniform(toe + 20.0, knee + 350.0)
+            if choice == "from_shoulders":
+                high[2] = rng.uniform(shoulder + 60.0, shoulder + 160.0)
+        else:
+            side = rng.integers(0, 4)
+            axis, upper = (0, 2)[side // 2], side % 2 == 1
+            span = high[axis] - low[axis]
+            if upper:
+                high[axis] -= rng.uniform(0.05, 0.25) * span
+            else:
+                low[axis] += rng.uniform(0.05, 0.25) * span
+    if kind == "body" and aug.transverse_fov_mm is not None:
+        half = rng.uniform(*aug.transverse_fov_mm) / 2
+        centre = (low[0] + high[0]) / 2 + rng.normal(0.0, 15.0)
+        low[0], high[0] = max(low[0], centre - half), min(high[0], centre + half)
+    return low, high
+
+
+def _crop_to_field(depth: NDArray[np.float32], pixel_to_ras: NDArray[np.float64], low: NDArray[np.float64],
+                   high: NDArray[np.float64]) -> ProjectedImage:
+    """The part of a rendered AP image whose rays lie inside the box, as the projection of that box would be."""
+    h, w = depth.shape
+    corners = np.array([[0.0, 0.0, 0.0], [w - 1.0, h - 1.0, 0.0]])
+    ras = corners @ pixel_to_ras[:3, :3].T + pixel_to_ras[:3, 3]
+    # AP view: u runs along -R, v along -S.
+    su, sv = np.linalg.norm(pixel_to_ras[:3, 0]), np.linalg.norm(pixel_to_ras[:3, 1])
+    u0 = int(np.clip(np.ceil((ras[0, 0] - high[0]) / su), 0, w - 1))
+    u1 = int(np.clip(np.floor((ras[0, 0] - low[0]) / su), u0, w - 1))
+    v0 = int(np.clip(np.ceil((ras[0, 2] - high[2]) / sv), 0, h - 1))
+    v1 = int(np.clip(np.floor((ras[0, 2] - low[2]) / sv), v0, h - 1))
+    crop = depth[v0:v1 + 1, u0:u1 + 1]
+    shifted = pixel_to_ras.copy()
+    shifted[:3, 3] = pixel_to_ras[:3, :3] @ np.array([u0, v0, 0.0]) + pixel_to_ras[:3, 3]
+    silhouette = np.isfinite(crop)
+    return ProjectedImage(silhouette=silhouette, depth_mm=np.where(silhouette, crop, np.nan).astype(np.float32),
+                          pixel_to_ras=shifted, threshold=float("nan"), view="ap")
+
+
+def _disks(shape: tuple[int, int], count: int, radius_px: tuple[float, float], rng: np.random.Generator,
+           near: NDArray[np.bool_] | None = None) -> NDArray[np.bool_]:
+    """A mask of ``count`` random disks, centred on ``near`` pixels when given."""
+    mask = np.zeros(shape, dtype=bool)
+    vv, uu = np.mgrid[0:shape[0], 0:shape[1]]
+    candidates = np.argwhere(near) if near is not None and near.any() else None
+    for _ in range(count):
+        if candidates is not None:
+            cv, cu = candidates[rng.integers(len(candidates))]
+        else:
+            cv, cu = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+        r = rng.uniform(*radius_px)
+        mask |= (vv - cv) ** 2 + (uu - cu) ** 2 <= r * r
+    return mask
+
+
+def _augment(image: ProjectedImage, aug: Augmentation, rng: np.random.Generator) -> ProjectedImage:
+    """Silhouette and depth corruptions that real scans show."""
+    body = image.silhouette.copy()
+    depth = image.depth_mm.astype(np.float64).copy()
+    if not body.any():
+        return image
+    body_depth = depth[body]
+    near, far = body_depth.min(), body_depth.max()
+    if rng.random() < aug.edge_noise:
+        body = ndimage.binary_dilation(body) if rng.random() < 0.5 else ndimage.binary_erosion(body)
+        depth = np.where(body & ~np.isfinite(depth), ndimage.grey_dilation(np.nan_to_num(depth, nan=-1e9), 3), depth)
+    if rng.random() < aug.holes:
+        body &= ~_disks(body.shape, int(rng.integers(1, 5)), (0.6, 2.0), rng, near=body)
+    if rng.random() < aug.blobs:
+        surroundings = ndimage.binary_dilation(body, iterations=6)
+        blobs = _disks(body.shape, int(rng.integers(1, 4)), (0.7, 3.0), rng, near=surroundings)
+        depth = np.where(blobs & ~body, rng.uniform(near, far), depth)
+        body |= blobs
+    if rng.random() < aug.table_remnant:
+        cols = np.flatnonzero(body.any(axis=0))
+        for _ in range(int(rng.integers(1, 3))):
+            u = int(np.clip(rng.choice([cols[0], cols[-1]]) + rng.integers(-8, 9), 0, body.shape[1] - 1))
+            line = np.zeros_like(body)
+            line[:, u] = rng.random(body.shape[0]) < rng.uniform(0.5, 1.0)
+            depth = np.where(line & ~body, far + rng.uniform(0.0, 30.0), depth)
+            body |= line
+    if aug.depth_noise_mm > 0:
+        depth = depth + rng.normal(0.0, aug.depth_noise_mm, depth.shape)
+    return ProjectedImage(silhouette=body, depth_mm=np.where(body, depth, np.nan).astype(np.float32),
+                          pixel_to_ras=image.pixel_to_ras, threshold=image.threshold, view=image.view)
+
+
+class SyntheticSource:
+    """Endless synthetic training batches, rendered on the fly (no files).
+
+    Args:
+        kind: "body" or "hand".
+        spec: network canvas.
+        augmentation: what to simulate of real scans.
+    """
+
+    def __init__(self, kind: str, spec: CanvasSpec, augmentation: Augmentation = Augmentation()):
+        self.kind = KINDS[kind]
+        self.spec = spec
+        self.augmentation = augmentation
+
+    def batch(self, size: int, rng: np.random.Generator) -> Batch:
+        """``size`` random samples."""
+        aug = self.augmentation
+        anatomies = [self.kind.sample(rng) for _ in range(size)]
+        if aug.tilt_deg > 0:
+            anatomies = [_tilt(a, rng.uniform(-aug.tilt_deg, aug.tilt_deg)) for a in anatomies]
+        spacing = self.spec.pixel_spacing_mm
+        w_mm, h_mm = self.kind.render_extent_mm
+        shape_vu = (int(h_mm / spacing) + 1, int(w_mm / spacing) + 1)
+        grids = np.stack([self._grid(a, shape_vu) for a in anatomies])
+        depths = np.empty((size, *shape_vu), dtype=np.float32)
+        by_count: dict[int, list[int]] = {}
+        for index, anatomy in enumerate(anatomies):
+            by_count.setdefault(len(anatomy.skin), []).append(index)
+        for indices in by_count.values():  # render_batch needs equal primitive counts
+            depths[indices] = render_batch([anatomies[i].skin for i in indices], grids[indices], shape_vu)
+        samples = []
+        for anatomy, depth, grid in zip(anatomies, depths, grids, strict=True):
+            low, high = _field_of_view(anatomy, self.kind.name, aug, rng)
+            image = _augment(_crop_to_field(depth, grid, low, high), aug, rng)
+            canvas = frame(image, self.spec, origin_uv=self._jittered_origin(image, rng))
+            points = anatomy.landmark_array()
+            in_view = np.all((points >= low) & (points <= high), axis=1)
+            samples.append(targets(canvas, points, in_view))
+        return Batch.stack(samples)
+
+    def _grid(self, anatomy: Anatomy, shape_vu: tuple[int, int]) -> NDArray[np.float64]:
+        """AP grid of canvas-spacing pixels centred on the anatomy, front plane at its most anterior point."""
+        low, high = anatomy.skin.bounds_ras()
+        centre = (low + high) / 2
+        spacing = self.spec.pixel_spacing_mm
+        axes = VIEW_AXES_RAS["ap"]
+        origin = centre - axes[0] * spacing * (shape_vu[1] - 1) / 2 - axes[1] * spacing * (shape_vu[0] - 1) / 2
+        origin[1] = high[1]
+        return view_pixel_to_ras("ap", origin, (spacing, spacing))
+
+    def _jittered_origin(self, image: ProjectedImage, rng: np.random.Generator) -> NDArray[np.float64]:
+        jitter = self.augmentation.frame_jitter_px
+        return canvas_origin_uv(image, self.spec) + rng.uniform(-jitter, jitter, 2)
+
+
+# --- annotated volumes ----------------------------------------------------------------------------------------
+
+def annotated_sample(canvas: Canvas, points: PointList, names: tuple[str, ...]) -> Batch:
+    """One sample from a framed volume and its landmark file; names missing from the file are unknown.
+
+    Undefined points (status "undefined") count as known and not in view: the annotator said "not there".
+    """
+    positions = np.full((len(names), 3), np.nan)
+    known = np.zeros(len(names), dtype=bool)
+    for index, name in enumerate(names):
+        point = points.get(name)
+        if point is not None:
+            known[index] = True
+            if point.status == "defined":
+                positions[index] = point.position_ras
+    return targets(canvas, positions, np.isfinite(positions).all(axis=1), known)

@@ -1,0 +1,138 @@
+"""Accuracy of a model on held-out synthetic 3D volumes, through the whole projection path, with baselines.
+
+Compared on the same cases:
+- the model (its 2D position and its depth head),
+- "mean depth": the model's 2D position with each landmark's mean normalized training depth (paper, Fig. 4),
+- "NN(syn)": the mean annotation of the 3 nearest synthetic training canvases (paper's nearest-neighbour baseline).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..model import LandmarkModel
+from ..pipeline import detect_landmarks
+from ..progress import ProgressCallback, report
+from ..synthetic.dataset import synthesize_case
+from .data import Batch, SyntheticSource
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Reference:
+    """Synthetic training samples for the baselines: canvases and their landmark targets."""
+
+    silhouettes: NDArray[np.float32]  # (M, h*w) downsampled silhouettes
+    uv: NDArray[np.float32]
+    depth: NDArray[np.float32]
+    in_view: NDArray[np.bool_]
+    mean_depth: NDArray[np.float64]  # (N,) mean normalized depth of each landmark in view
+
+    @classmethod
+    def generate(cls, source: SyntheticSource, count: int, seed: int) -> Reference:
+        batches = [source.batch(min(256, count - start), np.random.default_rng([seed, 3, start]))
+                   for start in range(0, count, 256)]
+        data = Batch.stack(batches)
+        in_view = data.in_view
+        mean_depth = np.array([data.depth[in_view[:, n], n].mean() for n in range(in_view.shape[1])])
+        return cls(_nn_features(data.inputs), data.uv, data.depth, in_view, mean_depth)
+
+    def nearest(self, inputs: NDArray[np.float32], k: int = 3) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Mean uv (N, 2) and normalized depth (N,) of the k training canvases nearest to one canvas."""
+        distance = ((self.silhouettes - _nn_features(inputs[None])) ** 2).sum(axis=1)
+        idx = np.argsort(distance)[:k]
+        return self.uv[idx].mean(axis=0), self.depth[idx].mean(axis=0)
+
+
+def _nn_features(inputs: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Silhouettes averaged over 2 x 2 blocks, flattened: the nearest-neighbour search space."""
+    s = inputs[:, 0]
+    b, h, w = s.shape
+    return s.reshape(b, h // 2, 2, w // 2, 2).mean(axis=(2, 4)).reshape(b, -1)
+
+
+def evaluate_synthetic_volumes(model: LandmarkModel, anatomy: str, seed: int, count: int,
+                               reference: Reference | None = None,
+                               progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Detect landmarks in ``count`` synthetic volumes of ``seed`` and compare with the ground truth.
+
+    Returns:
+        Per method ("model", and with a reference also "mean_depth" and "nn_syn"): (count, N) 3D errors in mm
+        (NaN where the truth is out of view), in-plane and depth components, plus found/in-view flags.
+    """
+    names = model.metadata.landmarks
+    methods = ["model"] + (["mean_depth", "nn_syn"] if reference is not None else [])
+    errors = {m: np.full((count, len(names), 3), np.nan) for m in methods}  # 3D, in-plane, depth
+    found = np.zeros((count, len(names)), dtype=bool)
+    truth_in_view = np.zeros((count, len(names)), dtype=bool)
+    for index in range(count):
+        scan = synthesize_case(anatomy, seed, index)
+        order = [scan.landmark_names.index(n) for n in names]
+        truth, in_view = scan.landmarks_ras[order], scan.in_view[order]
+        result = detect_landmarks(scan.voxels_kji, scan.ijk_to_ras, model)
+        canvas = result.canvas
+        predictions = {"model": result.points_ras}
+        if reference is not None:
+            uvd = canvas.image.ras_to_uvd(result.points_ras)
+            uvd[:, 2] = canvas.image.denormalize_depth(reference.mean_depth)
+            predictions["mean_depth"] = canvas.image.uvd_to_ras(uvd)
+            uv, depth = reference.nearest(canvas.network_input())
+            nn_uvd = np.column_stack([uv, canvas.image.denormalize_depth(depth)])
+            predictions["nn_syn"] = canvas.image.uvd_to_ras(nn_uvd)
+        ray = canvas.image.pixel_to_ras[:3, 2] / np.linalg.norm(canvas.image.pixel_to_ras[:3, 2])
+        for method, points in predictions.items():
+            delta = points - truth
+            along = delta @ ray
+            planar = np.linalg.norm(delta - along[:, None] * ray, axis=1)
+            errors[method][index] = np.where(in_view[:, None],
+                                             np.column_stack([np.linalg.norm(delta, axis=1), planar, np.abs(along)]),
+                                             np.nan)
+        found[index], truth_in_view[index] = result.in_view, in_view
+        report(progress, (index + 1) / count, f"Evaluated {index + 1}/{count} volumes")
+    return {"names": names, "errors": errors, "found": found, "truth_in_view": truth_in_view}
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Per method and landmark: mean, median, 95th percentile and maximum 3D error (mm); detection rates."""
+    names, found, truth = result["names"], result["found"], result["truth_in_view"]
+    out: dict[str, Any] = {}
+    for method, errors in result["errors"].items():
+        table = {}
+        for n, name in enumerate(names + ("all",)):
+            e = errors[:, n] if name != "all" else errors.reshape(-1, 3)
+            e = e[np.isfinite(e[:, 0])]
+            if not e.size:
+                table[name] = {"n": 0}
+                continue
+            table[name] = {"n": int(len(e)), "mean_mm": float(e[:, 0].mean()), "median_mm": float(np.median(e[:, 0])),
+                           "p95_mm": float(np.percentile(e[:, 0], 95)), "max_mm": float(e[:, 0].max()),
+                           "mean_planar_mm": float(e[:, 1].mean()), "mean_depth_mm": float(e[:, 2].mean())}
+        out[method] = table
+    out["detection"] = {
+        "out_of_view": int((~truth).sum()),
+        "out_of_view_reported_not_found": float((~found[~truth]).mean()) if (~truth).any() else None,
+        "in_view": int(truth.sum()),
+        "in_view_reported_not_found": float((~found[truth]).mean()) if truth.any() else None,
+    }
+    return out
+
+
+def markdown_table(summaries: dict[str, dict[str, Any]], names: tuple[str, ...]) -> str:
+    """Rows: landmarks; columns: mean / median / p95 / max 3D error of each method (mm)."""
+    methods = list(summaries)
+    header = "| landmark | " + " | ".join(f"{m} mean / median / p95 / max" for m in methods) + " |"
+    lines = [header, "|---|" + "---|" * len(methods)]
+    for name in names + ("all",):
+        cells = []
+        for method in methods:
+            row = summaries[method].get(name, {})
+            cells.append("-" if not row.get("n") else
+                         f"{row['mean_mm']:.1f} / {row['median_mm']:.1f} / {row['p95_mm']:.1f} / {row['max_mm']:.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,115 @@
+"""Training, fine-tuning and evaluation: smoke runs on tiny configurations, and the data they learn from."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from LandmarkDetectorLib.framing import CanvasSpec
+from LandmarkDetectorLib.model import load_model
+from LandmarkDetectorLib.projection import ProjectionConfig
+from LandmarkDetectorLib.synthetic.dataset import synthesize_dataset
+from LandmarkDetectorLib.training.data import NO_AUGMENTATION, SyntheticSource
+from LandmarkDetectorLib.training.evaluate import Reference, evaluate_synthetic_volumes, summary
+from LandmarkDetectorLib.training.finetune import FinetuneConfig, finetune
+from LandmarkDetectorLib.training.losses import gaussian_targets
+from LandmarkDetectorLib.training.train import TrainConfig, train
+
+HAND_SPEC = CanvasSpec(height=48, width=48, pixel_spacing_mm=6.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_hand_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(anatomy="hand", canvas=HAND_SPEC, projection=ProjectionConfig(table_removal_mm=0.0),
+                         steps=4, batch_size=4, validate_every=2, validation_size=8, workers=0, threads=1, seed=3)
+    return train(config, out, progress_bar=False)
+
+
+@pytest.mark.slow
+def test_training_smoke_run_writes_config_log_checkpoint_and_bundle(tiny_hand_model):
+    out = tiny_hand_model.parent
+    config = json.loads((out / "config.json").read_text())
+    assert TrainConfig.from_dict(config).steps == 4
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert np.isfinite(float(rows[-1]["val_mean_3d_mm"]))
+    assert "network" in torch.load(out / "checkpoint.pt", weights_only=True)
+    model = load_model(tiny_hand_model)
+    assert model.metadata.landmarks == ("ThumbTip", "IndexTip", "MiddleTip", "RingTip", "LittleTip")
+    assert model.metadata.canvas == HAND_SPEC
+    assert model.metadata.training["config"]["seed"] == 3
+    with pytest.raises(FileExistsError):
+        train(TrainConfig.from_dict(config), out, progress_bar=False)
+
+
+def test_synthetic_batches_put_landmarks_on_the_body():
+    source = SyntheticSource("body", CanvasSpec(height=384, width=192, pixel_spacing_mm=6.0), NO_AUGMENTATION)
+    batch = source.batch(4, np.random.default_rng(0))
+    assert batch.inputs.shape == (4, 3, 384, 192) and batch.uv.shape == (4, 9, 2)
+    assert batch.in_view.all() and batch.located.all()
+    silhouette = batch.inputs[:, 0] > 0.5
+    for sample in range(4):
+        for u, v in batch.uv[sample]:
+            r0, c0 = int(round(v)), int(round(u))  # within 12 mm of a body pixel
+            assert silhouette[sample, max(r0 - 2, 0):r0 + 3, max(c0 - 2, 0):c0 + 3].any()
+    body_depth = batch.inputs[:, 1][silhouette]
+    assert abs(body_depth.mean()) < 0.05 and np.all(batch.inputs[:, 1][~silhouette] == 3.0)
+
+
+def test_field_of_view_cuts_mark_landmarks_out_of_view():
+    source = SyntheticSource("body", CanvasSpec(height=192, width=96, pixel_spacing_mm=12.0))
+    batch = source.batch(24, np.random.default_rng(1))
+    assert 0 < (~batch.in_view).sum() < batch.in_view.size
+    field = batch.inputs[:, 2] > 0.5
+    for sample, landmark in zip(*np.nonzero(batch.in_view), strict=True):
+        u, v = batch.uv[sample, landmark]
+        assert field[sample, int(np.clip(round(v), 0, 191)), int(np.clip(round(u), 0, 95))]
+
+
+def test_gaussian_targets_peak_where_the_landmark_is():
+    uv = torch.tensor([[[10.0, 6.0]]])
+    g = gaussian_targets(uv, (8, 12), stride=2)
+    assert float(g.sum()) == pytest.approx(1.0)
+    row, col = np.unravel_index(int(g[0, 0].argmax()), (8, 12))
+    assert (row, col) == (3, 5)  # canvas (10, 6) -> heatmap ((10 + 0.5) / 2 - 0.5, (6 + 0.5) / 2 - 0.5)
+
+
+@pytest.mark.slow
+def test_finetune_cross_validates_and_saves_a_model(tiny_hand_model, tmp_path):
+    synthesize_dataset("hand", 3, 5, tmp_path / "cases")
+    out = tmp_path / "tuned.pt"
+    result = finetune(str(tiny_hand_model), tmp_path / "cases", out,
+                      FinetuneConfig(steps=3, decay_after=2, batch_size=2, folds=0, threads=1))
+    assert result["folds"] == 3 and len(result["cases"]) == 3
+    assert result["finetuned_cross_validated"]["all"]["n"] > 0 and result["pretrained"]["all"]["n"] > 0
+    assert load_model(out).metadata.landmarks == load_model(tiny_hand_model).metadata.landmarks
+    assert "| ThumbTip |" in out.with_suffix(".md").read_text()
+    with pytest.raises(FileExistsError):
+        finetune(str(tiny_hand_model), tmp_path / "cases", out, FinetuneConfig(steps=1))
+
+
+@pytest.mark.slow
+def test_finetune_for_other_landmark_names(tiny_hand_model, tmp_path):
+    synthesize_dataset("hand", 2, 6, tmp_path / "cases")
+    for path in (tmp_path / "cases").glob("*.mrk.json"):  # rename the labels: a user's own anatomy
+        path.write_text(path.read_text().replace('"ThumbTip"', '"Thumb"').replace('"LittleTip"', '"Pinky"'))
+    out = tmp_path / "own.pt"
+    finetune(str(tiny_hand_model), tmp_path / "cases", out, FinetuneConfig(steps=2, batch_size=2, folds=2, threads=1),
+             landmarks=("Thumb", "Pinky"))
+    assert load_model(out).metadata.landmarks == ("Thumb", "Pinky")
+
+
+@pytest.mark.slow
+def test_evaluation_on_synthetic_volumes(tiny_hand_model):
+    model = load_model(tiny_hand_model)
+    reference = Reference.generate(SyntheticSource("hand", HAND_SPEC), 16, seed=9)
+    result = evaluate_synthetic_volumes(model, "hand", 77, 2, reference)
+    table = summary(result)
+    assert set(table) == {"model", "mean_depth", "nn_syn", "detection"}
+    assert table["model"]["all"]["n"] == int(result["truth_in_view"].sum())
+    assert table["model"]["all"]["mean_mm"] >= table["model"]["all"]["mean_planar_mm"]
