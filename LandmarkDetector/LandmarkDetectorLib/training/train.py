@@ -44,6 +44,7 @@ class TrainConfig:
     Attributes:
         anatomy: "body" or "hand".
         architecture: "heatmap-unet" or "regression-cnn".
+        unet_levels: channel counts of the U-Net's levels (heatmap-unet only).
         canvas: network input size and pixel spacing.
         projection: how detection will project volumes for this model.
         steps: optimizer steps.
@@ -65,6 +66,7 @@ class TrainConfig:
 
     anatomy: str = "body"
     architecture: str = "heatmap-unet"
+    unet_levels: tuple[int, ...] = (24, 32, 48, 64, 96)
     canvas: CanvasSpec = CanvasSpec(height=192, width=96, pixel_spacing_mm=12.0)
     projection: ProjectionConfig = ProjectionConfig()
     steps: int = 3000
@@ -106,7 +108,7 @@ class TrainConfig:
         unknown = set(values) - known
         if unknown:
             raise InputError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}.")
-        values = dict(values)
+        values = {k: tuple(v) if k == "unet_levels" else v for k, v in values.items()}
         nested = {"canvas": CanvasSpec.from_dict, "projection": ProjectionConfig.from_dict,
                   "augmentation": lambda v: Augmentation(**_tuples(v)), "loss": lambda v: LossWeights(**v)}
         for name, build in nested.items():
@@ -122,7 +124,7 @@ def _tuples(values: dict[str, Any]) -> dict[str, Any]:
 def build_network(config: TrainConfig, n_landmarks: int) -> torch.nn.Module:
     """A fresh network of the configured family."""
     if config.architecture == "heatmap-unet":
-        return HeatmapUNet(n_landmarks)
+        return HeatmapUNet(n_landmarks, levels=tuple(config.unet_levels))
     return RegressionCNN(n_landmarks, config.canvas.height, config.canvas.width)
 
 
