@@ -228,16 +228,20 @@ def _validate_volume(volume_kji: Any) -> NDArray[Any]:
 def _ray_statistics(mask_u8: NDArray[np.uint8], depth_axis: int, front_weights: NDArray[Any]
                     ) -> tuple[NDArray[Any], NDArray[Any]]:
     """Per ray: number of body voxels and the largest front weight among them (0 when none)."""
-    count = np.add.reduce(mask_u8, axis=depth_axis, dtype=np.uint32 if mask_u8.shape[depth_axis] > 65535 else np.uint16)
+    count = np.add.reduce(mask_u8, axis=depth_axis, dtype=_index_dtype(mask_u8.shape[depth_axis]))
     front = np.maximum.reduce(mask_u8 * front_weights, axis=depth_axis)
     return count, front
 
 
+def _index_dtype(n: int) -> type:
+    """The smallest unsigned type that holds the numbers 0..n."""
+    return np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32
+
+
 def _front_weights(n: int, reversed_axis: bool) -> NDArray[Any]:
     """Weights along a ray whose maximum over body voxels gives ``n - steps`` from the front to the first one."""
-    dtype = np.uint16 if n < 65535 else np.uint32
     idx = np.arange(n)
-    return (idx + 1).astype(dtype) if reversed_axis else (n - idx).astype(dtype)
+    return ((idx + 1) if reversed_axis else (n - idx)).astype(_index_dtype(n))
 
 
 def _finish(count: NDArray[Any], front: NDArray[Any], n_depth: int, step_mm: float, threshold: float,
@@ -265,8 +269,7 @@ def _project_aligned(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], maps
     slab_axis = 0 if d_map.array_axis != 0 else 1
     out_axes = [a for a in range(3) if a != d_map.array_axis]  # array axes of the 2D results, in order
     out_shape = tuple(volume.shape[a] for a in out_axes)
-    dtype_count = np.uint32 if n_depth > 65535 else np.uint16
-    count = np.empty(out_shape, dtype=dtype_count)
+    count = np.empty(out_shape, dtype=_index_dtype(n_depth))
     front = np.empty(out_shape, dtype=weights.dtype)
     slab_out_axis = out_axes.index(slab_axis)
     n_slabs = volume.shape[slab_axis]
