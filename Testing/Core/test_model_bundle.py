@@ -137,3 +137,35 @@ def test_read_metadata_needs_no_network(tmp_path):
     assert read_metadata(path).landmarks == NAMES
     with zipfile.ZipFile(path) as archive:
         assert any(n.endswith(f"extra/{METADATA_FILE}") for n in archive.namelist())
+
+
+def test_bundled_models_are_checked_against_their_sha256(tmp_path, monkeypatch):
+    import hashlib
+
+    from LandmarkDetectorLib import model as model_module
+
+    bundled = tmp_path / "Models"
+    bundled.mkdir()
+    path = saved(bundled, name="demo.pt")
+    (bundled / "SHA256SUMS").write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  demo.pt\n")
+    monkeypatch.setattr(model_module, "BUNDLED_DIR", bundled)
+    monkeypatch.setenv("LANDMARK_DETECTOR_MODELS", str(tmp_path / "none"))
+    assert load_model("demo").metadata.landmarks == NAMES
+    data = bytearray(path.read_bytes())
+    data[-30] ^= 0xFF  # flip bits in the archive's tail
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="SHA-256"):
+        load_model("demo")
+    (bundled / "SHA256SUMS").write_text("")
+    with pytest.raises(ModelError, match="not listed"):
+        load_model("demo")
+
+
+def test_user_models_are_listed_beside_bundled_ones(tmp_path, monkeypatch):
+    from LandmarkDetectorLib.model import available_models
+
+    saved(tmp_path, name="mine.pt")
+    monkeypatch.setenv("LANDMARK_DETECTOR_MODELS", str(tmp_path))
+    models = available_models()
+    assert models["mine"] == tmp_path / "mine.pt"
+    assert load_model("mine").metadata.name == "test"
