@@ -13,6 +13,7 @@ smoke run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -43,7 +44,7 @@ RECIPES = {
     "hand": {
         "name": "hand-mr",
         "config": dict(anatomy="hand", canvas=CanvasSpec(height=96, width=96, pixel_spacing_mm=3.0),
-                       projection=ProjectionConfig(table_removal_mm=0.0), batch_size=32, seed=2),
+                       projection=ProjectionConfig(table_removal_mm=0.0, surface_min_mm=0.0), batch_size=32, seed=2),
         "steps": {"heatmap-unet": 1500, "regression-cnn": 1500},
         "description": "Left-hand MR, palm down: the 5 fingertips.",
     },
@@ -69,7 +70,9 @@ def main() -> None:
         model_path = run_dir / "model.pt"
         if not model_path.exists():
             train(config, run_dir)
+        # Evaluate with the recipe's projection (runs exported before a projection setting existed keep the recipe's).
         model = load_model(model_path)
+        model.metadata = dataclasses.replace(model.metadata, projection=config.projection)
         source = SyntheticSource(args.anatomy, config.canvas)
         reference = Reference.generate(source, 200 if args.quick else 4000, seed=config.seed)
         start = time.perf_counter()

@@ -54,6 +54,9 @@ def add_projection_arguments(parser: argparse.ArgumentParser) -> None:
                        help="body/air intensity threshold (default: -500 HU for CT, Otsu for MR)")
     group.add_argument("--table-removal-mm", type=non_negative_float, default=None,
                        help="minimum body thickness along a ray, removes the CT table (default 15; 0 disables)")
+    group.add_argument("--surface-min-mm", type=non_negative_float, default=None,
+                       help="skip layers thinner than this in front of the body surface, e.g. a table plate in "
+                            "front of a prone patient (default 5; 0 takes the first voxel)")
     group.add_argument("--pixel-spacing", type=positive_float, default=None, metavar="MM",
                        help="output pixel size in mm (default: the voxel spacing)")
     group.add_argument("--view", choices=("ap", "lr"), default="ap",
@@ -65,8 +68,9 @@ def projection_config(args: argparse.Namespace):  # -> ProjectionConfig
     from .projection import ProjectionConfig
 
     values = {"threshold": args.threshold, "pixel_spacing_mm": args.pixel_spacing, "view": args.view}
-    if args.table_removal_mm is not None:
-        values["table_removal_mm"] = args.table_removal_mm
+    for name in ("table_removal_mm", "surface_min_mm"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
     return ProjectionConfig(**values)
 
 
@@ -82,7 +86,8 @@ def command_project(args: argparse.Namespace) -> int:
     for target in targets:  # refuse before any work, so nothing is half-written
         check_writable_target(target, args.overwrite)
     volume = read_volume(args.volume)
-    image = project_volume(volume.voxels_kji, volume.ijk_to_ras, projection_config(args))
+    config = projection_config(args)
+    image = project_volume(volume.voxels_kji, volume.ijk_to_ras, config)
     write_png(targets[0], silhouette_to_uint8(image.silhouette), overwrite=args.overwrite)
     write_png(targets[1], depth_to_uint8(image), overwrite=args.overwrite)
     info = {
@@ -91,7 +96,7 @@ def command_project(args: argparse.Namespace) -> int:
         "shape_vu": list(image.shape),
         "pixel_spacing_mm": list(image.pixel_spacing_mm),
         "threshold": image.threshold,
-        "table_removal_mm": projection_config(args).table_removal_mm,
+        "projection": config.to_dict(),
         "pixel_to_ras": image.pixel_to_ras.tolist(),
         "pixel_to_ras_help": "RAS mm = pixel_to_ras @ (u, v, d, 1): u = PNG column, v = PNG row (pixel centres at "
                              "integers), d = depth in mm along the ray from the front plane",

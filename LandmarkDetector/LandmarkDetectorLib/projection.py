@@ -47,6 +47,9 @@ class ProjectionConfig:
         threshold: intensity above which a voxel is body; None picks it automatically (see ``auto_threshold``).
         table_removal_mm: a ray is body only if its above-threshold voxels add up to at least this many mm
             (removes the thin CT table plates, Riegler et al. §2.1); 0 disables it.
+        surface_min_mm: the body surface is the first voxel followed, this many mm deeper, by another body voxel:
+            thinner layers in front of it (a table plate in front of a prone patient, noise specks) are skipped;
+            0 takes the first voxel above the threshold.
         pixel_spacing_mm: output pixel size; None keeps the voxel spacing of an axis-aligned volume (which may
             differ between u and v) and uses the smallest voxel spacing for an oblique one.
         view: "ap" or "lr" (module docstring).
@@ -54,14 +57,17 @@ class ProjectionConfig:
 
     threshold: float | None = None
     table_removal_mm: float = 15.0
+    surface_min_mm: float = 5.0
     pixel_spacing_mm: float | None = None
     view: View = "ap"
 
     def __post_init__(self) -> None:
         if self.view not in VIEW_AXES_RAS:
             raise InputError(f"view must be one of {sorted(VIEW_AXES_RAS)}, got {self.view!r}.")
-        if self.table_removal_mm < 0 or not np.isfinite(self.table_removal_mm):
-            raise InputError(f"table_removal_mm must be >= 0, got {self.table_removal_mm}.")
+        for name in ("table_removal_mm", "surface_min_mm"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise InputError(f"{name} must be a number >= 0, got {value}.")
         if self.pixel_spacing_mm is not None and not (self.pixel_spacing_mm > 0 and np.isfinite(self.pixel_spacing_mm)):
             raise InputError(f"pixel_spacing_mm must be a positive number of mm, got {self.pixel_spacing_mm}.")
         if self.threshold is not None and not np.isfinite(self.threshold):
@@ -225,12 +231,32 @@ def _validate_volume(volume_kji: Any) -> NDArray[Any]:
     return volume
 
 
-def _ray_statistics(mask_u8: NDArray[np.uint8], depth_axis: int, front_weights: NDArray[Any]
+def _ray_statistics(mask_u8: NDArray[np.uint8], depth_axis: int, front_weights: NDArray[Any], gap: int
                     ) -> tuple[NDArray[Any], NDArray[Any]]:
-    """Per ray: number of body voxels and the largest front weight among them (0 when none)."""
-    count = np.add.reduce(mask_u8, axis=depth_axis, dtype=_index_dtype(mask_u8.shape[depth_axis]))
-    front = np.maximum.reduce(mask_u8 * front_weights, axis=depth_axis)
+    """Per ray: number of body voxels, and the largest front weight among the surface candidates (0 when none).
+
+    A surface candidate is a body voxel with another body voxel ``|gap|`` voxels deeper (every body voxel if 0);
+    deeper is towards higher indices for a positive ``gap``, lower ones for a negative one.
+    """
+    n = mask_u8.shape[depth_axis]
+    count = np.add.reduce(mask_u8, axis=depth_axis, dtype=_index_dtype(n))
+    candidates = mask_u8
+    if gap != 0:
+        candidates = np.zeros_like(mask_u8)
+        size = abs(gap)
+        if size < n:
+            low, high = [slice(None)] * mask_u8.ndim, [slice(None)] * mask_u8.ndim
+            low[depth_axis], high[depth_axis] = slice(0, n - size), slice(size, n)
+            here, deeper = (low, high) if gap > 0 else (high, low)
+            np.bitwise_and(mask_u8[tuple(here)], mask_u8[tuple(deeper)], out=candidates[tuple(here)])
+    front = np.maximum.reduce(candidates * front_weights, axis=depth_axis)
     return count, front
+
+
+def _surface_gap(config: ProjectionConfig, step_mm: float, reversed_axis: bool = False) -> int:
+    """``surface_min_mm`` in samples along the ray, negative when the array axis runs against the ray."""
+    gap = int(round(config.surface_min_mm / step_mm))
+    return -gap if reversed_axis else gap
 
 
 def _index_dtype(n: int) -> type:
@@ -247,7 +273,7 @@ def _front_weights(n: int, reversed_axis: bool) -> NDArray[Any]:
 def _finish(count: NDArray[Any], front: NDArray[Any], n_depth: int, step_mm: float, threshold: float,
             config: ProjectionConfig, pixel_to_ras: NDArray[np.float64]) -> ProjectedImage:
     """Turn per-ray counts and front weights (indexed [v, u]) into a ProjectedImage."""
-    silhouette = (count > 0) & (count * step_mm >= config.table_removal_mm - 1e-9)
+    silhouette = (front > 0) & (count * step_mm >= config.table_removal_mm - 1e-9)
     depth = np.full(count.shape, np.nan, dtype=np.float32)
     depth[silhouette] = (n_depth - front[silhouette].astype(np.float64) - 0.5) * step_mm
     return ProjectedImage(silhouette=silhouette, depth_mm=depth, pixel_to_ras=pixel_to_ras,
@@ -288,7 +314,7 @@ def _project_aligned(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], maps
         out_index: list[Any] = [slice(None)] * 2
         out_index[slab_out_axis] = slice(start, stop)
         count[tuple(out_index)], front[tuple(out_index)] = _ray_statistics(
-            mask.view(np.uint8), d_map.array_axis, weights)
+            mask.view(np.uint8), d_map.array_axis, weights, _surface_gap(config, step_mm, d_map.reversed))
         report(progress, stop / n_slabs, "Projecting volume")
     # Reorder the 2D results to [v, u] and flip axes that run against the view.
     order = [out_axes.index(v_map.array_axis), out_axes.index(u_map.array_axis)]
@@ -365,7 +391,7 @@ def _project_oblique(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], thre
         offset = base + v * dv
         values = _trilinear(flat, volume.shape, [plane[a] + np.float32(offset[a]) for a in range(3)])
         mask = (values > threshold).view(np.uint8)
-        count[v], front[v] = _ray_statistics(mask, 0, weights)
+        count[v], front[v] = _ray_statistics(mask, 0, weights, _surface_gap(config, depth_step))
         report(progress, (v + 1) / n_v, "Resampling oblique volume")
     return _finish(count, front, n_d, depth_step, threshold, config, pixel_to_ras)
 

@@ -128,8 +128,26 @@ def test_table_is_removed_and_body_kept(index):
     body_front_a = voxel_centres_ras(volume.shape, ijk_to_ras)[volume == 40][:, 1].max()
     step_a = float(np.abs(ijk_to_ras[1, :3]).max())
     np.testing.assert_allclose(image.depth_mm[image.silhouette], front_a - body_front_a - step_a / 2, atol=1e-4)
-    without_removal = project_volume(volume, ijk_to_ras, ProjectionConfig(threshold=-500, table_removal_mm=0))
+    without_removal = project_volume(volume, ijk_to_ras,
+                                     ProjectionConfig(threshold=-500, table_removal_mm=0, surface_min_mm=0))
     assert without_removal.silhouette.all()
+
+
+@pytest.mark.parametrize("index", [0, 17, 40])
+def test_table_in_front_of_a_prone_patient_is_not_the_surface(index):
+    spacing = (2.0, 1.5, 2.5)
+    shape_kji = (41, 81, 71)
+    ijk_to_ras = make_ijk_to_ras(PERMUTATIONS[index], spacing, shape_kji, (0.0, 0.0, 0.0))
+    volume = np.full(shape_kji, AIR_HU, dtype=np.int16)
+    add_box(volume, ijk_to_ras, (-30, -40, -30), (30, 30, 30), 40)  # body: A up to 30 mm
+    add_box(volume, ijk_to_ras, (-200, 36, -200), (200, 39, 200), 300)  # plate in front, over a mattress gap
+    image = project_volume(volume, ijk_to_ras, ProjectionConfig(threshold=-500))
+    front_a = image.uvd_to_ras(np.array([[0, 0, 0]]))[0, 1]
+    body_front_a = voxel_centres_ras(volume.shape, ijk_to_ras)[volume == 40][:, 1].max()
+    step_a = float(np.abs(ijk_to_ras[1, :3]).max())
+    np.testing.assert_allclose(image.depth_mm[image.silhouette], front_a - body_front_a - step_a / 2, atol=1e-4)
+    naive = project_volume(volume, ijk_to_ras, ProjectionConfig(threshold=-500, surface_min_mm=0))
+    assert np.nanmax(naive.depth_mm) < front_a - body_front_a - 5  # the plate, not the body
 
 
 def test_depth_normalization_matches_the_paper():

@@ -32,11 +32,17 @@ def _hand(seed: int) -> Anatomy:
 
 
 def _compare(anatomy: Anatomy, direction: np.ndarray, spacing_mm: float) -> tuple[float, float, float]:
-    """IoU, median and 95th percentile of (projected - rendered) depth in voxels, on the projection's grid."""
+    """IoU, median and 95th percentile of (projected - rendered) depth in voxels, on the projection's grid.
+
+    The projection settings are the bundled models': CT bodies skip layers thinner than 5 mm in front of the
+    surface (table plates), MR hands take the first voxel.
+    """
     low, high = anatomy.skin.bounds_ras()
     ijk_to_ras, shape_kji = grid_covering(direction, np.full(3, spacing_mm), low - 10.0, high + 10.0)
     labels = voxelize([Tissue("skin", anatomy.skin, np.zeros(len(anatomy.skin)))], shape_kji, ijk_to_ras)
-    projected = project_volume(labels, ijk_to_ras, ProjectionConfig(threshold=0.5, table_removal_mm=0.0))
+    surface_min_mm = 5.0 if anatomy.kind == "body" else 0.0
+    projected = project_volume(labels, ijk_to_ras, ProjectionConfig(threshold=0.5, table_removal_mm=0.0,
+                                                                     surface_min_mm=surface_min_mm))
     rendered = render(anatomy.skin, projected.pixel_to_ras, projected.shape)
     a, b = projected.silhouette, rendered.silhouette
     both = a & b
