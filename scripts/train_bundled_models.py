@@ -141,12 +141,15 @@ def model_card(recipe: dict, results: dict, best: str, model) -> str:
             tables.update({"mean-depth baseline": result["summary"]["mean_depth"],
                            "NN(syn)": result["summary"]["nn_syn"]})
         lines += [f"### {architecture}", "", markdown_table(tables, names)]
+    def rate(key: str) -> str:
+        return "-" if detection[key] is None else f"{detection[key]:.1%}"
+
     lines += [
         "## Detection of landmarks outside the field of view",
-        f"- Out-of-view landmarks reported as not found: {detection['out_of_view_reported_not_found']:.1%} "
+        f"- Out-of-view landmarks reported as not found: {rate('out_of_view_reported_not_found')} "
         f"of {detection['out_of_view']}.",
-        f"- In-view landmarks reported as not found: {detection['in_view_reported_not_found']:.1%} "
-        f"of {detection['in_view']}.", "",
+        f"- In-view landmarks reported as not found: {rate('in_view_reported_not_found')} of {detection['in_view']}.",
+        "",
         "## Limits",
         "- Trained and measured on synthetic anatomy only: no real whole-body CT or hand MR with these landmarks "
         "was available. Expect larger errors on real scans until the model is fine-tuned on a few of them "
