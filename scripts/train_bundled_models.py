@@ -47,6 +47,10 @@ RECIPES = {
                        projection=ProjectionConfig(table_removal_mm=0.0, surface_min_mm=0.0), batch_size=32, seed=2),
         "steps": {"heatmap-unet": 1500, "regression-cnn": 1500},
         "description": "Left-hand MR, palm down: the 5 fingertips.",
+        "limits": ["The 96 x 96 canvas at 3 mm (288 mm) is short when a long piece of forearm is in the scan: the "
+                   "canvas is centred on the whole silhouette, so the longest fingertips then lie at its top edge and "
+                   "their errors reach 10-20 mm (the MiddleTip and RingTip outliers above). A taller canvas is the "
+                   "fix."],
     },
 }
 
@@ -154,6 +158,7 @@ def model_card(recipe: dict, results: dict, best: str, model) -> str:
         "- Trained and measured on synthetic anatomy only: no real whole-body CT or hand MR with these landmarks "
         "was available. Expect larger errors on real scans until the model is fine-tuned on a few of them "
         "(`landmark-detector finetune`).",
+        *(f"- {limit}" for limit in recipe.get("limits", [])),
     ]
     return "\n".join(lines) + "\n"
 
