@@ -240,16 +240,14 @@ def _ray_statistics(mask_u8: NDArray[np.uint8], depth_axis: int, front_weights: 
     """
     n = mask_u8.shape[depth_axis]
     count = np.add.reduce(mask_u8, axis=depth_axis, dtype=_index_dtype(n))
-    candidates = mask_u8
-    if gap != 0:
-        candidates = np.zeros_like(mask_u8)
-        size = abs(gap)
-        if size < n:
-            low, high = [slice(None)] * mask_u8.ndim, [slice(None)] * mask_u8.ndim
-            low[depth_axis], high[depth_axis] = slice(0, n - size), slice(size, n)
-            here, deeper = (low, high) if gap > 0 else (high, low)
-            np.bitwise_and(mask_u8[tuple(here)], mask_u8[tuple(deeper)], out=candidates[tuple(here)])
-    front = np.maximum.reduce(candidates * front_weights, axis=depth_axis)
+    size = min(abs(gap), n)
+    low, high = [slice(None)] * mask_u8.ndim, [slice(None)] * mask_u8.ndim
+    low[depth_axis], high[depth_axis] = slice(0, n - size), slice(size, n)
+    here, deeper = (tuple(low), tuple(high)) if gap >= 0 else (tuple(high), tuple(low))
+    candidates = mask_u8[here] & mask_u8[deeper] if size else mask_u8
+    weights = front_weights[here] if front_weights.shape[depth_axis] == n else front_weights
+    front = np.maximum.reduce(candidates * weights, axis=depth_axis) if candidates.shape[depth_axis] else \
+        np.zeros(count.shape, dtype=front_weights.dtype)
     return count, front
 
 
