@@ -43,14 +43,10 @@ RECIPES = {
     },
     "hand": {
         "name": "hand-mr",
-        "config": dict(anatomy="hand", canvas=CanvasSpec(height=96, width=96, pixel_spacing_mm=3.0),
+        "config": dict(anatomy="hand", canvas=CanvasSpec(height=128, width=96, pixel_spacing_mm=3.0),
                        projection=ProjectionConfig(table_removal_mm=0.0, surface_min_mm=0.0), batch_size=32, seed=2),
         "steps": {"heatmap-unet": 1500, "regression-cnn": 1500},
         "description": "Left-hand MR, palm down: the 5 fingertips.",
-        "limits": ["The 96 x 96 canvas at 3 mm (288 mm) is short when a long piece of forearm is in the scan: the "
-                   "canvas is centred on the whole silhouette, so the longest fingertips then lie at its top edge and "
-                   "their errors reach 10-20 mm (the MiddleTip and RingTip outliers above). A taller canvas is the "
-                   "fix."],
     },
 }
 
@@ -70,7 +66,8 @@ def main() -> None:
         steps = 20 if args.quick else recipe["steps"][architecture]
         config = TrainConfig(architecture=architecture, steps=steps, validate_every=max(10, steps // 10),
                              validation_size=64 if args.quick else 256, **recipe["config"])
-        run_dir = args.out / f"{recipe['name']}-{architecture}-{steps}"
+        canvas = config.canvas
+        run_dir = args.out / f"{recipe['name']}-{architecture}-{steps}-{canvas.width}x{canvas.height}"
         model_path = run_dir / "model.pt"
         if not model_path.exists():
             train(config, run_dir)
