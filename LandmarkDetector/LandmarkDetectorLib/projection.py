@@ -245,8 +245,7 @@ def _ray_statistics(mask_u8: NDArray[np.uint8], depth_axis: int, front_weights: 
     low[depth_axis], high[depth_axis] = slice(0, n - size), slice(size, n)
     here, deeper = (tuple(low), tuple(high)) if gap >= 0 else (tuple(high), tuple(low))
     candidates = mask_u8[here] & mask_u8[deeper] if size else mask_u8
-    weights = front_weights[here] if front_weights.shape[depth_axis] == n else front_weights
-    front = np.maximum.reduce(candidates * weights, axis=depth_axis) if candidates.shape[depth_axis] else \
+    front = np.maximum.reduce(candidates * front_weights[here], axis=depth_axis) if candidates.shape[depth_axis] else \
         np.zeros(count.shape, dtype=front_weights.dtype)
     return count, front
 

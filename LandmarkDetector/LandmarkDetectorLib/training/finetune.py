@@ -29,7 +29,7 @@ from ..projection import ProjectedImage
 from ..volume_io import is_volume_path, read_volume
 from .data import Batch, annotated_sample
 from .losses import landmark_loss
-from .train import TrainConfig, build_network, export, to_tensors
+from .train import TrainConfig, build_network, export, predict_batches, to_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +143,6 @@ def _fit(model: LandmarkModel, names: tuple[str, ...], cases: list[Case], config
 def _errors(network: torch.nn.Module | LandmarkModel, cases: list[Case], names: tuple[str, ...],
             model: LandmarkModel) -> dict[str, Any]:
     """Per case and landmark: 3D error in mm (NaN if not annotated in view) and whether it was found."""
-    from .train import predict_batches
-
     data = _samples(cases, names, model.metadata.canvas, None, 0.0)
     if isinstance(network, LandmarkModel):
         uv, depth, probability = network.predict(data.inputs)
