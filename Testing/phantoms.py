@@ -5,7 +5,10 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import SimpleITK as sitk
 from numpy.typing import NDArray
+
+from LandmarkDetectorLib import geometry
 
 AIR_HU = -1000
 TISSUE_HU = 40
@@ -64,3 +67,28 @@ def add_box(volume: NDArray, ijk_to_ras: NDArray[np.float64], low_ras, high_ras,
     ras = voxel_centres_ras(volume.shape, ijk_to_ras)
     inside = np.all((ras >= np.asarray(low_ras)) & (ras <= np.asarray(high_ras)), axis=-1)
     volume[inside] = value
+
+
+def write_dicom_series(folder, voxels, ijk_to_ras, series_uid="1.2.826.0.1.3680043.2.1125.1", prefix="slice"):
+    """Write one DICOM file per slice with positions and orientation from ``ijk_to_ras``."""
+    origin, spacing, direction = geometry.itk_from_ijk_to_ras(ijk_to_ras)
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    orientation = "\\".join(f"{v:.8f}" for v in np.concatenate([direction[:, 0], direction[:, 1]]))
+    for k in range(voxels.shape[0]):
+        sl = sitk.GetImageFromArray(voxels[k:k + 1])
+        position = origin + direction[:, 2] * spacing[2] * k
+        sl.SetOrigin(position.tolist())
+        sl.SetSpacing(spacing.tolist())
+        sl.SetDirection(direction.ravel().tolist())
+        tags = {
+            "0008|0060": "CT", "0020|000d": "1.2.826.0.1.3680043.2.1125.9", "0020|000e": series_uid,
+            "0020|0032": "\\".join(f"{p:.6f}" for p in position), "0020|0037": orientation,
+            "0020|0013": str(k + 1), "0028|0030": f"{spacing[1]:.6f}\\{spacing[0]:.6f}",
+            "0018|0050": f"{spacing[2]:.6f}", "0008|0018": f"{series_uid}.{k + 1}",
+        }
+        for tag, value in tags.items():
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{prefix}{k:03d}.dcm"))
+        writer.Execute(sl)

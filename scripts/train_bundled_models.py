@@ -38,7 +38,7 @@ RECIPES = {
         "config": dict(anatomy="body", canvas=CanvasSpec(height=240, width=112, pixel_spacing_mm=10.0),
                        projection=ProjectionConfig(table_removal_mm=15.0), batch_size=32, seed=1,
                        unet_levels=(16, 24, 32, 48, 64)),
-        "steps": {"heatmap-unet": 1600, "regression-cnn": 500},
+        "steps": {"heatmap-unet": 2400, "regression-cnn": 600},
         "description": "Whole-body CT: 9 landmarks (head top, shoulders, middle fingertips, knees, big toes).",
     },
     "hand": {

@@ -7,16 +7,18 @@ without a Python traceback unless ``--debug`` is given.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import LandmarkDetectorError
+from .errors import InputError, LandmarkDetectorError
 from .fileio import atomic_open, check_writable_target
 
 logger = logging.getLogger("landmark_detector")
@@ -113,6 +115,117 @@ def command_project(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by detect and batch: model, device, thresholds."""
+    parser.add_argument("--model", default="wholebody-ct",
+                        help="model name (see `landmark-detector models`) or .pt file (default wholebody-ct)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the network runs (default auto: CUDA when present)")
+    parser.add_argument("--confidence-threshold", type=_number(float, lambda v: 0 <= v <= 1, "a probability"),
+                        help="in-view probability needed to call a landmark found (default: the model's)")
+    parser.add_argument("--threshold", type=finite_float,
+                        help="body/air intensity threshold (default: the model's setting, automatic)")
+    parser.add_argument("--table-removal-mm", type=non_negative_float,
+                        help="minimum body thickness along a ray, removes the CT table (default: the model's)")
+
+
+def format_landmarks(landmarks: Any) -> str:
+    """A plain-text table: landmark, found, confidence, R A S in mm."""
+    width = max(len("landmark"), *(len(n) for n in landmarks.names))
+    lines = [f"{'landmark':<{width}}  found  confidence        R        A        S"]
+    for name, point, confidence, found in zip(landmarks.names, landmarks.points_ras, landmarks.confidence,
+                                              landmarks.in_view, strict=True):
+        r, a, s = point
+        lines.append(f"{name:<{width}}  {'yes' if found else 'NO':<5}  {confidence:10.3f}  "
+                     f"{r:7.1f}  {a:7.1f}  {s:7.1f}")
+    return "\n".join(lines)
+
+
+def command_detect(args: argparse.Namespace) -> int:
+    """Detect the landmarks of one volume and write them as a Slicer point list."""
+    from .markups import markups_suffix, write_markups
+    from .model import load_model
+    from .pipeline import detect_landmarks, model_projection, projection_settings
+    from .preview import draw_landmarks
+    from .volume_io import case_name, read_volume
+
+    targets = [Path(args.out)] + ([Path(args.preview)] if args.preview else [])
+    for target in targets:  # refuse before any work, so nothing is half-written
+        check_writable_target(target, args.overwrite)
+    markups_suffix(args.out)
+    model = load_model(args.model, args.device)
+    volume = read_volume(args.volume)
+    projection = projection_settings(model, args.threshold, args.table_removal_mm)
+    landmarks = detect_landmarks(volume.voxels_kji, volume.ijk_to_ras, model, args.device,
+                                 confidence_threshold=args.confidence_threshold, projection=projection)
+    write_markups(args.out, landmarks.to_point_list(case_name(args.volume)), overwrite=args.overwrite)
+    if args.preview:
+        spacing = min(model.metadata.canvas.pixel_spacing_mm, 3.0)  # finer than the network's view, for people
+        image = model_projection(volume.voxels_kji, volume.ijk_to_ras, projection,
+                                 dataclasses.replace(model.metadata.canvas, pixel_spacing_mm=spacing))
+        draw_landmarks(image, landmarks, args.preview, title=f"{Path(args.volume).name}: {model.metadata.name}",
+                       overwrite=args.overwrite)
+    print(format_landmarks(landmarks))
+    print(f"{int(landmarks.in_view.sum())} of {len(landmarks.names)} landmarks found -> {args.out}"
+          + (f" (preview {args.preview})" if args.preview else ""))
+    return 0
+
+
+def command_batch(args: argparse.Namespace) -> int:
+    """Detect landmarks in every volume of a folder; exit code 1 if any case failed."""
+    from .batch import BatchOptions, find_volumes, parse_shard, run_batch, shard_cases, summary_name
+    from .volume_io import VOLUME_SUFFIXES
+
+    shard = parse_shard(args.shard) if args.shard else None
+    cases = shard_cases(find_volumes(args.input), shard)
+    if not cases:
+        raise InputError(f"no volumes in {args.input} (looked for {', '.join(VOLUME_SUFFIXES)} files and DICOM folders)"
+                         + (f" for shard {args.shard}" if shard else "") + ".")
+    options = BatchOptions(model=args.model, device=args.device, output_format=args.format,
+                           confidence_threshold=args.confidence_threshold, threshold=args.threshold,
+                           table_removal_mm=args.table_removal_mm)
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    with case_progress(len(cases), "batch") as bar:
+        def on_result(result: Any) -> None:
+            counts[result.status] += 1
+            bar.update(1)
+            bar.set_postfix(failed=counts["failed"], refresh=False)
+
+        run_batch(cases, args.out, options, workers=args.workers, resume=args.resume, overwrite=args.overwrite,
+                  shard=shard, scheduler=args.scheduler, on_result=on_result)
+    print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped (output already there) -> "
+          f"{Path(args.out) / summary_name(shard)}")
+    return 1 if counts["failed"] else 0
+
+
+@contextlib.contextmanager
+def case_progress(total: int, description: str) -> Iterator[Any]:
+    """A tqdm bar with log messages printed above it; plain log lines where tqdm is missing (Slicer's Python)."""
+    try:
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+    except ImportError:
+        yield _LoggedProgress(total, description)
+        return
+    with tqdm(total=total, unit="case", desc=description, dynamic_ncols=True) as bar, logging_redirect_tqdm():
+        yield bar
+
+
+class _LoggedProgress:
+    """The part of tqdm's interface the commands use, as log lines about every 5% of the cases."""
+
+    def __init__(self, total: int, description: str) -> None:
+        self.total, self.description, self.n, self.postfix = total, description, 0, ""
+
+    def update(self, count: int = 1) -> None:
+        self.n += count
+        if self.n == self.total or self.n % max(1, self.total // 20) == 0:
+            logger.info("%s: %d/%d cases %s", self.description, self.n, self.total, self.postfix)
+
+    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
+        self.postfix = " ".join(f"{k}={v}" for k, v in values.items())
+
+
 def command_synth(args: argparse.Namespace) -> int:
     """Write synthetic volumes with ground-truth landmarks (DIR/<case>.<format> and DIR/<case>.mrk.json)."""
     from tqdm import tqdm
@@ -190,6 +303,42 @@ def build_parser() -> argparse.ArgumentParser:
         description="Detect anatomical landmarks in CT and MR volumes (Riegler et al.'s projection method).")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks and debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("detect", help="detect the landmarks of one volume",
+                       description="Detect anatomical landmarks and write them as a Slicer point list (labels = "
+                                   "landmark names, confidence in the description; landmarks not found are kept "
+                                   "as unplaced points). Prints a table of the results.")
+    p.add_argument("volume", help="volume file (.nrrd, .nii, .nii.gz, .mha, .mhd) or DICOM series folder")
+    p.add_argument("--out", required=True, help="output point list: .mrk.json, .fcsv or .csv (by extension)")
+    p.add_argument("--preview", metavar="PNG", help="also draw the landmarks over the projection into this PNG")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_detection_arguments(p)
+    p.set_defaults(func=command_detect)
+
+    p = sub.add_parser("batch", help="detect landmarks in every volume of a folder",
+                       description="Run detection on every volume in INPUT (files and DICOM series folders) and "
+                                   "write OUT/<case>.mrk.json plus OUT/summary.csv (case, status, seconds, "
+                                   "confidence per landmark, error). A failing case is recorded and skipped; the "
+                                   "exit code is 1 if any case failed. Outputs are written atomically, so an "
+                                   "interrupted batch continues with --resume.",
+                       epilog="On a cluster: run one job per shard with --shard K/N into the same OUT (each writes "
+                              "summary-K-of-N.csv); afterwards `batch INPUT --out OUT --resume` writes the combined "
+                              "summary.csv. Or pass --scheduler tcp://HOST:8786 to run the cases on a Dask "
+                              "distributed cluster whose workers see INPUT and OUT.")
+    p.add_argument("input", help="folder of volumes")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--format", choices=("mrk.json", "fcsv", "csv"), default="mrk.json",
+                   help="point list format (default mrk.json)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="local processes (default 1: reads the next volume while detecting the current one)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="skip cases whose output exists")
+    again.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
+    p.add_argument("--shard", metavar="K/N", help="take only every N-th case starting with the K-th (1 <= K <= N), "
+                                                  "e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask distributed scheduler to run the cases on")
+    add_detection_arguments(p)
+    p.set_defaults(func=command_batch)
 
     p = sub.add_parser("project", help="project a volume to the silhouette and depth images the network sees",
                        description="Write silhouette.png, depth.png and projection.json (pixel to RAS mapping).")

@@ -168,7 +168,7 @@ def read_markups(path: str | os.PathLike[str]) -> PointList:
             corrupt (invalid JSON, wrong structure, non-numeric or non-finite coordinates...).
     """
     path = Path(path)
-    suffix = _suffix(path)
+    suffix = markups_suffix(path)
     if suffix in (".mrk.json", ".json"):
         point_list = _read_mrk_json(path)
     elif suffix == ".fcsv":
@@ -192,7 +192,7 @@ def write_markups(path: str | os.PathLike[str], point_list: PointList, *, overwr
             a line break in a .fcsv/.csv/.tsv file (Slicer cannot read it back; use .mrk.json).
     """
     path = Path(path)
-    suffix = _suffix(path)
+    suffix = markups_suffix(path)
     if suffix in (".mrk.json", ".json"):
         _write_mrk_json(path, point_list, overwrite)
     elif suffix == ".fcsv":
@@ -201,9 +201,9 @@ def write_markups(path: str | os.PathLike[str], point_list: PointList, *, overwr
         _write_table(path, point_list, overwrite, "\t" if suffix == ".tsv" else ",")
 
 
-def _suffix(path: Path) -> str:
+def markups_suffix(path: str | os.PathLike[str]) -> str:
     """Return the supported extension of ``path`` or raise FileFormatError."""
-    name = path.name.lower()
+    name = Path(path).name.lower()
     for suffix in _SUFFIXES:
         if name.endswith(suffix):
             return suffix

@@ -11,6 +11,7 @@ file is loaded with ``torch.jit.load`` (TorchScript only) and run once on a blan
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -128,6 +129,14 @@ class LandmarkModel:
     @property
     def landmark_names(self) -> tuple[str, ...]:
         return self.metadata.landmarks
+
+    def to(self, device: str) -> LandmarkModel:
+        """This model on ``device`` ("auto", "cpu", "cuda"); itself when it is already there."""
+        device = resolve_device(device)
+        if device == self.device:
+            return self
+        module = copy.deepcopy(self.module).to(device)  # .to() moves in place; this model stays usable
+        return LandmarkModel(metadata=self.metadata, module=module, path=self.path, device=device)
 
     def predict(self, inputs: NDArray[np.float32]) -> tuple[NDArray[np.float64], NDArray[np.float64],
                                                            NDArray[np.float64]]:

@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .framing import Canvas, CanvasSpec, canvas_origin_uv, frame
 from .markups import PointList
-from .model import LandmarkModel
+from .model import LandmarkModel, load_model
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 from .projection import ProjectedImage, ProjectionConfig, project_volume
 
@@ -64,6 +64,13 @@ def landmark_found(uv: NDArray[np.float64], probability: NDArray[np.float64], in
     return found
 
 
+def projection_settings(model: LandmarkModel, threshold: float | None = None,
+                        table_removal_mm: float | None = None) -> ProjectionConfig:
+    """The model's projection settings with the given ones replaced (None keeps the model's)."""
+    changes = {"threshold": threshold, "table_removal_mm": table_removal_mm}
+    return dataclasses.replace(model.metadata.projection, **{k: v for k, v in changes.items() if v is not None})
+
+
 def model_projection(volume_kji: NDArray, ijk_to_ras: ArrayLike, projection: ProjectionConfig, spec: CanvasSpec, *,
                      progress: ProgressCallback | None = None,
                      should_cancel: CancelCheck | None = None) -> ProjectedImage:
@@ -83,27 +90,33 @@ def framed(image: ProjectedImage, spec: CanvasSpec, offset_px: ArrayLike | None 
     return frame(image, spec, origin_uv=origin)
 
 
-def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: LandmarkModel, *,
-                     confidence_threshold: float | None = None, progress: ProgressCallback | None = None,
+def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: LandmarkModel | str = "wholebody-ct",
+                     device: str = "auto", *, confidence_threshold: float | None = None,
+                     projection: ProjectionConfig | None = None, progress: ProgressCallback | None = None,
                      should_cancel: CancelCheck | None = None) -> Landmarks:
     """Detect anatomical landmarks in a CT/MR volume.
 
     Args:
         volume_kji: voxels indexed [k, j, i] (slicer.util.arrayFromVolume order).
         ijk_to_ras: 4x4 voxel-to-RAS matrix, millimetres.
-        model: a loaded bundle (``load_model``).
+        model: a loaded bundle (``load_model``), or a model name or file path to load.
+        device: where the network runs: "auto" (CUDA when present), "cpu" or "cuda". The projection runs on the CPU.
         confidence_threshold: in-view probability needed to report a landmark as found (default: the model's).
+        projection: projection settings, e.g. another threshold (default: the model's; the pixel size is always
+            the model's).
         progress: called with (fraction, message) between stages.
         should_cancel: checked between stages.
     Returns:
         Landmarks; points_ras is (N, 3), ordered as model.landmark_names.
     Raises:
-        InputError: volume not 3D or empty, or ijk_to_ras singular.
+        InputError: volume not 3D or empty, or ijk_to_ras singular; "cuda" without a GPU.
+        ModelError: the model cannot be loaded.
         Cancelled: should_cancel() returned True between stages.
     """
+    model = load_model(model, device) if isinstance(model, str) else model.to(device)
     metadata = model.metadata
     threshold = metadata.confidence_threshold if confidence_threshold is None else confidence_threshold
-    image = model_projection(volume_kji, ijk_to_ras, metadata.projection, metadata.canvas,
+    image = model_projection(volume_kji, ijk_to_ras, projection or metadata.projection, metadata.canvas,
                              progress=None if progress is None else lambda f, m: progress(0.8 * f, m),
                              should_cancel=should_cancel)
     canvas = framed(image, metadata.canvas)

@@ -53,6 +53,15 @@ def is_volume_path(path: str | os.PathLike[str]) -> bool:
     return p.name.lower().endswith(VOLUME_SUFFIXES)
 
 
+def case_name(path: str | os.PathLike[str]) -> str:
+    """A volume's name without its volume ending ("case.nii.gz" -> "case"; a DICOM folder keeps its name)."""
+    name = Path(path).name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def read_volume(path: str | os.PathLike[str]) -> Volume:
     """Read a scalar 3D volume from a NRRD/NIfTI/MetaImage file or a DICOM series folder.
 

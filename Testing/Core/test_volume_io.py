@@ -12,7 +12,7 @@ from LandmarkDetectorLib import geometry
 from LandmarkDetectorLib.errors import FileFormatError, InputError
 from LandmarkDetectorLib.volume_io import is_volume_path, read_volume, write_volume
 
-from phantoms import make_ijk_to_ras, rotation
+from phantoms import make_ijk_to_ras, rotation, write_dicom_series
 
 DIRECTION = rotation((1, 2, 3), 30) @ np.diag([-1.0, 1.0, -1.0])  # oblique and flipped
 SHAPE_KJI = (7, 9, 11)
@@ -50,31 +50,6 @@ def test_itk_geometry_is_lps_and_voxel_order_is_kji(tmp_path):
         np.testing.assert_allclose(geometry.apply_affine(volume.ijk_to_ras, ijk), geometry.lps_to_ras(point_lps),
                                    atol=1e-9)
         assert volume.voxels_kji[ijk[2], ijk[1], ijk[0]] == image[ijk]
-
-
-def write_dicom_series(folder, voxels, ijk_to_ras, series_uid="1.2.826.0.1.3680043.2.1125.1", prefix="slice"):
-    """Write one DICOM file per slice with positions and orientation from ``ijk_to_ras``."""
-    origin, spacing, direction = geometry.itk_from_ijk_to_ras(ijk_to_ras)
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    orientation = "\\".join(f"{v:.8f}" for v in np.concatenate([direction[:, 0], direction[:, 1]]))
-    for k in range(voxels.shape[0]):
-        sl = sitk.GetImageFromArray(voxels[k:k + 1])
-        position = origin + direction[:, 2] * spacing[2] * k
-        sl.SetOrigin(position.tolist())
-        sl.SetSpacing(spacing.tolist())
-        sl.SetDirection(direction.ravel().tolist())
-        tags = {
-            "0008|0060": "CT", "0020|000d": "1.2.826.0.1.3680043.2.1125.9", "0020|000e": series_uid,
-            "0020|0032": "\\".join(f"{p:.6f}" for p in position), "0020|0037": orientation,
-            "0020|0013": str(k + 1), "0028|0030": f"{spacing[1]:.6f}\\{spacing[0]:.6f}",
-            "0018|0050": f"{spacing[2]:.6f}", "0008|0018": f"{series_uid}.{k + 1}",
-        }
-        for tag, value in tags.items():
-            sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{prefix}{k:03d}.dcm"))
-        writer.Execute(sl)
 
 
 def test_dicom_series_folder(tmp_path):

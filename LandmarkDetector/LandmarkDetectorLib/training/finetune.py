@@ -26,7 +26,7 @@ from ..model import LandmarkModel, load_model
 from ..pipeline import framed, landmark_found, model_projection
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from ..projection import ProjectedImage
-from ..volume_io import is_volume_path, read_volume
+from ..volume_io import case_name, is_volume_path, read_volume
 from .data import Batch, annotated_sample
 from .losses import landmark_loss
 from .train import TrainConfig, build_network, export, predict_batches, to_tensors
@@ -79,21 +79,13 @@ def find_cases(folder: str | Path) -> list[tuple[Path, Path]]:
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or entry.name.lower().endswith(LANDMARK_SUFFIXES) or not is_volume_path(entry):
             continue
-        stem = _case_name(entry)
+        stem = case_name(entry)
         marks = next((root / f"{stem}{s}" for s in LANDMARK_SUFFIXES if (root / f"{stem}{s}").is_file()), None)
         if marks is None:
             logger.warning("%s has no landmark file (%s.mrk.json / .fcsv / .csv); skipped.", entry.name, stem)
             continue
         pairs.append((entry, marks))
     return pairs
-
-
-def _case_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _samples(cases: list[Case], names: tuple[str, ...], spec: CanvasSpec, rng: np.random.Generator | None,
@@ -206,7 +198,7 @@ def finetune(model_name: str, data_dir: str | Path, out_path: str | Path, config
         report(progress, 0.1 * index / len(pairs), f"Reading {volume_path.name}")
         volume = read_volume(volume_path)
         image = model_projection(volume.voxels_kji, volume.ijk_to_ras, model.metadata.projection, model.metadata.canvas)
-        cases.append(Case(_case_name(volume_path), image, read_markups(marks_path)))
+        cases.append(Case(case_name(volume_path), image, read_markups(marks_path)))
     matched = {n for c in cases for n in c.points.labels} & set(names)
     if not matched:
         raise InputError(f"none of the landmark labels in {data_dir} match the model's {list(names)}; pass "

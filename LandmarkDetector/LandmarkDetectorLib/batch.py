@@ -1,0 +1,325 @@
+"""Detection over a folder of volumes: one landmark file per case and a summary; resumable, shardable, distributable.
+
+Each case writes, in this order and each atomically, its record ``OUT/.landmark-detector-batch/<case>.json`` (status,
+seconds, confidences, error) and then its landmark file ``OUT/<case>.mrk.json``. A case is finished when its landmark
+file exists, so a batch killed at any moment and run again with ``resume`` redoes only unfinished cases, and the
+summary (``summary.csv``) is rebuilt from the records. Records and outputs are written by whichever process ran the
+case, so the same folder works for local processes, job-array shards and Dask workers on a shared file system.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import functools
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, LandmarkDetectorError
+from .fileio import atomic_open, check_writable_target
+from .markups import write_markups
+from .volume_io import Volume, case_name, is_volume_path, read_volume
+
+logger = logging.getLogger(__name__)
+
+RECORDS_DIR = ".landmark-detector-batch"
+OUTPUT_FORMATS = ("mrk.json", "fcsv", "csv")
+
+
+@dataclass(frozen=True)
+class BatchCase:
+    """One volume of the input folder: a file or a DICOM series folder."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What every case is run with.
+
+    Attributes:
+        model: model name or bundle path.
+        device: "auto", "cpu" or "cuda".
+        output_format: "mrk.json", "fcsv" or "csv".
+        confidence_threshold: in-view probability needed to call a landmark found (None: the model's).
+        threshold: body/air intensity threshold (None: the model's setting).
+        table_removal_mm: table removal thickness (None: the model's setting).
+        threads: torch CPU threads per process (None: torch's default).
+    """
+
+    model: str = "wholebody-ct"
+    device: str = "auto"
+    output_format: str = "mrk.json"
+    confidence_threshold: float | None = None
+    threshold: float | None = None
+    table_removal_mm: float | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.output_format not in OUTPUT_FORMATS:
+            raise InputError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.output_format!r}.")
+
+
+@dataclass
+class CaseResult:
+    """One case's record; ``status`` is "ok", "failed" or "skipped" (output already there, no record of it)."""
+
+    case: str
+    status: str
+    seconds: float | None = None
+    found: int | None = None
+    confidence: dict[str, float] = field(default_factory=dict)
+    output: str = ""
+    error: str = ""
+
+
+def find_volumes(folder: str | os.PathLike[str]) -> list[BatchCase]:
+    """The volumes directly inside ``folder`` (files with a volume ending and DICOM series folders), sorted by name.
+
+    Raises:
+        InputError: not a folder, or two volumes with the same case name (their outputs would collide).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder; give a folder of volumes (or use `landmark-detector detect`).")
+    cases: dict[str, BatchCase] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or not is_volume_path(entry):
+            continue
+        name = case_name(entry)
+        if name in cases:
+            raise InputError(f"{cases[name].path.name} and {entry.name} in {root} have the same case name {name!r}; "
+                             "rename one so that their outputs do not collide.")
+        cases[name] = BatchCase(name, entry)
+    return list(cases.values())
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"K/N" -> (K, N), 1 <= K <= N: this process takes every N-th case starting with the K-th."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise InputError(f"shard must look like K/N (e.g. 2/8), got {text!r}.") from None
+    if not 1 <= k <= n:
+        raise InputError(f"shard {text!r}: K must be between 1 and N.")
+    return k, n
+
+
+def shard_cases(cases: list[BatchCase], shard: tuple[int, int] | None) -> list[BatchCase]:
+    """The cases of shard (K, N) of the sorted case list; all cases when ``shard`` is None."""
+    if shard is None:
+        return cases
+    k, n = shard
+    return cases[k - 1 :: n]
+
+
+def output_path(out_dir: Path, case: BatchCase, options: BatchOptions) -> Path:
+    return out_dir / f"{case.name}.{options.output_format}"
+
+
+def record_path(out_dir: Path, case: BatchCase) -> Path:
+    return out_dir / RECORDS_DIR / f"{case.name}.json"
+
+
+def summary_name(shard: tuple[int, int] | None) -> str:
+    return "summary.csv" if shard is None else f"summary-{shard[0]}-of-{shard[1]}.csv"
+
+
+def read_record(out_dir: Path, case: BatchCase) -> CaseResult | None:
+    """A case's record, or None when there is none (or it cannot be read)."""
+    try:
+        return CaseResult(**json.loads(record_path(out_dir, case).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def run_case(case: BatchCase, out_dir: Path, options: BatchOptions, overwrite: bool,
+             volume: Callable[[], Volume] | None = None) -> CaseResult:
+    """Detect one case, write its record and its landmark file; a failure is recorded, never raised.
+
+    ``volume`` returns the case's volume when it was read ahead (default: read it here).
+    """
+    start = time.perf_counter()
+    target = output_path(out_dir, case, options)
+    try:
+        from .pipeline import detect_landmarks, projection_settings
+
+        model = _load_model(options.model, options.device, options.threads)
+        start = time.perf_counter()  # a case's time leaves out loading the model, done once per process
+        voxels = volume() if volume is not None else read_volume(case.path)
+        landmarks = detect_landmarks(voxels.voxels_kji, voxels.ijk_to_ras, model, options.device,
+                                     confidence_threshold=options.confidence_threshold,
+                                     projection=projection_settings(model, options.threshold, options.table_removal_mm))
+        result = CaseResult(case.name, "ok", found=int(landmarks.in_view.sum()), output=target.name,
+                            confidence={n: round(float(c), 4) for n, c in zip(landmarks.names, landmarks.confidence,
+                                                                               strict=True)})
+        check_writable_target(target, overwrite)
+        result.seconds = round(time.perf_counter() - start, 3)
+        _write_record(out_dir, case, result)
+        write_markups(target, landmarks.to_point_list(case.name), overwrite=overwrite)
+    except Exception as error:  # a bad case never stops the batch; its message goes to the summary
+        message = str(error) if isinstance(error, (LandmarkDetectorError, OSError)) else \
+            f"{type(error).__name__}: {error}"
+        logger.debug("case %s failed", case.name, exc_info=True)
+        result = CaseResult(case.name, "failed", seconds=round(time.perf_counter() - start, 3), error=message)
+        try:
+            _write_record(out_dir, case, result)
+        except OSError as record_error:
+            result.error += f" (and its record could not be written: {record_error})"
+    return result
+
+
+def _write_record(out_dir: Path, case: BatchCase, result: CaseResult) -> None:
+    (out_dir / RECORDS_DIR).mkdir(exist_ok=True)
+    with atomic_open(record_path(out_dir, case), "w", overwrite=True) as f:
+        json.dump(asdict(result), f)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_model(model: str, device: str, threads: int | None) -> Any:
+    """Load a model once per process (workers of a pool or a Dask cluster reuse it for every case)."""
+    import torch
+
+    from .model import load_model
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return load_model(model, device)
+
+
+def pending_cases(cases: list[BatchCase], out_dir: Path, options: BatchOptions, *, resume: bool,
+                  overwrite: bool) -> tuple[list[BatchCase], list[CaseResult]]:
+    """Split cases into those to run and the results of those already finished (resume).
+
+    Raises:
+        FileExistsError: outputs exist and neither ``resume`` nor ``overwrite`` was given (nothing was run).
+    """
+    done = [c for c in cases if output_path(out_dir, c, options).exists()]
+    if done and not (resume or overwrite):
+        examples = ", ".join(output_path(out_dir, c, options).name for c in done[:3])
+        raise FileExistsError(f"{out_dir} already holds outputs for {len(done)} of {len(cases)} cases ({examples}"
+                              f"{', ...' if len(done) > 3 else ''}); pass --resume to skip finished cases or "
+                              "--overwrite to redo them.")
+    if overwrite:
+        return cases, []
+    finished = []
+    for case in done:
+        record = read_record(out_dir, case)
+        finished.append(record if record is not None and record.status == "ok" else
+                        CaseResult(case.name, "skipped", output=output_path(out_dir, case, options).name,
+                                   error="output already existed; no record of it"))
+    done_names = {c.name for c in done}
+    return [c for c in cases if c.name not in done_names], finished
+
+
+def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: BatchOptions = BatchOptions(), *,
+              workers: int = 1, resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
+              scheduler: str | None = None,
+              on_result: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+    """Run detection on ``cases`` (already sharded), write one output per case and the summary CSV.
+
+    Args:
+        cases: the cases of this run (``shard_cases(find_volumes(folder), shard)``).
+        out_dir: output folder (created).
+        options: model, device, output format, confidence threshold.
+        workers: local processes (1: in this process, reading the next volume while detecting this one).
+        resume: skip cases whose output exists; overwrite: redo them. Without either, existing outputs are an error.
+        shard: (K, N) of this run, names the summary file ``summary-K-of-N.csv``.
+        scheduler: address of a Dask distributed scheduler to run the cases on (its workers must see ``out_dir``).
+        on_result: called in this process with each case's result as it finishes (progress bars).
+    Returns:
+        Results of all cases (finished earlier ones included), in case order.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_writable_target(out / summary_name(shard), overwrite=True)
+    todo, finished = pending_cases(cases, out, options, resume=resume, overwrite=overwrite)
+    if todo and not scheduler:  # a bad model is one clear error here rather than a failure per case
+        _load_model(options.model, options.device, options.threads)
+    results = {r.case: r for r in finished}
+    for result in finished:
+        if on_result:
+            on_result(result)
+    try:
+        if scheduler:
+            stream = _run_dask(todo, out, options, overwrite, scheduler)
+        elif workers > 1:
+            stream = _run_processes(todo, out, options, overwrite, workers)
+        else:
+            stream = _run_here(todo, out, options, overwrite)
+        for result in stream:
+            results[result.case] = result
+            if result.status == "failed":
+                logger.warning("%s failed: %s", result.case, result.error)
+            if on_result:
+                on_result(result)
+    finally:  # also after Ctrl+C: the summary lists what finished
+        write_summary(out / summary_name(shard), [results[c.name] for c in cases if c.name in results])
+    return [results[c.name] for c in cases]
+
+
+def _run_here(cases: list[BatchCase], out: Path, options: BatchOptions, overwrite: bool) -> Iterator[CaseResult]:
+    """Sequentially, reading the next volume in a thread while this one is detected (at most two in memory)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
+        ahead = reader.submit(read_volume, cases[0].path) if cases else None
+        for index, case in enumerate(cases):
+            current = ahead
+            ahead = reader.submit(read_volume, cases[index + 1].path) if index + 1 < len(cases) else None
+            yield run_case(case, out, options, overwrite, volume=current.result)
+            del current
+
+
+def _run_processes(cases: list[BatchCase], out: Path, options: BatchOptions, overwrite: bool,
+                   workers: int) -> Iterator[CaseResult]:
+    threads = options.threads or max(1, (os.cpu_count() or 1) // workers)
+    options = BatchOptions(**{**asdict(options), "threads": threads})
+    context = multiprocessing.get_context("spawn")  # torch is not fork-safe once it has started threads
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(run_case, case, out, options, overwrite) for case in cases]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _run_dask(cases: list[BatchCase], out: Path, options: BatchOptions, overwrite: bool,
+              scheduler: str) -> Iterator[CaseResult]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise InputError("--scheduler needs Dask distributed: pip install distributed") from None
+    try:
+        client = Client(scheduler, timeout="20s")
+    except OSError as error:
+        raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({error}); check the address.") from None
+    with client:
+        futures = client.map(run_case, cases, out=out, options=options, overwrite=overwrite, pure=False)
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            client.cancel(futures)
+
+
+def write_summary(path: Path, results: Iterable[CaseResult]) -> None:
+    """summary.csv, written atomically: case, status, seconds, landmarks found, one ``confidence <name>`` column per
+    landmark, output file, error message."""
+    results = list(results)
+    names = list(dict.fromkeys(name for r in results for name in r.confidence))
+    with atomic_open(path, "w", overwrite=True, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case", "status", "seconds", "found", *(f"confidence {n}" for n in names), "output", "error"])
+        for r in results:
+            writer.writerow([r.case, r.status, "" if r.seconds is None else f"{r.seconds:.3f}",
+                             "" if r.found is None else r.found, *(r.confidence.get(n, "") for n in names),
+                             r.output, r.error])
