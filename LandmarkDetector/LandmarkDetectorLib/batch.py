@@ -152,7 +152,7 @@ def run_case(case: BatchCase, out_dir: Path, options: BatchOptions, overwrite: b
     try:
         from .pipeline import detect_landmarks, projection_settings
 
-        model = _load_model(options.model, options.device, options.threads)
+        model = cached_model(options.model, options.device, options.threads)
         start = time.perf_counter()  # a case's time leaves out loading the model, done once per process
         voxels = volume() if volume is not None else read_volume(case.path)
         landmarks = detect_landmarks(voxels.voxels_kji, voxels.ijk_to_ras, model, options.device,
@@ -184,7 +184,7 @@ def _write_record(out_dir: Path, case: BatchCase, result: CaseResult) -> None:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_model(model: str, device: str, threads: int | None) -> Any:
+def cached_model(model: str, device: str, threads: int | None) -> Any:
     """Load a model once per process (workers of a pool or a Dask cluster reuse it for every case)."""
     import torch
 
@@ -220,6 +220,20 @@ def pending_cases(cases: list[BatchCase], out_dir: Path, options: BatchOptions, 
     return [c for c in cases if c.name not in done_names], finished
 
 
+def remove_stale_temporaries(out_dir: Path, cases: list[BatchCase], options: BatchOptions) -> None:
+    """Delete the temporary files a killed run left for ``cases`` (only theirs: other shards may be writing).
+
+    ``fileio.atomic_path`` names them ``.<target name>.<random>.tmp<suffixes>``.
+    """
+    targets = {p for c in cases for p in (output_path(out_dir, c, options), record_path(out_dir, c))}
+    for folder in {t.parent for t in targets if t.parent.is_dir()}:
+        for entry in folder.iterdir():
+            if entry.name.startswith(".") and ".tmp" in entry.name:
+                target_name = entry.name[1:].rsplit(".tmp", 1)[0].rsplit(".", 1)[0]
+                if folder / target_name in targets:
+                    entry.unlink(missing_ok=True)
+
+
 def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: BatchOptions = BatchOptions(), *,
               workers: int = 1, resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
               scheduler: str | None = None,
@@ -242,8 +256,9 @@ def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: 
     out.mkdir(parents=True, exist_ok=True)
     check_writable_target(out / summary_name(shard), overwrite=True)
     todo, finished = pending_cases(cases, out, options, resume=resume, overwrite=overwrite)
+    remove_stale_temporaries(out, todo, options)
     if todo and not scheduler:  # a bad model is one clear error here rather than a failure per case
-        _load_model(options.model, options.device, options.threads)
+        cached_model(options.model, options.device, options.threads)
     results = {r.case: r for r in finished}
     for result in finished:
         if on_result:
@@ -299,11 +314,11 @@ def _run_dask(cases: list[BatchCase], out: Path, options: BatchOptions, overwrit
     except ImportError:
         raise InputError("--scheduler needs Dask distributed: pip install distributed") from None
     try:
-        client = Client(scheduler, timeout="20s")
+        client = Client(scheduler, timeout="10s")
     except OSError as error:
         raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({error}); check the address.") from None
     with client:
-        futures = client.map(run_case, cases, out=out, options=options, overwrite=overwrite, pure=False)
+        futures = client.map(run_case, cases, out_dir=out, options=options, overwrite=overwrite, pure=False)
         try:
             for future in as_completed(futures):
                 yield future.result()

@@ -1,0 +1,216 @@
+"""``landmark-detector batch``: a folder of volumes, bad cases, resume after a kill, shards, processes and Dask."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LandmarkDetectorLib.batch import (
+    RECORDS_DIR,
+    BatchOptions,
+    find_volumes,
+    parse_shard,
+    run_batch,
+    shard_cases,
+)
+from LandmarkDetectorLib.cli import main
+from LandmarkDetectorLib.errors import InputError
+from LandmarkDetectorLib.markups import read_markups
+from LandmarkDetectorLib.synthetic.dataset import synthesize_case
+from LandmarkDetectorLib.volume_io import write_volume
+
+from phantoms import write_dicom_series
+
+SEED = 535_353
+CASES = 4
+MODEL = ["--model", "hand-mr", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def scans():
+    return [synthesize_case("hand", SEED, i) for i in range(CASES)]
+
+
+@pytest.fixture(scope="module")
+def good_folder(tmp_path_factory, scans):
+    """Four synthetic hands: two NIfTI, one NRRD, one DICOM series folder."""
+    folder = tmp_path_factory.mktemp("volumes")
+    for index, scan in enumerate(scans):
+        if index == 3:
+            write_dicom_series(folder / "hand_3", scan.voxels_kji, scan.ijk_to_ras)
+        else:
+            write_volume(folder / f"hand_{index}.{'nrrd' if index == 2 else 'nii.gz'}", scan.voxels_kji,
+                         scan.ijk_to_ras)
+    return folder
+
+
+@pytest.fixture
+def mixed_folder(tmp_path, good_folder):
+    """The good cases plus a truncated NIfTI, a text file named .nrrd, a stray text file and an empty folder."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for entry in good_folder.iterdir():
+        (folder / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    (folder / "truncated.nii.gz").write_bytes((good_folder / "hand_0.nii.gz").read_bytes()[:4000])
+    (folder / "notes.nrrd").write_text("not an image\n")
+    (folder / "README.txt").write_text("ignored\n")
+    (folder / "empty").mkdir()
+    return folder
+
+
+def summary_rows(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["case"]: row for row in csv.DictReader(f)}
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.mrk.json"))}
+
+
+def assert_same_landmarks(folder: Path, reference: Path) -> None:
+    """Same files, labels and statuses; positions equal to 0.001 mm (thread counts change float rounding)."""
+    assert list(outputs(folder)) == list(outputs(reference))
+    for name in outputs(reference):
+        a, b = read_markups(folder / name), read_markups(reference / name)
+        assert [(p.label, p.status) for p in a.points] == [(p.label, p.status) for p in b.points]
+        np.testing.assert_allclose(a.positions_ras(), b.positions_ras(), atol=1e-3)
+
+
+def test_find_volumes_takes_files_and_dicom_folders(mixed_folder):
+    names = [c.name for c in find_volumes(mixed_folder)]
+    assert names == ["hand_0", "hand_1", "hand_2", "hand_3", "notes", "truncated"]
+
+
+def test_find_volumes_refuses_colliding_names(tmp_path, scans):
+    for suffix in ("nrrd", "nii.gz"):
+        write_volume(tmp_path / f"case.{suffix}", scans[0].voxels_kji, scans[0].ijk_to_ras)
+    with pytest.raises(InputError, match="same case name 'case'"):
+        find_volumes(tmp_path)
+
+
+def test_batch_of_good_and_bad_cases(tmp_path, mixed_folder, scans, capsys):
+    out = tmp_path / "out"
+    assert main(["batch", str(mixed_folder), "--out", str(out), *MODEL]) == 1  # two cases failed
+    assert "4 ok, 2 failed" in capsys.readouterr().out
+    rows = summary_rows(out / "summary.csv")
+    assert list(rows) == ["hand_0", "hand_1", "hand_2", "hand_3", "notes", "truncated"]
+    assert rows["truncated"]["status"] == "failed" and "truncated" in rows["truncated"]["error"]
+    assert rows["notes"]["status"] == "failed" and "cannot read" in rows["notes"]["error"]
+    for index, scan in enumerate(scans):
+        row = rows[f"hand_{index}"]
+        assert row["status"] == "ok" and row["found"] == "5" and float(row["confidence MiddleTip"]) > 0.5
+        assert float(row["seconds"]) > 0
+        points = read_markups(out / f"hand_{index}.mrk.json")
+        errors = np.linalg.norm(points.positions_ras() - scan.landmarks_ras, axis=1)
+        assert errors.max() < 8.0, (index, errors)
+    assert sorted(p.name for p in out.iterdir()) == [
+        RECORDS_DIR, "hand_0.mrk.json", "hand_1.mrk.json", "hand_2.mrk.json", "hand_3.mrk.json", "summary.csv"]
+
+
+def test_batch_never_overwrites_without_being_asked(tmp_path, good_folder, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "hand_1.mrk.json").write_text("the user's own file")
+    assert main(["batch", str(good_folder), "--out", str(out), *MODEL]) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "hand_1.mrk.json").read_text() == "the user's own file"
+    assert not (out / "hand_0.mrk.json").exists()  # refused before running anything
+    assert main(["batch", str(good_folder), "--out", str(out), "--resume", *MODEL]) == 0
+    assert (out / "hand_1.mrk.json").read_text() == "the user's own file"
+    assert summary_rows(out / "summary.csv")["hand_1"]["status"] == "skipped"
+    assert main(["batch", str(good_folder), "--out", str(out), "--overwrite", *MODEL]) == 0
+    assert len(read_markups(out / "hand_1.mrk.json").points) == 5
+
+
+def test_batch_other_formats_and_bad_model(tmp_path, good_folder, capsys):
+    out = tmp_path / "fcsv"
+    assert main(["batch", str(good_folder), "--out", str(out), "--format", "fcsv", *MODEL]) == 0
+    assert sorted(p.name for p in out.glob("*.fcsv")) == [f"hand_{i}.fcsv" for i in range(CASES)]
+    capsys.readouterr()
+    assert main(["batch", str(good_folder), "--out", str(tmp_path / "bad"), "--model", str(good_folder /
+                                                                                          "hand_2.nrrd")]) == 1
+    assert "not a TorchScript model bundle" in capsys.readouterr().err
+    assert main(["batch", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 1
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_shard_arguments():
+    assert parse_shard("2/5") == (2, 5)
+    for bad in ("0/3", "4/3", "x", "1/2/3"):
+        with pytest.raises(InputError):
+            parse_shard(bad)
+
+
+def test_shards_cover_every_case_once_and_resume_merges_their_summaries(tmp_path, good_folder):
+    cases = find_volumes(good_folder)
+    shards = [shard_cases(cases, (k, 3)) for k in (1, 2, 3)]
+    assert sorted(c.name for s in shards for c in s) == [c.name for c in cases]
+    out = tmp_path / "out"
+    for k in (1, 2, 3):
+        assert main(["batch", str(good_folder), "--out", str(out), "--shard", f"{k}/3", *MODEL]) == 0
+        assert len(summary_rows(out / f"summary-{k}-of-3.csv")) == len(shards[k - 1])
+    assert main(["batch", str(good_folder), "--out", str(out), "--resume", *MODEL]) == 0
+    rows = summary_rows(out / "summary.csv")
+    assert list(rows) == [c.name for c in cases] and {r["status"] for r in rows.values()} == {"ok"}
+
+
+@pytest.mark.slow
+def test_batch_killed_and_resumed_loses_nothing(tmp_path, good_folder):
+    """SIGKILL a batch process as soon as its first case is done and again later; resuming gives exactly the
+    outputs of an uninterrupted run, and no temporary file is left behind."""
+    reference = tmp_path / "reference"
+    assert main(["batch", str(good_folder), "--out", str(reference), *MODEL]) == 0
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "LandmarkDetectorLib.cli", "batch", str(good_folder), "--out", str(out),
+               "--resume", *MODEL]
+    for finished_before_kill in (1, 2):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("*.mrk.json"))) < finished_before_kill and time.monotonic() < deadline:
+            assert process.poll() is None, "the batch ended before it could be killed"
+            time.sleep(0.005)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert main(["batch", str(good_folder), "--out", str(out), "--resume", *MODEL]) == 0
+    assert outputs(out) == outputs(reference)
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert {r["status"] for r in summary_rows(out / "summary.csv").values()} == {"ok"}
+
+
+@pytest.mark.slow
+def test_batch_in_worker_processes_matches_one_process(tmp_path, good_folder):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["batch", str(good_folder), "--out", str(one), *MODEL]) == 0
+    assert main(["batch", str(good_folder), "--out", str(two), "--workers", "2", *MODEL]) == 0
+    assert_same_landmarks(two, one)
+    assert list(summary_rows(two / "summary.csv")) == [f"hand_{i}" for i in range(CASES)]
+
+
+@pytest.mark.slow
+def test_batch_on_a_local_dask_cluster(tmp_path, good_folder):
+    distributed = pytest.importorskip("distributed")
+    one = tmp_path / "one"
+    assert main(["batch", str(good_folder), "--out", str(one), *MODEL]) == 0
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        out = tmp_path / "dask"
+        results = run_batch(find_volumes(good_folder), out, BatchOptions(model="hand-mr", device="cpu"),
+                            scheduler=cluster.scheduler_address)
+    assert [r.status for r in results] == ["ok"] * CASES
+    assert_same_landmarks(out, one)
+
+
+@pytest.mark.slow
+def test_unreachable_dask_scheduler_is_a_clear_error(tmp_path, good_folder, capsys):
+    pytest.importorskip("distributed")
+    assert main(["batch", str(good_folder), "--out", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:9",
+                 *MODEL]) == 1
+    assert "cannot reach the Dask scheduler" in capsys.readouterr().err

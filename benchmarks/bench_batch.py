@@ -1,0 +1,73 @@
+"""Batch throughput against just reading the same files.
+
+Run: ``python benchmarks/bench_batch.py [--model wholebody-ct] [--cases 12] [--folder DIR]``. Writes ``--cases``
+synthetic whole-body CTs (half NIfTI .nii.gz, half NRRD) into a temporary folder unless ``--folder`` is given, then
+times, alternately and twice each, (a) reading every volume with ``read_volume`` and (b) ``run_batch`` over the
+folder in one process (the model loaded once beforehand), and prints the best times and their ratio (aim: the batch
+within 10% of the reading, i.e. at most 1.10x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from LandmarkDetectorLib.batch import BatchOptions, cached_model, find_volumes, run_batch
+from LandmarkDetectorLib.synthetic.dataset import synthesize_dataset
+from LandmarkDetectorLib.volume_io import read_volume
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="wholebody-ct")
+    parser.add_argument("--cases", type=int, default=12)
+    parser.add_argument("--folder", type=Path, help="folder of volumes to use instead of synthetic ones")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="bench_batch_"))
+    try:
+        folder = args.folder
+        if folder is None:
+            folder = work / "volumes"
+            half = args.cases // 2
+            synthesize_dataset("body", half, 31, folder, fmt="nii.gz")
+            synthesize_dataset("body", args.cases - half, 32, folder, fmt="nrrd")
+        cases = find_volumes(folder)
+        size = sum(p.stat().st_size for c in cases for p in ([c.path] if c.path.is_file() else c.path.iterdir()))
+        print(f"{len(cases)} volumes, {size / 2**20:.0f} MiB on disk, in {folder}")
+        options = BatchOptions(model=args.model, device="cpu", threads=args.threads)
+        cached_model(options.model, options.device, options.threads)  # once, as a batch does before its cases
+
+        def read_all() -> None:
+            for case in cases:
+                read_volume(case.path)
+
+        def batch(run: int) -> None:
+            results = run_batch(cases, work / f"out{run}", options)
+            failed = [r for r in results if r.status != "ok"]
+            if failed:
+                raise SystemExit(f"{len(failed)} cases failed, e.g. {failed[0].case}: {failed[0].error}")
+
+        read_all()  # warm the OS file cache so both measure the same reads
+        times: dict[str, list[float]] = {"read": [], "batch": []}
+        for run in range(2):
+            for name, work_fn in (("read", read_all), ("batch", lambda r=run: batch(r))):
+                start = time.perf_counter()
+                work_fn()
+                times[name].append(time.perf_counter() - start)
+        t_read, t_batch = min(times["read"]), min(times["batch"])
+        print(f"read every volume:  {t_read:7.2f} s  ({t_read / len(cases) * 1000:.0f} ms per case)")
+        print(f"batch detection:    {t_batch:7.2f} s  ({t_batch / len(cases) * 1000:.0f} ms per case)  ratio "
+              f"{t_batch / t_read:.2f}x the reading  (aim <= 1.10x)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

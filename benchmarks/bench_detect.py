@@ -1,0 +1,59 @@
+"""Time ``detect_landmarks`` on a 512 x 512 x 1000 int16 CT in memory against one ``volume.sum()`` over it.
+
+Run: ``python benchmarks/bench_detect.py [--model wholebody-ct] [--slices 1000] [--repeat 5] [--threads 2]``. Prints
+the best of ``--repeat`` runs of: the sum, the whole detection (projection + network + back-projection) with its
+ratio to the sum (aim: at most 2x), the network alone (aim: at most 30 ms on 2 cores) and the projection alone, and
+the detection's peak extra memory (tracemalloc: numpy buffers) as a multiple of the volume's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tracemalloc
+
+import torch
+from bench_projection import best_time, ct_like_volume
+
+from LandmarkDetectorLib import detect_landmarks, load_model
+from LandmarkDetectorLib.framing import Canvas
+from LandmarkDetectorLib.pipeline import framed, model_projection
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="wholebody-ct")
+    parser.add_argument("--slices", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import numpy as np
+
+    volume, ijk_to_ras = ct_like_volume(args.slices, np.random.default_rng(0))
+    model = load_model(args.model, "cpu")
+    spec = model.metadata.canvas
+    print(f"volume {volume.shape[::-1]} (i, j, k) int16, {volume.nbytes / 2**20:.0f} MiB; model {args.model} "
+          f"({model.metadata.architecture}, {spec.width} x {spec.height} px), {torch.get_num_threads()} threads")
+    detect = lambda: detect_landmarks(volume, ijk_to_ras, model, "cpu")  # noqa: E731
+    detect()  # warm-up: first TorchScript calls optimize the graph
+    canvas: Canvas = framed(model_projection(volume, ijk_to_ras, model.metadata.projection, spec), spec)
+    inputs = canvas.network_input()[None]
+    t_sum = best_time(volume.sum, args.repeat)
+    t_detect = best_time(detect, args.repeat)
+    t_network = best_time(lambda: model.predict(inputs), args.repeat * 4)
+    projection = dataclasses.replace(model.metadata.projection)
+    t_projection = best_time(lambda: model_projection(volume, ijk_to_ras, projection, spec), args.repeat)
+    print(f"volume.sum():        {t_sum * 1000:8.1f} ms")
+    print(f"detect_landmarks:    {t_detect * 1000:8.1f} ms   ratio {t_detect / t_sum:.2f}x the sum  (aim <= 2x)")
+    print(f"  network alone:     {t_network * 1000:8.1f} ms   (aim <= 30 ms)")
+    print(f"  projection alone:  {t_projection * 1000:8.1f} ms   ratio {t_projection / t_sum:.2f}x the sum")
+    tracemalloc.start()
+    detect()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"peak extra memory:   {peak / 2**20:8.1f} MiB = {peak / volume.nbytes:.3f} x the volume (numpy buffers)")
+
+
+if __name__ == "__main__":
+    main()
