@@ -280,57 +280,62 @@ def _finish(count: NDArray[Any], front: NDArray[Any], n_depth: int, step_mm: flo
 def _project_aligned(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], maps: list[geometry.AxisMap],
                      threshold: float, config: ProjectionConfig, progress: ProgressCallback | None,
                      should_cancel: CancelCheck | None) -> ProjectedImage:
-    """Projection by index arithmetic only: one pass over the array in cache-sized slabs."""
+    """Projection by index arithmetic only: one pass over the array in cache-sized slabs.
+
+    With a pixel size, only the rays of the output pixels (nearest voxel rows and columns) are read, so a coarse
+    projection reads a fraction of the volume and equals the full one resampled to nearest neighbours.
+    """
     u_map, v_map, d_map = maps
     n_depth = volume.shape[d_map.array_axis]
     spacing_kji = geometry.spacing_mm(ijk_to_ras)[::-1]
     step_mm = float(spacing_kji[d_map.array_axis])
-    weight_shape = [1, 1, 1]
-    weight_shape[d_map.array_axis] = n_depth
-    weights = _front_weights(n_depth, d_map.reversed).reshape(weight_shape)
-    # Slab along the slowest array axis that is not the ray axis, so each slab is contiguous in memory.
-    slab_axis = 0 if d_map.array_axis != 0 else 1
-    out_axes = [a for a in range(3) if a != d_map.array_axis]  # array axes of the 2D results, in order
-    out_shape = tuple(volume.shape[a] for a in out_axes)
-    count = np.empty(out_shape, dtype=_index_dtype(n_depth))
-    front = np.empty(out_shape, dtype=weights.dtype)
-    slab_out_axis = out_axes.index(slab_axis)
-    n_slabs = volume.shape[slab_axis]
-    slab_size = max(1, (1 << 19) // max(1, volume.size // n_slabs))  # about 512k voxels per slab, fits in L2
-    thr = _threshold_for_dtype(threshold, volume.dtype)
-    mask = None
-    for start in range(0, n_slabs, slab_size):
-        check_cancel(should_cancel)
-        stop = min(start + slab_size, n_slabs)
-        index: list[Any] = [slice(None)] * 3
-        index[slab_axis] = slice(start, stop)
-        slab = volume[tuple(index)]
-        if mask is None or mask.shape != slab.shape:
-            mask = np.empty(slab.shape, dtype=np.bool_)
-        np.greater(slab, thr, out=mask)
-        out_index: list[Any] = [slice(None)] * 2
-        out_index[slab_out_axis] = slice(start, stop)
-        count[tuple(out_index)], front[tuple(out_index)] = _ray_statistics(
-            mask.view(np.uint8), d_map.array_axis, weights, _surface_gap(config, step_mm, d_map.reversed))
-        report(progress, stop / n_slabs, "Projecting volume")
-    # Reorder the 2D results to [v, u] and flip axes that run against the view.
-    order = [out_axes.index(v_map.array_axis), out_axes.index(u_map.array_axis)]
-    count, front = count.transpose(order), front.transpose(order)
-    flips = tuple(i for i, m in enumerate((v_map, u_map)) if m.reversed)
-    if flips:
-        count, front = np.flip(count, flips), np.flip(front, flips)
     # The grid origin is the voxel centre at the front-most, first-row, first-column corner.
     corner_kji = [0, 0, 0]
     for m in maps:
         corner_kji[m.array_axis] = volume.shape[m.array_axis] - 1 if m.reversed else 0
     origin_ras = geometry.apply_affine(ijk_to_ras, np.array(corner_kji[::-1], dtype=np.float64))
     spacing_uv = (float(spacing_kji[u_map.array_axis]), float(spacing_kji[v_map.array_axis]))
-    pixel_to_ras = view_pixel_to_ras(config.view, origin_ras, spacing_uv)
-    image = _finish(np.ascontiguousarray(count), np.ascontiguousarray(front), n_depth, step_mm, threshold, config,
-                    pixel_to_ras)
-    if config.pixel_spacing_mm is not None:
-        image = _resample_nearest(image, config.pixel_spacing_mm)
-    return image
+    # Array indices of the output columns and rows, in view order (flips included).
+    picks: dict[int, NDArray[np.intp]] = {}
+    for m, spacing in ((u_map, spacing_uv[0]), (v_map, spacing_uv[1])):
+        n = volume.shape[m.array_axis]
+        samples = _nearest_samples(n, spacing, config.pixel_spacing_mm) if config.pixel_spacing_mm else np.arange(n)
+        picks[m.array_axis] = n - 1 - samples if m.reversed else samples
+    weight_shape = [1, 1, 1]
+    weight_shape[d_map.array_axis] = n_depth
+    weights = _front_weights(n_depth, d_map.reversed).reshape(weight_shape)
+    # Slab along the slowest array axis that is not the ray axis, so each slab is contiguous in memory.
+    slab_axis = 0 if d_map.array_axis != 0 else 1
+    other_axis = 3 - slab_axis - d_map.array_axis
+    slab_picks, other_picks = picks[slab_axis], picks[other_axis]
+    out_axes = [a for a in range(3) if a != d_map.array_axis]  # array axes of the 2D results, in order
+    out_shape = tuple(picks[a].size for a in out_axes)
+    count = np.empty(out_shape, dtype=_index_dtype(n_depth))
+    front = np.empty(out_shape, dtype=weights.dtype)
+    slab_out_axis = out_axes.index(slab_axis)
+    n_slabs = slab_picks.size
+    slab_size = max(1, (1 << 19) // max(1, n_depth * other_picks.size))  # about 512k voxels per slab, fits in L2
+    thr = _threshold_for_dtype(threshold, volume.dtype)
+    gap = _surface_gap(config, step_mm, d_map.reversed)
+    mask = None
+    for start in range(0, n_slabs, slab_size):
+        check_cancel(should_cancel)
+        stop = min(start + slab_size, n_slabs)
+        slab = _gather(_gather(volume, slab_picks[start:stop], slab_axis), other_picks, other_axis)
+        if mask is None or mask.shape != slab.shape:
+            mask = np.empty(slab.shape, dtype=np.bool_)
+        np.greater(slab, thr, out=mask)
+        out_index: list[Any] = [slice(None)] * 2
+        out_index[slab_out_axis] = slice(start, stop)
+        count[tuple(out_index)], front[tuple(out_index)] = _ray_statistics(mask.view(np.uint8), d_map.array_axis,
+                                                                           weights, gap)
+        report(progress, stop / n_slabs, "Projecting volume")
+    # Reorder the 2D results to [v, u] (the picks already ran in view order).
+    order = [out_axes.index(v_map.array_axis), out_axes.index(u_map.array_axis)]
+    pixel_to_ras = view_pixel_to_ras(config.view, origin_ras, (config.pixel_spacing_mm,) * 2
+                                     if config.pixel_spacing_mm else spacing_uv)
+    return _finish(np.ascontiguousarray(count.transpose(order)), np.ascontiguousarray(front.transpose(order)),
+                   n_depth, step_mm, threshold, config, pixel_to_ras)
 
 
 def _threshold_for_dtype(threshold: float, dtype: np.dtype[Any]) -> Any:
@@ -343,19 +348,23 @@ def _threshold_for_dtype(threshold: float, dtype: np.dtype[Any]) -> Any:
     return dtype.type(threshold)
 
 
-def _resample_nearest(image: ProjectedImage, spacing_mm: float) -> ProjectedImage:
-    """Resample a projection to square pixels of ``spacing_mm`` (nearest neighbour; pixel (0, 0) stays put)."""
-    su, sv = image.pixel_spacing_mm
-    h, w = image.shape
-    new_w = int(np.floor((w - 1) * su / spacing_mm + 1e-9)) + 1
-    new_h = int(np.floor((h - 1) * sv / spacing_mm + 1e-9)) + 1
-    cols = np.clip(np.rint(np.arange(new_w) * spacing_mm / su).astype(int), 0, w - 1)
-    rows = np.clip(np.rint(np.arange(new_h) * spacing_mm / sv).astype(int), 0, h - 1)
-    pixel_to_ras = image.pixel_to_ras.copy()
-    pixel_to_ras[:3, 0] *= spacing_mm / su
-    pixel_to_ras[:3, 1] *= spacing_mm / sv
-    return ProjectedImage(silhouette=image.silhouette[np.ix_(rows, cols)], depth_mm=image.depth_mm[np.ix_(rows, cols)],
-                          pixel_to_ras=pixel_to_ras, threshold=image.threshold, view=image.view)
+def _gather(array: NDArray[Any], indices: NDArray[np.intp], axis: int) -> NDArray[Any]:
+    """``np.take(array, indices, axis)``, as a view without copying when the indices are evenly spaced."""
+    steps = np.diff(indices)
+    if indices.size and (indices.size == 1 or (steps[0] != 0 and (steps == steps[0]).all())):
+        step = int(steps[0]) if indices.size > 1 else 1
+        stop = int(indices[-1]) + step
+        index: list[Any] = [slice(None)] * array.ndim
+        index[axis] = slice(int(indices[0]), stop if stop >= 0 else None, step)
+        return array[tuple(index)]
+    return np.take(array, indices, axis=axis)
+
+
+def _nearest_samples(n: int, spacing_mm: float, pixel_spacing_mm: float) -> NDArray[np.intp]:
+    """Indices of the voxels nearest to pixels of ``pixel_spacing_mm`` along an axis of ``n`` voxels of
+    ``spacing_mm``, pixel 0 on voxel 0, as far as the last voxel centre."""
+    count = int(np.floor((n - 1) * spacing_mm / pixel_spacing_mm + 1e-9)) + 1
+    return np.clip(np.rint(np.arange(count) * pixel_spacing_mm / spacing_mm).astype(np.intp), 0, n - 1)
 
 
 def _project_oblique(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], threshold: float,

@@ -81,6 +81,34 @@ def test_requested_pixel_spacing_keeps_geometry():
     check_spheres(image, step)
 
 
+def nearest_resampled(image, spacing_mm):
+    """Reference: a full-resolution projection resampled to square pixels by nearest voxel rows and columns."""
+    su, sv = image.pixel_spacing_mm
+    h, w = image.shape
+    cols = np.clip(np.rint(np.arange(int((w - 1) * su / spacing_mm + 1e-9) + 1) * spacing_mm / su), 0, w - 1)
+    rows = np.clip(np.rint(np.arange(int((h - 1) * sv / spacing_mm + 1e-9) + 1) * spacing_mm / sv), 0, h - 1)
+    pick = np.ix_(rows.astype(int), cols.astype(int))
+    return image.silhouette[pick], image.depth_mm[pick]
+
+
+@pytest.mark.parametrize("view", ["ap", "lr"])
+@pytest.mark.parametrize("index", range(0, len(PERMUTATIONS), 5))
+@pytest.mark.parametrize("spacing_mm", [0.7, 2.0, 5.3])
+def test_coarse_aligned_projection_reads_only_its_rays(index, view, spacing_mm):
+    """Projecting straight at a pixel size equals projecting at full resolution and taking the nearest rays."""
+    volume, ijk_to_ras = sphere_phantom(PERMUTATIONS[index])
+    add_box(volume, ijk_to_ras, (-60, -60, -60), (60, -40, 60), 300)  # a plate, so table removal has work
+    config = ProjectionConfig(table_removal_mm=12.0, view=view)
+    full = project_volume(volume, ijk_to_ras, config)
+    coarse = project_volume(volume, ijk_to_ras, ProjectionConfig(table_removal_mm=12.0, view=view,
+                                                                 pixel_spacing_mm=spacing_mm))
+    silhouette, depth = nearest_resampled(full, spacing_mm)
+    np.testing.assert_array_equal(coarse.silhouette, silhouette)
+    np.testing.assert_array_equal(coarse.depth_mm, depth)
+    np.testing.assert_allclose(coarse.pixel_to_ras[:, 2:], full.pixel_to_ras[:, 2:])  # same origin and rays
+    np.testing.assert_allclose(coarse.pixel_spacing_mm, (spacing_mm, spacing_mm))
+
+
 def test_coarse_pixels_of_an_oblique_volume_keep_fine_depth():
     volume, ijk_to_ras = sphere_phantom(OBLIQUE[0])
     image = project_volume(volume, ijk_to_ras, ProjectionConfig(table_removal_mm=0, pixel_spacing_mm=2.5))
