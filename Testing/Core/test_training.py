@@ -15,7 +15,7 @@ from LandmarkDetectorLib.projection import ProjectionConfig
 from LandmarkDetectorLib.synthetic.dataset import synthesize_dataset
 from LandmarkDetectorLib.training.data import NO_AUGMENTATION, SyntheticSource
 from LandmarkDetectorLib.training.evaluate import Reference, evaluate_synthetic_volumes, summary
-from LandmarkDetectorLib.training.finetune import FinetuneConfig, finetune
+from LandmarkDetectorLib.training.finetune import FinetuneConfig, finetune, trainable_network
 from LandmarkDetectorLib.training.losses import gaussian_targets
 from LandmarkDetectorLib.training.train import TrainConfig, train
 
@@ -91,6 +91,20 @@ def test_finetune_cross_validates_and_saves_a_model(tiny_hand_model, tmp_path):
     assert "| ThumbTip |" in out.with_suffix(".md").read_text()
     with pytest.raises(FileExistsError):
         finetune(str(tiny_hand_model), tmp_path / "cases", out, FinetuneConfig(steps=1))
+
+
+def test_finetuning_starts_from_the_bundles_weights(tiny_hand_model):
+    """Loaded models are frozen for inference; fine-tuning must still get every pretrained tensor."""
+    model = load_model(tiny_hand_model)
+    network, _ = trainable_network(model, model.metadata.landmarks)
+    bundle = torch.jit.load(str(tiny_hand_model)).state_dict()
+    assert network.state_dict().keys() == bundle.keys()
+    for name, tensor in network.state_dict().items():
+        torch.testing.assert_close(tensor, bundle[name])
+    other, _ = trainable_network(model, ("A", "B"))  # other landmarks: the shared layers still come from the bundle
+    shared = [k for k in bundle if other.state_dict()[k].shape == bundle[k].shape]
+    assert len(shared) > 0.8 * len(bundle)
+    torch.testing.assert_close(other.state_dict()[shared[0]], bundle[shared[0]])
 
 
 @pytest.mark.slow

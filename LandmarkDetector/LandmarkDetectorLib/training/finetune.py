@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..fileio import atomic_open
 from ..framing import CanvasSpec
 from ..markups import PointList, read_markups
@@ -95,13 +96,18 @@ def _samples(cases: list[Case], names: tuple[str, ...], spec: CanvasSpec, rng: n
                         for case in cases])
 
 
-def _network_from(model: LandmarkModel, names: tuple[str, ...]) -> tuple[torch.nn.Module, TrainConfig]:
+def trainable_network(model: LandmarkModel, names: tuple[str, ...]) -> tuple[torch.nn.Module, TrainConfig]:
     """An eager, trainable copy of the bundle's network (heads re-initialized when the names differ)."""
     config = TrainConfig.from_dict(model.metadata.training.get("config", {}))
     network = build_network(config, len(names))
-    pretrained = model.module.state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pretrained = torch.jit.load(str(model.path), map_location="cpu").state_dict()  # loaded models are frozen
     own = network.state_dict()
     usable = {k: v for k, v in pretrained.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ModelError(f"{model.path}: none of its weights fit a {config.architecture} network; fine-tuning "
+                         "needs a model trained by LandmarkDetector.")
     network.load_state_dict(usable, strict=False)
     if len(usable) < len(own):
         logger.info("re-initialized %d landmark-specific tensors for %d landmarks", len(own) - len(usable), len(names))
@@ -110,7 +116,7 @@ def _network_from(model: LandmarkModel, names: tuple[str, ...]) -> tuple[torch.n
 
 def _fit(model: LandmarkModel, names: tuple[str, ...], cases: list[Case], config: FinetuneConfig,
          rng: np.random.Generator, should_cancel: CancelCheck | None) -> torch.nn.Module:
-    network, train_config = _network_from(model, names)
+    network, train_config = trainable_network(model, names)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=1e-4)
     spec = model.metadata.canvas
     for step in range(config.steps):
