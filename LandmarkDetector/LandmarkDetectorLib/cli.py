@@ -153,8 +153,8 @@ def command_detect(args: argparse.Namespace) -> int:
     for target in targets:  # refuse before any work, so nothing is half-written
         check_writable_target(target, args.overwrite)
     markups_suffix(args.out)
-    model = load_model(args.model, args.device)
     volume = read_volume(args.volume)
+    model = load_model(args.model, args.device)
     projection = projection_settings(model, args.threshold, args.table_removal_mm)
     landmarks = detect_landmarks(volume.voxels_kji, volume.ijk_to_ras, model, args.device,
                                  confidence_threshold=args.confidence_threshold, projection=projection)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +166,17 @@ def test_detect_needs_a_known_output_format(tmp_path, hand_file, capsys):
     assert main(["detect", str(hand_file), "--model", "hand-mr", "--out", str(tmp_path / "x.txt")]) == 1
     assert "unsupported markups file extension" in capsys.readouterr().err
 
+
+
+def test_slicer_batch_script_runs_the_command_line(tmp_path, hand_file):
+    """The script Slicer runs with --python-script; here under plain Python (it then exits with sys.exit)."""
+    script = Path(__file__).resolve().parents[2] / "LandmarkDetector" / "Resources" / "Scripts" / \
+        "landmark_detector_cli.py"
+    out = tmp_path / "s.mrk.json"
+    done = subprocess.run([sys.executable, str(script), "detect", str(hand_file), "--model", "hand-mr", "--out",
+                           str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(read_markups(out).points) == 5
+    failed = subprocess.run([sys.executable, str(script), "detect", str(tmp_path / "missing.nrrd"), "--out",
+                             str(tmp_path / "m.mrk.json")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert failed.returncode == 1 and "does not exist" in failed.stderr
