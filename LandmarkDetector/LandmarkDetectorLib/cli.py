@@ -198,6 +198,64 @@ def command_batch(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def command_evaluate(args: argparse.Namespace) -> int:
+    """Compare predicted landmark files with reference ones; write report.json, report.md and plots."""
+    from .evaluation import write_report
+    from .plots import error_bars, error_cdf
+
+    names = [Path(p).resolve().name or str(p) for p in args.pred]
+    methods = {(name if names.count(name) == 1 else f"{name}-{i + 1}"): p
+               for i, (name, p) in enumerate(zip(names, args.pred, strict=True))}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = ["report.json", "report.md", "errors_by_landmark.png", "error_cdf.png"]
+    outputs += ["worst_cases.png"] if args.volumes else []
+    for name in outputs:  # refuse before any work, so nothing is half-written
+        check_writable_target(out / name, args.overwrite)
+    from .evaluation import compare_cases
+
+    comparisons, warnings = compare_cases(methods, args.truth)
+    stats = write_report(out, comparisons, warnings, overwrite=args.overwrite)
+    error_bars(stats, out / "errors_by_landmark.png", overwrite=args.overwrite)
+    error_cdf(comparisons, out / "error_cdf.png", overwrite=args.overwrite)
+    if args.volumes:
+        _draw_worst_cases(comparisons, methods, args, out / "worst_cases.png")
+    for method, table in stats.items():
+        a = table["all"]
+        summary = (f"mean {a['mean_mm']:.1f} mm, median {a['median_mm']:.1f}, p95 {a['p95_mm']:.1f}, max "
+                   f"{a['max_mm']:.1f}" if a["n"] else "no landmark both in view and found")
+        print(f"{method}: {a['n']} landmarks, {summary}; not found {a['not_found']}/{a['in_view']}, wrongly found "
+              f"{a['wrongly_found']}/{a['out_of_view']}")
+    print(f"report: {out / 'report.md'}" + (f" ({len(warnings)} warnings)" if warnings else ""))
+    return 0
+
+
+def _draw_worst_cases(comparisons: list[Any], methods: dict[str, str], args: argparse.Namespace, path: Path) -> None:
+    """Project the volumes of the six worst cases of the first method and draw them with their landmarks."""
+    from .batch import find_volumes
+    from .evaluation import landmark_files, ranked_cases
+    from .markups import read_markups
+    from .plots import worst_cases
+    from .projection import ProjectionConfig, project_volume
+    from .volume_io import read_volume
+
+    method = next(iter(methods))
+    volumes = {c.name: c.path for c in find_volumes(args.volumes)}
+    chosen = [(case, mean) for case, mean in ranked_cases(comparisons, method) if case in volumes and mean >= 0][:6]
+    if not chosen:
+        logger.warning("no volume in %s matches a case with a measured error; worst_cases.png not written.",
+                       args.volumes)
+        return
+    predicted_files, truth_files = landmark_files(methods[method]), landmark_files(args.truth)
+    images = {}
+    for case, _ in chosen:
+        volume = read_volume(volumes[case])
+        images[case] = project_volume(volume.voxels_kji, volume.ijk_to_ras,
+                                      ProjectionConfig(table_removal_mm=0.0, pixel_spacing_mm=3.0))
+    worst_cases(chosen, images, {c: read_markups(predicted_files[c]) for c, _ in chosen},
+                {c: read_markups(truth_files[c]) for c, _ in chosen}, path, overwrite=args.overwrite)
+
+
 @contextlib.contextmanager
 def case_progress(total: int, description: str) -> Iterator[Any]:
     """A tqdm bar with log messages printed above it; plain log lines where tqdm is missing (Slicer's Python)."""
@@ -339,6 +397,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", metavar="ADDRESS", help="Dask distributed scheduler to run the cases on")
     add_detection_arguments(p)
     p.set_defaults(func=command_batch)
+
+    p = sub.add_parser("evaluate", help="accuracy report: predicted landmark files against reference ones",
+                       description="Pair cases by file name and landmarks by label (.mrk.json, .fcsv or .csv on "
+                                   "either side) and write REPORT_DIR/report.json, report.md, errors_by_landmark.png "
+                                   "(mean and standard deviation per landmark, one colour per prediction folder), "
+                                   "error_cdf.png and, with --volumes, worst_cases.png. A reference point that is "
+                                   "not defined means out of view; a predicted one that is not defined means not "
+                                   "found.")
+    p.add_argument("--pred", nargs="+", required=True, metavar="DIR",
+                   help="folders of predicted landmark files (one per method, named after the folder)")
+    p.add_argument("--truth", required=True, metavar="DIR", help="folder of reference landmark files")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR", help="output folder (created if missing)")
+    p.add_argument("--volumes", metavar="DIR", help="the cases' volumes, to draw the worst cases of the first method")
+    p.add_argument("--overwrite", action="store_true", help="replace existing report files")
+    p.set_defaults(func=command_evaluate)
 
     p = sub.add_parser("project", help="project a volume to the silhouette and depth images the network sees",
                        description="Write silhouette.png, depth.png and projection.json (pixel to RAS mapping).")
