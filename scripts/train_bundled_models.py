@@ -26,11 +26,19 @@ from LandmarkDetectorLib.framing import CanvasSpec
 from LandmarkDetectorLib.model import BUNDLED_DIR, CHECKSUM_FILE, load_model
 from LandmarkDetectorLib.projection import ProjectionConfig
 from LandmarkDetectorLib.training.data import SyntheticSource
-from LandmarkDetectorLib.training.evaluate import Reference, evaluate_synthetic_volumes, markdown_table, summary
+from LandmarkDetectorLib.training.evaluate import (
+    Reference,
+    calibrate_threshold,
+    evaluate_synthetic_volumes,
+    markdown_table,
+    summary,
+)
 from LandmarkDetectorLib.training.train import TrainConfig, export, train
 
 REPO = Path(__file__).resolve().parents[1]
 EVALUATION_SEED = {"body": 910_001, "hand": 910_002}  # never used by training (training uses seeds 1 and 2)
+CALIBRATION_SEED = {"body": 920_001, "hand": 920_002}  # volumes that set the confidence threshold
+CALIBRATION_VOLUMES = 60
 
 RECIPES = {
     "body": {
@@ -74,6 +82,12 @@ def main() -> None:
         # Evaluate with the recipe's projection (runs exported before a projection setting existed keep the recipe's).
         model = load_model(model_path)
         model.metadata = dataclasses.replace(model.metadata, projection=config.projection)
+        # The threshold that reports 97% of out-of-view landmarks as not found, on volumes of their own seed.
+        calibration = evaluate_synthetic_volumes(model, args.anatomy, CALIBRATION_SEED[args.anatomy],
+                                                 3 if args.quick else CALIBRATION_VOLUMES)
+        threshold, rates = calibrate_threshold(calibration)
+        model.metadata = dataclasses.replace(model.metadata, confidence_threshold=threshold)
+        logging.info("%s: confidence threshold %.2f (%s)", architecture, threshold, rates)
         source = SyntheticSource(args.anatomy, config.canvas)
         reference = Reference.generate(source, 200 if args.quick else 4000, seed=config.seed)
         start = time.perf_counter()
@@ -81,7 +95,9 @@ def main() -> None:
         evaluation = evaluate_synthetic_volumes(model, args.anatomy, EVALUATION_SEED[args.anatomy], volumes,
                                                 reference)
         results[architecture] = {"summary": summary(evaluation), "model": model_path, "config": config,
-                                 "seconds_per_volume": (time.perf_counter() - start) / volumes}
+                                 "seconds_per_volume": (time.perf_counter() - start) / volumes, "volumes": volumes,
+                                 "calibration": {"seed": CALIBRATION_SEED[args.anatomy], "threshold": threshold,
+                                                 "volumes": len(calibration["found"]), **rates}}
         print(markdown_table({k: v for k, v in results[architecture]["summary"].items() if k != "detection"},
                              model.metadata.landmarks))
     best = min(results, key=lambda a: results[a]["summary"]["model"]["all"]["mean_mm"])
@@ -96,13 +112,14 @@ def bundle(anatomy: str, recipe: dict, results: dict, best: str) -> None:
     chosen = results[best]
     model = load_model(chosen["model"])
     network = torch.jit.load(str(chosen["model"]))
-    metrics = {"evaluation": {"volumes": chosen["summary"]["model"]["all"]["n"],
+    metrics = {"evaluation": {"volumes": chosen["volumes"],
                               "seed": EVALUATION_SEED[anatomy],
-                              **{a: r["summary"] for a, r in results.items()}}}
+                              **{a: r["summary"] for a, r in results.items()}},
+               "calibration": chosen["calibration"]}
     path = BUNDLED_DIR / f"{recipe['name']}.pt"
     BUNDLED_DIR.mkdir(parents=True, exist_ok=True)
     export(network, chosen["config"], path, name=recipe["name"], metrics=metrics, description=recipe["description"],
-           training=model.metadata.training, overwrite=True)
+           training=model.metadata.training, confidence_threshold=chosen["calibration"]["threshold"], overwrite=True)
     sums_path = BUNDLED_DIR / CHECKSUM_FILE
     sums = dict(reversed(line.split(maxsplit=1)) for line in sums_path.read_text().splitlines()) \
         if sums_path.exists() else {}
@@ -147,6 +164,9 @@ def model_card(recipe: dict, results: dict, best: str, model) -> str:
 
     lines += [
         "## Detection of landmarks outside the field of view",
+        f"- Confidence threshold {results[best]['calibration']['threshold']:.2f}: the lowest that reports at least "
+        f"97% of the out-of-view landmarks of {results[best]['calibration']['volumes']} calibration volumes (seed "
+        f"{results[best]['calibration']['seed']}) as not found (0.5 when none is out of view).",
         f"- Out-of-view landmarks reported as not found: {rate('out_of_view_reported_not_found')} "
         f"of {detection['out_of_view']}.",
         f"- In-view landmarks reported as not found: {rate('in_view_reported_not_found')} of {detection['in_view']}.",

@@ -14,7 +14,7 @@ from LandmarkDetectorLib.model import load_model
 from LandmarkDetectorLib.projection import ProjectionConfig
 from LandmarkDetectorLib.synthetic.dataset import synthesize_dataset
 from LandmarkDetectorLib.training.data import NO_AUGMENTATION, SyntheticSource
-from LandmarkDetectorLib.training.evaluate import Reference, evaluate_synthetic_volumes, summary
+from LandmarkDetectorLib.training.evaluate import Reference, calibrate_threshold, evaluate_synthetic_volumes, summary
 from LandmarkDetectorLib.training.finetune import FinetuneConfig, finetune, trainable_network
 from LandmarkDetectorLib.training.losses import gaussian_targets
 from LandmarkDetectorLib.training.train import TrainConfig, train
@@ -127,3 +127,16 @@ def test_evaluation_on_synthetic_volumes(tiny_hand_model):
     assert set(table) == {"model", "mean_depth", "nn_syn", "detection"}
     assert table["model"]["all"]["n"] == int(result["truth_in_view"].sum())
     assert table["model"]["all"]["mean_mm"] >= table["model"]["all"]["mean_planar_mm"]
+
+
+def test_threshold_calibration_rejects_out_of_view_landmarks():
+    truth = np.array([[True, True, False, False]] * 5)
+    confidence = np.array([[0.9, 0.6, 0.3, 0.12]] * 5)
+    inside = np.ones_like(truth)
+    threshold, rates = calibrate_threshold({"truth_in_view": truth, "inside": inside, "confidence": confidence})
+    assert threshold == pytest.approx(0.35)  # the lowest 0.05 step above both out-of-view probabilities
+    assert rates == {"out_of_view_reported_not_found": 1.0, "in_view_reported_found": 1.0}
+    inside[:, 2:] = False  # predicted outside the scanned field: not found whatever the probability
+    assert calibrate_threshold({"truth_in_view": truth, "inside": inside, "confidence": confidence})[0] == 0.05
+    all_in_view = {"truth_in_view": np.ones_like(truth), "inside": inside, "confidence": confidence}
+    assert calibrate_threshold(all_in_view)[0] == 0.5

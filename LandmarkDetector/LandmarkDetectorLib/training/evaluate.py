@@ -64,18 +64,21 @@ def evaluate_synthetic_volumes(model: LandmarkModel, anatomy: str, seed: int, co
 
     Returns:
         Per method ("model", and with a reference also "mean_depth" and "nn_syn"): (count, N) 3D errors in mm
-        (NaN where the truth is out of view), in-plane and depth components, plus found/in-view flags.
+        (NaN where the truth is out of view), in-plane and depth components; found/in-view flags; the in-view
+        probabilities and whether each prediction lies inside the scanned field (found = inside and probability
+        at least the model's threshold), so that other thresholds can be assessed (``calibrate_threshold``).
     """
     names = model.metadata.landmarks
     methods = ["model"] + (["mean_depth", "nn_syn"] if reference is not None else [])
     errors = {m: np.full((count, len(names), 3), np.nan) for m in methods}  # 3D, in-plane, depth
-    found = np.zeros((count, len(names)), dtype=bool)
+    inside = np.zeros((count, len(names)), dtype=bool)
+    confidence = np.zeros((count, len(names)))
     truth_in_view = np.zeros((count, len(names)), dtype=bool)
     for index in range(count):
         scan = synthesize_case(anatomy, seed, index)
         order = [scan.landmark_names.index(n) for n in names]
         truth, in_view = scan.landmarks_ras[order], scan.in_view[order]
-        result = detect_landmarks(scan.voxels_kji, scan.ijk_to_ras, model)
+        result = detect_landmarks(scan.voxels_kji, scan.ijk_to_ras, model, confidence_threshold=0.0)  # all inside
         canvas = result.canvas
         predictions = {"model": result.points_ras}
         if reference is not None:
@@ -93,9 +96,34 @@ def evaluate_synthetic_volumes(model: LandmarkModel, anatomy: str, seed: int, co
             errors[method][index] = np.where(in_view[:, None],
                                              np.column_stack([np.linalg.norm(delta, axis=1), planar, np.abs(along)]),
                                              np.nan)
-        found[index], truth_in_view[index] = result.in_view, in_view
+        inside[index], confidence[index], truth_in_view[index] = result.in_view, result.confidence, in_view
         report(progress, (index + 1) / count, f"Evaluated {index + 1}/{count} volumes")
-    return {"names": names, "errors": errors, "found": found, "truth_in_view": truth_in_view}
+    found = inside & (confidence >= model.metadata.confidence_threshold)
+    return {"names": names, "errors": errors, "found": found, "truth_in_view": truth_in_view, "inside": inside,
+            "confidence": confidence}
+
+
+def calibrate_threshold(result: dict[str, Any], out_of_view_not_found: float = 0.97) -> tuple[float, dict[str, float]]:
+    """The lowest in-view probability threshold (0.05 steps) that reports at least ``out_of_view_not_found`` of the
+    out-of-view landmarks of an ``evaluate_synthetic_volumes`` result as not found; 0.5 when none is out of view.
+
+    Returns:
+        The threshold and, at it, the share of out-of-view landmarks reported not found and of in-view landmarks
+        reported found.
+    """
+    truth, inside, confidence = result["truth_in_view"], result["inside"], result["confidence"]
+
+    def rates(threshold: float) -> dict[str, float]:
+        found = inside & (confidence >= threshold)
+        return {"out_of_view_reported_not_found": float((~found[~truth]).mean()) if (~truth).any() else 1.0,
+                "in_view_reported_found": float(found[truth].mean()) if truth.any() else 1.0}
+
+    if not (~truth).any():
+        return 0.5, rates(0.5)
+    for threshold in np.round(np.arange(0.05, 0.951, 0.05), 2):
+        if rates(threshold)["out_of_view_reported_not_found"] >= out_of_view_not_found:
+            return float(threshold), rates(threshold)
+    return 0.95, rates(0.95)
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
