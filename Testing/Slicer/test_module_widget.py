@@ -1,0 +1,210 @@
+"""The panel without a Slicer application (stand-ins from standins.py, real MRML from slicer-core): the module file
+imports without torch, the .ui file and the code agree, the parameter node lives in the scene, the Detect button
+follows the inputs, and the click path (and the module's own self-test) runs up to the Qt calls."""
+
+from __future__ import annotations
+
+import ast
+import re
+import types
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import slicer
+import standins
+
+from LandmarkDetectorLib import load_model
+from LandmarkDetectorLib.synthetic.dataset import synthesize_case
+
+UI_FILE = standins.MODULE_FILE.parent / "Resources" / "UI" / "LandmarkDetector.ui"
+SEED = 515_151
+_MODELS = {}
+
+
+def cached_load_model(name, device="cpu"):
+    """load_model, once per test session (loading optimizes the network: seconds)."""
+    key = (str(name), device)
+    if key not in _MODELS:
+        _MODELS[key] = load_model(name, device)
+    return _MODELS[key]
+
+
+@pytest.fixture
+def module(monkeypatch):
+    module = standins.import_module_file(monkeypatch)
+    monkeypatch.setattr(module, "load_model", cached_load_model)
+    markups_logic = slicer.vtkSlicerMarkupsLogic()
+    markups_logic.SetMRMLScene(slicer.mrmlScene)
+    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(
+        markups=types.SimpleNamespace(logic=lambda: markups_logic)), raising=False)
+    return module
+
+
+@pytest.fixture
+def widget(module):
+    widget = module.LandmarkDetectorWidget()
+    widget.setup()
+    yield widget
+    widget.cleanup()  # as Slicer does when the panel is destroyed
+
+
+def test_module_file_loads_without_torch_and_describes_the_module(module):
+    tree = ast.parse(standins.MODULE_FILE.read_text(encoding="utf-8"))
+    top_level = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            top_level.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            top_level.add(node.module)
+    assert not {name for name in top_level if name.startswith(("torch", "LandmarkDetectorLib.training"))}
+    parent = types.SimpleNamespace()
+    module.LandmarkDetector(parent)
+    assert parent.title == "Landmark Detector" and "Riegler" in parent.acknowledgementText
+    assert "<a href=" in parent.helpText and "Detect landmarks" in parent.helpText
+
+
+def test_ui_file_and_code_agree(module):
+    root = ET.parse(UI_FILE).getroot()
+    names = {element.get("name") for element in root.iter("widget")}
+    used = set(re.findall(r"\.ui\.(\w+)", standins.MODULE_FILE.read_text(encoding="utf-8")))
+    assert used - names == set(), "widgets used in LandmarkDetector.py but missing in the .ui file"
+    bound = {p.find("string").text for p in root.iter("property") if p.get("name") == "SlicerParameterName"}
+    parameters = set(module.LandmarkDetectorParameterNode.allParameters)
+    assert bound - parameters == set(), "SlicerParameterName values that are no parameter"
+    assert parameters - bound == {"model", "device"}, "parameters neither bound in the .ui nor set by the code"
+
+
+def test_parameter_node_is_stored_in_the_scene(module):
+    logic = module.LandmarkDetectorLogic()
+    parameters = logic.getParameterNode()
+    assert (parameters.model, parameters.device, parameters.useThreshold, parameters.finetuneSteps) == (
+        "", "auto", False, 300)
+    volume = slicer.util.addVolumeFromArray(np.zeros((4, 5, 6), np.int16), name="CT")
+    parameters.inputVolume = volume
+    parameters.model = "hand-mr"
+    node = parameters.parameterNode
+    assert isinstance(node, slicer.vtkMRMLScriptedModuleNode) and node.GetScene() is slicer.mrmlScene
+    assert node.GetNodeReferenceID("inputVolume") == volume.GetID() and node.GetParameter("model") == "hand-mr"
+    again = logic.getParameterNode()
+    assert again.parameterNode is node and again.inputVolume.GetID() == volume.GetID()
+
+
+def test_detect_button_follows_the_inputs(module, widget):
+    parameters = widget._parameterNode
+    button = widget.ui.detectButton
+    assert not button.enabled and button.toolTip == "Select an input volume."
+    assert parameters.model == module.LandmarkDetectorLogic.defaultModel()
+    assert widget._deviceItems[widget.ui.deviceComboBox.currentIndex] == "auto"
+
+    volume = slicer.util.addVolumeFromArray(np.ones((6, 7, 8), np.int16), name="CT")
+    parameters.inputVolume = volume
+    parameters.model = "hand-mr"
+    assert button.enabled
+    assert "ThumbTip" in widget.ui.modelInfoLabel.text and "Measured error" in widget.ui.modelInfoLabel.text
+    assert widget._modelItems[widget.ui.modelComboBox.currentIndex] == "hand-mr"
+    hand = cached_load_model("hand-mr").metadata  # unticked Advanced fields show the model's settings
+    assert parameters.tableRemovalMm == hand.projection.table_removal_mm
+    assert parameters.confidenceThreshold == hand.confidence_threshold
+
+    parameters.inputVolume = slicer.util.addVolumeFromArray(np.ones((1, 30, 40), np.int16), name="Slice")
+    assert not button.enabled and "2D image" in button.toolTip
+    parameters.inputVolume = slicer.util.addVolumeFromArray(np.ones((6, 7, 8), np.uint8), name="Labels",
+                                                            nodeClassName="vtkMRMLLabelMapVolumeNode")
+    assert not button.enabled and "label map" in button.toolTip
+    warp = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLGridTransformNode", "Warp")
+    volume.SetAndObserveTransformNodeID(warp.GetID())
+    parameters.inputVolume = volume
+    assert not button.enabled and "non-linear" in button.toolTip
+    volume.SetAndObserveTransformNodeID(None)
+    parameters.inputVolume = None
+    parameters.inputVolume = volume
+    assert button.enabled
+
+    parameters.model = "no-such-model"
+    assert not button.enabled and "no-such-model" in button.toolTip
+    assert "no-such-model" in widget.ui.modelInfoLabel.text
+    assert not widget.ui.finetuneButton.enabled
+
+
+def cut_hand():
+    """A synthetic hand MR cut across the fingers, so that some landmarks are not found."""
+    case = synthesize_case("hand", SEED, 0)
+    keep = case.voxels_kji.shape[1] * 55 // 100
+    return np.ascontiguousarray(case.voxels_kji[:, :keep]), case.ijk_to_ras
+
+
+def test_detect_click_path(module, widget):
+    parameters = widget._parameterNode
+    parameters.inputVolume = slicer.util.addVolumeFromArray(*cut_hand(), "Palm")
+    parameters.model = "hand-mr"
+    parameters.device = "cpu"
+    parameters.showProjection = True
+    assert widget.ui.detectButton.enabled, widget.ui.detectButton.toolTip
+
+    widget.ui.detectButton.click()
+    first = slicer.mrmlScene.GetFirstNodeByName("Palm landmarks")
+    assert first is not None and parameters.outputPoints is None
+    assert slicer.mrmlScene.GetFirstNodeByName("Palm projection") is not None
+    assert widget.ui.resultsTable.rowCount == 5
+    rows = module.resultRows(widget._landmarks, first)
+    levels = [level for _cells, level in rows]
+    assert "notFound" in levels and "found" in levels, rows
+    assert [cells[0] for cells, _level in rows] == [first.GetNthControlPointLabel(i) for i in range(5)]
+    unplaced = levels.index("notFound")
+    assert rows[unplaced][0][2:] == ["", "", ""]
+
+    widget.ui.resultsTable.emit("cellClicked(int,int)", unplaced, 0)
+    assert first.GetControlPointPlacementStartIndex() == unplaced
+    selection = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSelectionNode")
+    assert selection.GetActivePlaceNodeID() == first.GetID()
+    widget.ui.resultsTable.emit("cellClicked(int,int)", levels.index("found"), 0)  # jumps slice views (none here)
+
+    first.SetNthControlPointPosition(unplaced, 1.0, 2.0, 3.0)  # the user places it: the table follows
+    assert module.resultRows(widget._landmarks, first)[unplaced] == (
+        [rows[unplaced][0][0], rows[unplaced][0][1], "1.0", "2.0", "3.0"], "placed")
+
+    positions = slicer.util.arrayFromMarkupsControlPoints(first).copy()
+    widget.ui.detectButton.click()
+    assert slicer.mrmlScene.GetFirstNodeByName("Palm landmarks_1") is not None
+    np.testing.assert_array_equal(slicer.util.arrayFromMarkupsControlPoints(first), positions)
+
+
+def test_module_self_test_runs(module, widget, monkeypatch):
+    monkeypatch.setattr(slicer.util, "selectModule", lambda name: None)
+    monkeypatch.setattr(slicer.util, "getModuleWidget", lambda name: widget)
+    module.LandmarkDetectorTest().runTest()
+
+
+def test_finetune_section(module, widget, monkeypatch, tmp_path):
+    monkeypatch.setenv("LANDMARK_DETECTOR_MODELS", str(tmp_path))
+    parameters = widget._parameterNode
+    parameters.model = "hand-mr"
+    button = widget.ui.finetuneButton
+    for index in range(2):
+        volume = slicer.util.addVolumeFromArray(np.ones((6, 7, 8), np.int16), name=f"CT {index}")
+        points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"CT {index} points")
+        widget.ui.caseVolumeSelector.currentNode = lambda volume=volume: volume
+        widget.ui.casePointsSelector.currentNode = lambda points=points: points
+        assert not button.enabled
+        widget.ui.addCaseButton.click()
+    assert button.enabled, button.toolTip
+
+    def finetune(cases, model, name, steps, folds, overwrite, progress, shouldCancel):
+        assert [c[0].GetName() for c in cases] == ["CT 0", "CT 1"] and (model, name) == ("hand-mr", "my-model")
+        path = tmp_path / f"{name}.pt"
+        path.write_bytes(module.BUNDLED_DIR.joinpath("hand-mr.pt").read_bytes())
+        return path, "| landmark | n |"
+
+    monkeypatch.setattr(widget.logic, "finetune", finetune)
+    button.click()
+    assert widget.ui.finetuneReportBrowser.markdown.startswith("| landmark | n |")
+    assert parameters.model == "my-model" and "my-model" in widget._modelItems
+
+    find_spec = module.importlib.util.find_spec
+    monkeypatch.setattr(module.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "LandmarkDetectorLib.training" else find_spec(name, *args))
+    widget._checkCanApply()
+    assert not button.enabled and "training code" in button.toolTip
+    with pytest.raises(module.InputError, match="training code"):
+        module.LandmarkDetectorLogic().finetune([], "hand-mr", "other")
