@@ -220,12 +220,15 @@ def pending_cases(cases: list[BatchCase], out_dir: Path, options: BatchOptions, 
     return [c for c in cases if c.name not in done_names], finished
 
 
-def remove_stale_temporaries(out_dir: Path, cases: list[BatchCase], options: BatchOptions) -> None:
-    """Delete the temporary files a killed run left for ``cases`` (only theirs: other shards may be writing).
+def remove_stale_temporaries(out_dir: Path, cases: list[BatchCase], options: BatchOptions,
+                             summary: Path | None = None) -> None:
+    """Delete the temporary files a killed run left for ``cases`` and ``summary`` (only theirs: other shards may be
+    writing).
 
     ``fileio.atomic_path`` names them ``.<target name>.<random>.tmp<suffixes>``.
     """
     targets = {p for c in cases for p in (output_path(out_dir, c, options), record_path(out_dir, c))}
+    targets |= {summary} if summary is not None else set()
     for folder in {t.parent for t in targets if t.parent.is_dir()}:
         for entry in folder.iterdir():
             if entry.name.startswith(".") and ".tmp" in entry.name:
@@ -256,7 +259,7 @@ def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: 
     out.mkdir(parents=True, exist_ok=True)
     check_writable_target(out / summary_name(shard), overwrite=True)
     todo, finished = pending_cases(cases, out, options, resume=resume, overwrite=overwrite)
-    remove_stale_temporaries(out, todo, options)
+    remove_stale_temporaries(out, todo, options, out / summary_name(shard))
     if todo and not scheduler:  # a bad model is one clear error here rather than a failure per case
         cached_model(options.model, options.device, options.threads)
     results = {r.case: r for r in finished}

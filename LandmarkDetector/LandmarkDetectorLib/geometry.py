@@ -17,6 +17,9 @@ from .errors import InputError
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 """Homogeneous matrix converting LPS to RAS (and back: it is its own inverse)."""
 
+MAX_ANISOTROPY = 1000.0
+"""Largest ratio of voxel spacings accepted: beyond it a header is wrong (e.g. one spacing in metres)."""
+
 
 def lps_to_ras(points_lps: ArrayLike) -> NDArray[np.float64]:
     """Convert points (..., 3) from LPS to RAS millimetres (negate x and y)."""
@@ -39,7 +42,8 @@ def validate_ijk_to_ras(ijk_to_ras: ArrayLike) -> NDArray[np.float64]:
     """Return ``ijk_to_ras`` as a float64 4x4 array, or raise InputError if it cannot map voxels to space.
 
     Raises:
-        InputError: not 4x4, non-finite entries, last row not (0, 0, 0, 1), zero spacing or singular axes.
+        InputError: not 4x4, non-finite entries, last row not (0, 0, 0, 1), zero or implausible spacing, singular
+            axes.
     """
     m = np.array(ijk_to_ras, dtype=np.float64)
     if m.shape != (4, 4):
@@ -51,6 +55,9 @@ def validate_ijk_to_ras(ijk_to_ras: ArrayLike) -> NDArray[np.float64]:
     spacing = np.linalg.norm(m[:3, :3], axis=0)
     if np.any(spacing <= 0):
         raise InputError(f"voxel spacing must be positive, got {spacing.tolist()} mm; fix the image header.")
+    if spacing.max() > MAX_ANISOTROPY * spacing.min():
+        raise InputError(f"voxel spacing {spacing.tolist()} mm is implausible: one axis is more than "
+                         f"{MAX_ANISOTROPY:g} times finer than another; fix the spacing in the image header.")
     direction = m[:3, :3] / spacing
     if abs(np.linalg.det(direction)) < 1e-3:
         raise InputError(

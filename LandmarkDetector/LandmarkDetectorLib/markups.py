@@ -240,9 +240,15 @@ def _parse_number(text: str, where: str, column: str) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise FileFormatError(f"{where}: column {column} must be a finite number, got {text!r}; "
+        raise FileFormatError(f"{where}: column {column} must be a finite number, got {_clip(text)}; "
                               "the file is truncated or corrupt.")
     return value
+
+
+def _clip(value: Any, limit: int = 80) -> str:
+    """repr() of a value read from a file, shortened for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _field(fields: list[str], index: int | None) -> str:
@@ -264,6 +270,9 @@ def _read_mrk_json(path: Path) -> PointList:
         document = json.loads(_read_text(path))
     except json.JSONDecodeError as err:
         raise FileFormatError(f"{path} is not valid JSON ({err}); fix the file or save it again from Slicer.") from err
+    except (ValueError, RecursionError) as err:  # an integer of over 4300 digits; nesting deeper than the stack
+        raise FileFormatError(f"{path} is not a markups file: its JSON is malformed ({type(err).__name__}: "
+                              f"{str(err)[:100]}); fix the file or save it again from Slicer.") from None
     markups = document.get("markups") if isinstance(document, dict) else None
     if not isinstance(markups, list) or not all(isinstance(markup, dict) for markup in markups):
         raise FileFormatError(f"{path} is not a Slicer markups file: expected an object with a 'markups' list of "
@@ -280,11 +289,11 @@ def _read_mrk_json(path: Path) -> PointList:
 
     system = markup.get("coordinateSystem", "LPS")  # Slicer's default when the key is absent
     if system not in ("LPS", "RAS"):
-        raise FileFormatError(f"{path}: coordinateSystem must be 'LPS' or 'RAS', got {system!r}.")
+        raise FileFormatError(f"{path}: coordinateSystem must be 'LPS' or 'RAS', got {_clip(system)}.")
     units = markup.get("coordinateUnits", "mm")
     unit = units[0] if isinstance(units, list) and units else units
     if unit not in ("mm", "um"):
-        raise FileFormatError(f"{path}: coordinateUnits must be 'mm' or 'um', got {units!r}.")
+        raise FileFormatError(f"{path}: coordinateUnits must be 'mm' or 'um', got {_clip(units)}.")
     scale = 1.0 if unit == "mm" else 1e-3
     items = markup.get("controlPoints", [])
     if not isinstance(items, list):
@@ -299,14 +308,15 @@ def _read_mrk_json(path: Path) -> PointList:
 def _json_point(item: Any, where: str, lps: bool, scale: float) -> MarkupsPoint:
     """Convert one entry of a JSON 'controlPoints' list (positions in LPS or RAS, ``scale`` mm per unit)."""
     if not isinstance(item, dict):
-        raise FileFormatError(f"{where}: expected an object, got {item!r}.")
+        raise FileFormatError(f"{where}: expected an object, got {_clip(item)}.")
     label, description = item.get("label", ""), item.get("description", "")
     if not isinstance(label, str) or not isinstance(description, str):
-        raise FileFormatError(f"{where}: label and description must be strings, got {label!r}, {description!r}.")
+        raise FileFormatError(f"{where}: label and description must be strings, got {_clip(label)}, "
+                              f"{_clip(description)}.")
     status = item.get("positionStatus", "defined")
     status = "undefined" if status == "missing" else status  # newer Slicer: a skipped point, no position
     if status not in _STATUSES:
-        raise FileFormatError(f"{where}: positionStatus must be one of {_STATUSES}, got {status!r}.")
+        raise FileFormatError(f"{where}: positionStatus must be one of {_STATUSES}, got {_clip(status)}.")
     position = item.get("position", "")
     if position == "":  # Slicer writes "position": "" for points that are not defined
         if status == "defined":
@@ -314,10 +324,14 @@ def _json_point(item: Any, where: str, lps: bool, scale: float) -> MarkupsPoint:
                            where, label)
             status = "undefined"
         return MarkupsPoint(label, (0.0, 0.0, 0.0), description, status)
-    if not (isinstance(position, list) and len(position) == 3
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in position)):
-        raise FileFormatError(f"{where} ({label!r}): position must be 3 finite numbers, got {position!r}.")
-    x, y, z = (float(v) * scale for v in position)
+    try:  # float() of a JSON integer beyond the float range raises OverflowError
+        numbers = [float(v) for v in position] if isinstance(position, list) and not any(
+            isinstance(v, (bool, str)) for v in position) else []
+    except (TypeError, ValueError, OverflowError):
+        numbers = []
+    if len(numbers) != 3 or not all(math.isfinite(v) for v in numbers):
+        raise FileFormatError(f"{where} ({_clip(label)}): position must be 3 finite numbers, got {_clip(position)}.")
+    x, y, z = (v * scale for v in numbers)
     return MarkupsPoint(label, _flip_xy(x, y, z) if lps else (x, y, z), description, status)
 
 
@@ -352,18 +366,22 @@ def _read_fcsv(path: Path) -> PointList:
                 # Slicer 4.x wrote numeric codes: 0 = RAS, 1 = LPS.
                 value = value.strip().upper()
                 if value not in ("RAS", "LPS", "0", "1"):
-                    raise FileFormatError(f"{where}: CoordinateSystem must be LPS, RAS, 0 or 1, got {value!r}.")
+                    raise FileFormatError(f"{where}: CoordinateSystem must be LPS, RAS, 0 or 1, got {_clip(value)}.")
                 lps = value in ("LPS", "1")
             continue
         if not line.strip():
             continue
-        fields = next(csv.reader([line]))
+        try:
+            fields = next(csv.reader([line]))
+        except csv.Error as err:  # a field over csv.field_size_limit() (128 KiB)
+            raise FileFormatError(f"{where}: {err}; the file is corrupt or not .fcsv.") from None
         if len(fields) < 4:
-            raise FileFormatError(f"{where}: expected id,x,y,z,... got {line!r}; the file is truncated or not .fcsv.")
+            raise FileFormatError(f"{where}: expected id,x,y,z,... got {_clip(line)}; the file is truncated or not "
+                                  ".fcsv.")
         x, y, z = (_parse_number(fields[column], where, name) for column, name in ((1, "x"), (2, "y"), (3, "z")))
         code = _field(fields, 14).strip()  # positionStatus
         if code not in _FCSV_STATUSES:
-            raise FileFormatError(f"{where}: positionStatus (column 15) must be 0, 1, 2 or 3, got {code!r}.")
+            raise FileFormatError(f"{where}: positionStatus (column 15) must be 0, 1, 2 or 3, got {_clip(code)}.")
         points.append(MarkupsPoint(_field(fields, 11), _flip_xy(x, y, z) if lps else (x, y, z), _field(fields, 12),
                                    _FCSV_STATUSES[code]))
     return PointList(tuple(points))
@@ -384,6 +402,15 @@ def _write_fcsv(path: Path, point_list: PointList, overwrite: bool) -> None:
 def _read_table(path: Path, delimiter: str) -> PointList:
     """Read Slicer's control-points table (.csv/.tsv) with r,a,s or l,p,s columns."""
     rows = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter)
+    try:
+        return _table_points(path, rows)
+    except csv.Error as err:  # a field over csv.field_size_limit() (128 KiB)
+        raise FileFormatError(f"{path}, line {rows.line_num}: {err}; the file is corrupt or not a table of "
+                              "points.") from None
+
+
+def _table_points(path: Path, rows: Any) -> PointList:
+    """The points of a table file from its csv reader."""
     header = next(rows, None)
     if header is None:
         raise FileFormatError(f"{path} is empty; expected a header row such as {','.join(_TABLE_COLUMNS)}.")
@@ -393,7 +420,7 @@ def _read_table(path: Path, delimiter: str) -> PointList:
     elif {"l", "p", "s"} <= columns.keys():
         axes, lps = ("l", "p", "s"), True
     else:
-        raise FileFormatError(f"{path}: the header row must have r,a,s or l,p,s columns, got {header}; "
+        raise FileFormatError(f"{path}: the header row must have r,a,s or l,p,s columns, got {_clip(header)}; "
                               f"write it like {','.join(_TABLE_COLUMNS)}.")
     points = []
     for row in rows:
@@ -403,7 +430,7 @@ def _read_table(path: Path, delimiter: str) -> PointList:
         x, y, z = (_parse_number(_field(row, columns[axis]), where, axis) for axis in axes)
         defined = _field(row, columns.get("defined")).strip()
         if defined not in ("", "0", "1"):
-            raise FileFormatError(f"{where}: column defined must be 0 or 1, got {defined!r}.")
+            raise FileFormatError(f"{where}: column defined must be 0 or 1, got {_clip(defined)}.")
         status: PointStatus = "undefined" if defined == "0" else "defined"
         points.append(MarkupsPoint(_field(row, columns.get("label")), _flip_xy(x, y, z) if lps else (x, y, z),
                                    _field(row, columns.get("description")), status))

@@ -280,11 +280,15 @@ def _check_outputs(model: LandmarkModel) -> None:
     except Exception as error:  # any failure inside foreign TorchScript code means the bundle is unusable
         raise ModelError(f"{model.path}: the network fails on a {spec.width} x {spec.height} input "
                          f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).") from None
-    shapes = [tuple(t.shape) for t in outputs] if isinstance(outputs, (tuple, list)) else None
     expected = [(1, n, 2), (1, n), (1, n)]
+    if isinstance(outputs, (tuple, list)):
+        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in outputs]
+    else:
+        shapes = f"one {type(outputs).__name__}" + (f" {tuple(outputs.shape)}" if isinstance(outputs, torch.Tensor)
+                                                    else "")
     if shapes != expected:
-        raise ModelError(f"{model.path}: outputs {shapes} do not match its {n} landmarks; expected "
-                         f"(uv, depth, logit) shaped {expected}.")
+        raise ModelError(f"{model.path}: outputs {shapes} do not match its {n} landmarks; expected a tuple "
+                         f"(uv, depth, logit) of tensors shaped {expected}.")
 
 
 def save_model(module: Any, metadata: ModelMetadata, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:

@@ -8,11 +8,19 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from . import geometry
+from .errors import InputError
 from .framing import Canvas, CanvasSpec, canvas_origin_uv, frame
 from .markups import PointList
 from .model import LandmarkModel, load_model
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 from .projection import ProjectedImage, ProjectionConfig, project_volume
+
+MIN_EXTENT_FRACTION = 0.05
+"""The voxel grid (along each of its axes) and the body's silhouette must span at least this fraction of the model's
+canvas (its shorter side, in mm); less is a slab or a speck that the network cannot read."""
+
+_VIEW_AXIS_NAMES = {"ap": ("left-right", "superior-inferior"), "lr": ("anterior-posterior", "superior-inferior")}
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,40 @@ def landmark_found(uv: NDArray[np.float64], probability: NDArray[np.float64], in
     return found
 
 
+def check_body(image: ProjectedImage, extent_mm: ArrayLike, spec: CanvasSpec, table_removal_mm: float) -> None:
+    """Refuse what the network cannot read: a volume that is a thin slab, no body, or a body too small.
+
+    Args:
+        image: the volume's projection.
+        extent_mm: (3,) size of the voxel grid along its i, j and k axes (voxel count x spacing), mm.
+        spec: the model's canvas.
+        table_removal_mm: the projection's table removal thickness (named in the no-body message).
+    Raises:
+        InputError: saying which, with the sizes found and the size needed.
+    """
+    min_mm = MIN_EXTENT_FRACTION * min(spec.width, spec.height) * spec.pixel_spacing_mm
+    extent = np.asarray(extent_mm, dtype=np.float64)
+    if extent.min() < min_mm:
+        raise InputError(f"the volume is a slab too thin to hold the anatomy: its voxel grid spans "
+                         f"{' x '.join(f'{e:.3g}' for e in extent)} mm, less than {min_mm:.3g} mm along one axis. "
+                         "Give a 3D volume of the whole anatomy (and check the voxel spacing, in mm, in its header).")
+    if not image.silhouette.any():
+        removal = f" in a layer of at least {table_removal_mm:g} mm along a ray" if table_removal_mm > 0 else ""
+        raise InputError(f"no body found in the volume: no voxel is above the body/air threshold "
+                         f"{image.threshold:g}{removal}. Check that the volume holds the anatomy, or set a "
+                         "threshold that suits its intensities (--threshold).")
+    rows, cols = np.flatnonzero(image.silhouette.any(axis=1)), np.flatnonzero(image.silhouette.any(axis=0))
+    su, sv = image.pixel_spacing_mm
+    names = _VIEW_AXIS_NAMES[image.view]
+    size = ((cols[-1] - cols[0] + 1) * su, (rows[-1] - rows[0] + 1) * sv)
+    if min(size) < min_mm:
+        raise InputError(
+            f"the body is too small to find landmarks in: its silhouette spans {size[0]:.3g} x {size[1]:.3g} mm "
+            f"({names[0]} x {names[1]}), less than {min_mm:.3g} mm across, in a field the model sees as "
+            f"{spec.width * spec.pixel_spacing_mm:g} x {spec.height * spec.pixel_spacing_mm:g} mm. Check that the "
+            f"volume holds the anatomy, its voxel spacing (mm) and the threshold ({image.threshold:g}, --threshold).")
+
+
 def projection_settings(model: LandmarkModel, threshold: float | None = None,
                         table_removal_mm: float | None = None) -> ProjectionConfig:
     """The model's projection settings with the given ones replaced (None keeps the model's)."""
@@ -109,16 +151,22 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     Returns:
         Landmarks; points_ras is (N, 3), ordered as model.landmark_names.
     Raises:
-        InputError: volume not 3D or empty, or ijk_to_ras singular; "cuda" without a GPU.
+        InputError: volume not 3D, empty or blank, ijk_to_ras unusable, the volume a thin slab, no body or a body
+            too small in it (``check_body``); a confidence threshold outside [0, 1]; "cuda" without a GPU.
         ModelError: the model cannot be loaded.
         Cancelled: should_cancel() returned True between stages.
     """
     model = load_model(model, device) if isinstance(model, str) else model.to(device)
     metadata = model.metadata
     threshold = metadata.confidence_threshold if confidence_threshold is None else confidence_threshold
-    image = model_projection(volume_kji, ijk_to_ras, projection or metadata.projection, metadata.canvas,
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"confidence_threshold must be a probability between 0 and 1, got {threshold}.")
+    projection = projection or metadata.projection
+    image = model_projection(volume_kji, ijk_to_ras, projection, metadata.canvas,
                              progress=None if progress is None else lambda f, m: progress(0.8 * f, m),
                              should_cancel=should_cancel)
+    extent_mm = np.array(np.shape(volume_kji)[::-1]) * geometry.spacing_mm(ijk_to_ras)
+    check_body(image, extent_mm, metadata.canvas, projection.table_removal_mm)
     canvas = framed(image, metadata.canvas)
     check_cancel(should_cancel)
     report(progress, 0.85, "Running the network")

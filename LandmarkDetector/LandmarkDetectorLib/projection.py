@@ -161,7 +161,11 @@ def view_pixel_to_ras(view: str, origin_ras: ArrayLike, spacing_uv_mm: tuple[flo
 def auto_threshold(volume_kji: NDArray[Any], max_samples: int = 250_000) -> float:
     """Body/air threshold: -500 HU for CT (air present near -1000), Otsu's threshold otherwise (MR).
 
-    Works on a strided subsample, so its cost is a small fraction of one pass over the volume.
+    Works on a strided subsample, so its cost is a small fraction of one pass over the volume. Non-finite voxels
+    are left out.
+
+    Raises:
+        InputError: no finite voxel, or every sampled voxel has the same value.
     """
     step = max(1, int(round((volume_kji.size / max_samples) ** (1 / 3))))
     sample = np.asarray(volume_kji[::step, ::step, ::step], dtype=np.float64).ravel()
@@ -169,11 +173,13 @@ def auto_threshold(volume_kji: NDArray[Any], max_samples: int = 250_000) -> floa
     if sample.size == 0:
         raise InputError("the volume has no finite voxel values (all NaN or infinite); check the file.")
     low, high = np.percentile(sample, [0.5, 99.5])
-    if low <= -900.0 and high > CT_AIR_THRESHOLD_HU:
+    if low <= -900.0:  # CT, even when (almost) all of it is air: then no body is found, rather than noise
         return CT_AIR_THRESHOLD_HU
-    if high <= low:
-        raise InputError(
-            f"the volume is (nearly) constant (values {low:g} to {high:g}); there is no body to separate from air.")
+    if sample.min() == sample.max():
+        raise InputError(f"the volume is constant (every voxel sampled is {low:g}): a blank image with no body to "
+                         "separate from air; check that the right file or series was exported.")
+    if high <= low:  # a body in fewer than 0.5% of the voxels
+        low, high = sample.min(), sample.max()
     return otsu_threshold(sample[(sample >= low) & (sample <= high)])
 
 
@@ -198,15 +204,16 @@ def project_volume(volume_kji: NDArray[Any], ijk_to_ras: ArrayLike, config: Proj
     """Project a CT/MR volume to a silhouette and a depth image seen along a patient axis.
 
     Args:
-        volume_kji: voxels indexed [k, j, i] (slicer.util.arrayFromVolume order), any real dtype.
-        ijk_to_ras: 4x4 voxel-to-RAS matrix, millimetres.
+        volume_kji: voxels indexed [k, j, i] (slicer.util.arrayFromVolume order), any real dtype. A voxel is body
+            when it is finite and above the threshold: NaN and infinite voxels count as air.
+        ijk_to_ras: 4x4 voxel-to-RAS matrix, millimetres; any invertible affine (oblique, flipped, sheared).
         config: threshold, table removal, pixel spacing and view; defaults to ProjectionConfig().
         progress: called with (fraction, message) as slabs are processed.
         should_cancel: checked between slabs.
     Returns:
         ProjectedImage covering the volume's RAS bounding box (voxel centres).
     Raises:
-        InputError: volume not 3D, empty, not real-valued, or ijk_to_ras unusable.
+        InputError: volume not 3D, empty, not real-valued or blank, or ijk_to_ras unusable.
         Cancelled: should_cancel() returned True.
     """
     config = config or ProjectionConfig()
@@ -316,6 +323,7 @@ def _project_aligned(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], maps
     n_slabs = slab_picks.size
     slab_size = max(1, (1 << 19) // max(1, n_depth * other_picks.size))  # about 512k voxels per slab, fits in L2
     thr = _threshold_for_dtype(threshold, volume.dtype)
+    floating = np.issubdtype(volume.dtype, np.floating)
     gap = _surface_gap(config, step_mm, d_map.reversed)
     mask = None
     for start in range(0, n_slabs, slab_size):
@@ -325,6 +333,8 @@ def _project_aligned(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], maps
         if mask is None or mask.shape != slab.shape:
             mask = np.empty(slab.shape, dtype=np.bool_)
         np.greater(slab, thr, out=mask)
+        if floating:
+            mask &= slab < np.inf  # +inf is no measurement either: air, like NaN
         out_index: list[Any] = [slice(None)] * 2
         out_index[slab_out_axis] = slice(start, stop)
         count[tuple(out_index)], front[tuple(out_index)] = _ray_statistics(mask.view(np.uint8), d_map.array_axis,
@@ -396,7 +406,7 @@ def _project_oblique(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], thre
         check_cancel(should_cancel)
         offset = base + v * dv
         values = _trilinear(flat, volume.shape, [plane[a] + np.float32(offset[a]) for a in range(3)])
-        mask = (values > threshold).view(np.uint8)
+        mask = ((values > threshold) & (values < np.inf)).view(np.uint8)
         count[v], front[v] = _ray_statistics(mask, 0, weights, _surface_gap(config, depth_step))
         report(progress, (v + 1) / n_v, "Resampling oblique volume")
     return _finish(count, front, n_d, depth_step, threshold, config, pixel_to_ras)
@@ -424,6 +434,7 @@ def _trilinear(flat: NDArray[Any], shape_kji: tuple[int, ...], ijk: list[NDArray
             high = (corner >> a) & 1
             index = index + (upper[a] if high else lower[a])
             weight = weight * (fractions[a] if high else 1 - fractions[a])
-        result += weight * flat.take(index).astype(np.float32, copy=False)
+        with np.errstate(invalid="ignore"):  # 0 x inf beside an infinite voxel gives NaN: air, like the voxel
+            result += weight * flat.take(index).astype(np.float32, copy=False)
     result[~inside] = -np.inf
     return result

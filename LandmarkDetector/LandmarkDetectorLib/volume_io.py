@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import struct
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import geometry
 from .errors import FileFormatError, InputError
-from .fileio import atomic_path
+from .fileio import atomic_path, check_writable_target
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +79,7 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
     try:
         image = _read_dicom_series(sitk, p) if p.is_dir() else sitk.ReadImage(str(p))
     except RuntimeError as error:
-        raise FileFormatError(
-            f"cannot read {p} as an image ({_itk_reason(error)}); the file may be corrupt, truncated or not an image. "
-            f"Supported: {', '.join(VOLUME_SUFFIXES)} files and DICOM series folders.") from error
+        raise _read_error(p, str(error)) from error
     if p.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_complete(p, image)
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -90,16 +89,119 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
     if image.GetDimension() != 3:
         raise InputError(f"{p} is a {image.GetDimension()}D image of size {image.GetSize()}; a 3D volume is needed.")
     ijk_to_ras = geometry.ijk_to_ras_from_itk(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
-    return Volume(voxels_kji=sitk.GetArrayViewFromImage(image).copy(), ijk_to_ras=ijk_to_ras)
+    try:
+        geometry.validate_ijk_to_ras(ijk_to_ras)
+    except InputError as error:
+        raise InputError(f"{p}: {error}") from None
+    voxels = sitk.GetArrayViewFromImage(image)
+    if p.is_file():
+        _check_compressed_data(p, voxels)
+    return Volume(voxels_kji=voxels.copy(), ijk_to_ras=ijk_to_ras)
 
 
-def _itk_reason(error: RuntimeError) -> str:
+def _read_error(path: Path, text: str) -> FileFormatError:
+    """The error for a file ITK cannot read: what its header gets wrong when ITK says so, else ITK's reason."""
+    if "Zero-valued spacing" in text:
+        refused = re.search(r"to (\[[^]]*\])", text)
+        return FileFormatError(
+            f"cannot read {path}: its header gives a zero voxel spacing{f' {refused[1]}' if refused else ''}; "
+            "spacings must be positive (NRRD 'space directions', MetaImage 'ElementSpacing'). Fix the header.")
+    if "Bad direction" in text:
+        refused = re.search(r" to ([-+.\deE\s]+)$", text.strip())
+        matrix = f" ({' '.join(refused[1].split())})" if refused else ""
+        return FileFormatError(
+            f"cannot read {path}: its header gives a singular direction matrix{matrix} (two voxel axes are "
+            "parallel or one is zero); fix the direction cosines in the header.")
+    if "orthonormal direction cosines" in text:
+        return FileFormatError(
+            f"cannot read {path}: its NIfTI qform and sform are not orthonormal (a sheared or gantry-tilted grid), "
+            "which ITK cannot read from NIfTI; resample the image to an orthogonal grid or save it as NRRD.")
+    return FileFormatError(
+        f"cannot read {path} as an image ({_itk_reason(text)}); the file may be corrupt, truncated or not an image. "
+        f"Supported: {', '.join(VOLUME_SUFFIXES)} files and DICOM series folders.")
+
+
+def _itk_reason(text: str) -> str:
     """The informative line of a SimpleITK exception, without source paths and object addresses."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     # ITK appends a stale errno text ("Reason: No such file or directory") to some read failures.
     useful = [line for line in lines if not line.startswith(("Exception thrown", "Reason:")) and ".cxx:" not in line]
     reason = useful[-1] if useful else "unknown error"
     return re.sub(r"^(ITK ERROR: \w+\(0x[0-9a-f]+\): |sitk::ERROR: |\[\w+\] )", "", reason)
+
+
+def _check_compressed_data(path: Path, voxels: NDArray[Any]) -> None:
+    """Refuse a compressed file (.nii.gz, gzip NRRD, compressed MetaImage) whose voxels do not match the checksum
+    stored with them.
+
+    ITK stops reading once it has the voxels and teem (NRRD) and MetaIO do not check the checksum either: a
+    damaged file would read as wrong voxels without an error.
+    """
+    found = _compressed_layout(path)
+    if found is None:
+        return
+    data_path, kind, big_endian, prefix = found
+    try:
+        with open(data_path, "rb") as f:
+            f.seek(-8, os.SEEK_END)
+            trailer = f.read(8)
+    except OSError:
+        return  # a missing or tiny data file fails in ITK's reader already
+    data = voxels.byteswap() if big_endian and voxels.dtype.itemsize > 1 else np.ascontiguousarray(voxels)
+    if kind == "gzip":  # gzip trailer: CRC-32 and length (mod 2**32) of the uncompressed stream
+        crc, size = struct.unpack("<II", trailer)
+        if size != (len(prefix) + data.nbytes) % 2**32:
+            return  # the stream holds more than the voxels: nothing to compare with
+        ok = crc == zlib.crc32(data, zlib.crc32(prefix))
+    else:  # zlib stream: Adler-32 of the uncompressed data, big-endian
+        ok = struct.unpack(">I", trailer[4:])[0] == zlib.adler32(data)
+    if not ok:
+        raise FileFormatError(f"{path} is corrupt: its compressed voxel data do not match their checksum (the "
+                              "file was damaged on disk or in transfer); copy or export it again.")
+
+
+def _compressed_layout(path: Path) -> tuple[Path, str, bool, bytes] | None:
+    """(data file, "gzip" or "zlib", big-endian, stream bytes before the voxels) of a compressed NIfTI, NRRD or
+    MetaImage whose voxels, unscaled, end one compressed stream at the end of one file; None for other files."""
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        try:
+            with gzip.open(path, "rb") as f:
+                vox_offset, big_endian, scaled = _nifti_layout(f.read(540))
+                if scaled or vox_offset < 0:
+                    return None  # ITK returns rescaled values, not the stored ones
+                f.seek(0)
+                return path, "gzip", big_endian, f.read(vox_offset)
+        except (OSError, EOFError, zlib.error):
+            return None
+    if not name.endswith((".nrrd", ".nhdr", ".mha", ".mhd")):
+        return None
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if name.endswith((".nrrd", ".nhdr")):
+        header = head.split(b"\n\n", 1)[0].decode("latin-1")
+        fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in header.splitlines()[1:])
+                  if not k.startswith("#")}
+        if fields.get("encoding", "").lower() not in ("gzip", "gz") or "byte skip" in fields or "line skip" in fields:
+            return None
+        detached = fields.get("data file", fields.get("datafile"))
+        big_endian = fields.get("endian", "little").lower() == "big"
+        kind = "gzip"
+    else:
+        header = head.split(b"ElementDataFile", 1)
+        tail = header[1].split(b"\n", 1)[0] if len(header) > 1 else b""
+        text = (header[0] + b"ElementDataFile" + tail).decode("latin-1")
+        fields = {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in text.splitlines())}
+        if fields.get("CompressedData", "").lower() != "true" or "ElementDataFile" not in fields:
+            return None
+        detached = None if fields["ElementDataFile"] == "LOCAL" else fields["ElementDataFile"]
+        big_endian = fields.get("BinaryDataByteOrderMSB", fields.get("ElementByteOrderMSB", "")).lower() == "true"
+        kind = "zlib"
+    if detached is None:
+        return path, kind, big_endian, b""
+    if detached.upper().startswith("LIST") or "%" in detached or " " in detached:
+        return None  # voxels spread over several files
+    return path.parent / detached, kind, big_endian, b""
 
 
 def _check_nifti_complete(path: Path, image: Any) -> None:
@@ -109,7 +211,7 @@ def _check_nifti_complete(path: Path, image: Any) -> None:
     compressed = path.name.lower().endswith(".gz")
     with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
         header = f.read(540)
-    vox_offset = _nifti_vox_offset(header)
+    vox_offset = _nifti_layout(header)[0]
     expected = vox_offset + data_bytes
     if compressed:
         with open(path, "rb") as f:
@@ -123,14 +225,18 @@ def _check_nifti_complete(path: Path, image: Any) -> None:
                               "file holds fewer; the file is corrupt or was not copied completely.")
 
 
-def _nifti_vox_offset(header: bytes) -> int:
-    """Byte offset of the voxel data, from a NIfTI-1 or NIfTI-2 header of either byte order."""
+def _nifti_layout(header: bytes) -> tuple[int, bool, bool]:
+    """(byte offset of the voxel data, big-endian, values rescaled by scl_slope/scl_inter) of a NIfTI-1 or NIfTI-2
+    header."""
     for order in "<>":
         if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
-            return int(struct.unpack(order + "f", header[108:112])[0])
-        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
-            return int(struct.unpack(order + "q", header[168:176])[0])
-    return 0
+            offset, slope, inter = struct.unpack(order + "fff", header[108:120])
+        elif len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
+            offset, slope, inter = struct.unpack(order + "qdd", header[168:192])
+        else:
+            continue
+        return int(offset), order == ">", not (slope in (0.0, 1.0) and inter == 0.0)
+    return 0, False, True
 
 
 def _gzip_length(path: Path) -> int:
@@ -161,7 +267,13 @@ def _read_dicom_series(sitk: Any, folder: Path) -> Any:
 
 def write_volume(path: str | os.PathLike[str], voxels_kji: ArrayLike, ijk_to_ras: ArrayLike, *,
                  overwrite: bool = False, compress: bool = True) -> None:
-    """Write a scalar volume atomically; the format follows the file ending (.nrrd, .nii.gz, .mha...)."""
+    """Write a scalar volume atomically; the format follows the file ending (.nrrd, .nii.gz, .mha...).
+
+    Raises:
+        FileExistsError: the file (or the data file of a .nhdr/.mhd header) exists and ``overwrite`` is False.
+        FileFormatError: unknown ending, missing or read-only folder.
+        InputError: not a 3D array, or ``ijk_to_ras`` unusable.
+    """
     sitk = _sitk()
     if not Path(path).name.lower().endswith(VOLUME_SUFFIXES):
         raise FileFormatError(f"cannot write {path}: use one of the endings {', '.join(VOLUME_SUFFIXES)}.")
@@ -173,8 +285,22 @@ def write_volume(path: str | os.PathLike[str], voxels_kji: ArrayLike, ijk_to_ras
     image.SetOrigin(origin_lps.tolist())
     image.SetSpacing(spacing.tolist())
     image.SetDirection(direction_lps.ravel().tolist())
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        sitk.WriteImage(image, str(tmp), compress)
+    target = Path(path)
+    if not target.name.lower().endswith((".nhdr", ".mhd")):
+        with atomic_path(target, overwrite=overwrite) as tmp:
+            sitk.WriteImage(image, str(tmp), compress)
+        return
+    # A detached header names its data file after itself: write both under their final names in a temporary
+    # folder, then move the data file and, last, the header into place.
+    check_writable_target(target, overwrite)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent) as folder:
+        sitk.WriteImage(image, str(Path(folder) / target.name), compress)
+        data_files = [f for f in Path(folder).iterdir() if f.name != target.name]
+        for data_file in data_files:
+            check_writable_target(target.parent / data_file.name, overwrite)
+        for data_file in data_files:
+            os.replace(data_file, target.parent / data_file.name)
+        os.replace(Path(folder) / target.name, target)
 
 
 def write_png(path: str | os.PathLike[str], image_vu: ArrayLike, *, overwrite: bool = False) -> None:

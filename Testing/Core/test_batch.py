@@ -18,6 +18,7 @@ from LandmarkDetectorLib.batch import (
     BatchOptions,
     find_volumes,
     parse_shard,
+    remove_stale_temporaries,
     run_batch,
     shard_cases,
 )
@@ -142,6 +143,19 @@ def test_batch_other_formats_and_bad_model(tmp_path, good_folder, capsys):
     assert "is not a folder" in capsys.readouterr().err
 
 
+def test_stale_temporaries_of_this_run_are_removed_and_others_kept(tmp_path, good_folder):
+    out = tmp_path / "out"
+    (out / RECORDS_DIR).mkdir(parents=True)
+    ours = [out / ".hand_0.mrk.json.ab12cd.tmp.mrk.json", out / RECORDS_DIR / ".hand_0.json.x_9.tmp.json",
+            out / ".summary.csv.k9k9k9.tmp.csv"]
+    others = [out / ".hand_1.mrk.json.ab12cd.tmp.mrk.json", out / ".summary-1-of-2.csv.k9k9k9.tmp.csv",
+              out / "hand_0.mrk.json"]
+    for path in ours + others:
+        path.write_text("")
+    remove_stale_temporaries(out, find_volumes(good_folder)[:1], BatchOptions(), out / "summary.csv")
+    assert [p.exists() for p in ours + others] == [False] * len(ours) + [True] * len(others)
+
+
 def test_shard_arguments():
     assert parse_shard("2/5") == (2, 5)
     for bad in ("0/3", "4/3", "x", "1/2/3"):
@@ -214,3 +228,43 @@ def test_unreachable_dask_scheduler_is_a_clear_error(tmp_path, good_folder, caps
     assert main(["batch", str(good_folder), "--out", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:9",
                  *MODEL]) == 1
     assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+
+
+def written_names(folder: Path) -> set[str]:
+    """Names of everything under ``folder`` (temporaries included), as a batch writes them."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.is_dir() else set()
+
+
+@pytest.mark.slow
+def test_batch_killed_at_random_moments_resumes_to_the_same_outputs(tmp_path, good_folder):
+    """SIGKILL a batch five times at random moments (seeded delays): while it starts and loads the model, or at a
+    random delay after it begins writing a file (a record, a landmark file or the summary). Resuming gives
+    exactly the outputs of an uninterrupted run, with no temporary file left."""
+    reference = tmp_path / "reference"
+    assert main(["batch", str(good_folder), "--out", str(reference), *MODEL]) == 0
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "LandmarkDetectorLib.cli", "batch", str(good_folder), "--out", str(out),
+               "--resume", *MODEL]
+    rng = np.random.default_rng(8_088)
+    kills = 0
+    for attempt in range(5):
+        before = written_names(out)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if attempt == 0:  # somewhere in start-up: imports, model loading, reading the first volume
+            time.sleep(rng.uniform(0.5, 4.0))
+        else:  # within a file being written (short delays) or in the next case's detection (longer ones)
+            deadline = time.monotonic() + 120
+            while written_names(out) == before and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0.0, 0.01 if attempt % 2 else 0.4))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills >= 3
+    assert main(["batch", str(good_folder), "--out", str(out), "--resume", *MODEL]) == 0
+    assert outputs(out) == outputs(reference)
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    rows, expected = summary_rows(out / "summary.csv"), summary_rows(reference / "summary.csv")
+    assert [(r["case"], r["status"], r["found"]) for r in rows.values()] == \
+        [(r["case"], r["status"], r["found"]) for r in expected.values()]

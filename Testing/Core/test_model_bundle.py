@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 
@@ -169,3 +170,61 @@ def test_user_models_are_listed_beside_bundled_ones(tmp_path, monkeypatch):
     models = available_models()
     assert models["mine"] == tmp_path / "mine.pt"
     assert load_model("mine").metadata.name == "test"
+
+
+class Trap:
+    """Unpickling this creates the folder ``marker``: the proof that a file was unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.makedirs, (self.marker,)
+
+
+@pytest.mark.parametrize("zip_format", [False, True], ids=["legacy pickle", "zip pickle"])
+def test_torch_save_pickles_are_never_unpickled(tmp_path, zip_format):
+    marker = tmp_path / "unpickled"
+    path = tmp_path / "model.pt"
+    torch.save({"weights": torch.zeros(2), "trap": Trap(marker)}, path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(ModelError, match="no landmark_detector" if zip_format else "not a TorchScript model bundle"):
+        load_model(path)
+    if zip_format:  # add valid metadata: now it passes the metadata check and must fail as TorchScript
+        with zipfile.ZipFile(path, "a") as archive:
+            prefix = archive.namelist()[0].split("/")[0]
+            archive.writestr(f"{prefix}/extra/{METADATA_FILE}", metadata().to_json())
+        assert read_metadata(path).landmarks == NAMES
+        with pytest.raises(ModelError, match="could not be loaded as TorchScript"):
+            load_model(path)
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(Trap(tmp_path / "armed")))  # the trap works: unpickling would have set it off
+    assert (tmp_path / "armed").is_dir()
+
+
+def test_refuses_a_zip_that_is_not_torchscript(tmp_path):
+    path = tmp_path / "archive.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes/readme.txt", "hello")
+    with pytest.raises(ModelError, match="no landmark_detector.json metadata"):
+        load_model(path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(f"notes/extra/{METADATA_FILE}", metadata().to_json())
+    with pytest.raises(ModelError, match="could not be loaded as TorchScript"):
+        load_model(path)
+
+
+class OneTensor(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0, :3, :2]
+
+
+class WithAnInteger(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return x[:, 0, :3, :2], x[:, 0, 0, :3], 3
+
+
+@pytest.mark.parametrize(("network", "message"), [(OneTensor(), r"outputs one Tensor \(1, 3, 2\)"),
+                                                  (WithAnInteger(), r"outputs \[\(1, 3, 2\), \(1, 3\), 'int'\]")])
+def test_refuses_outputs_of_the_wrong_kind(tmp_path, network, message):
+    with pytest.raises(ModelError, match=message + ".*expected a tuple"):
+        load_model(saved(tmp_path, network=network))

@@ -140,3 +140,13 @@ def test_threshold_calibration_rejects_out_of_view_landmarks():
     assert calibrate_threshold({"truth_in_view": truth, "inside": inside, "confidence": confidence})[0] == 0.05
     all_in_view = {"truth_in_view": np.ones_like(truth), "inside": inside, "confidence": confidence}
     assert calibrate_threshold(all_in_view)[0] == 0.5
+
+
+def test_training_log_rows_are_added_by_atomic_rewrites(tmp_path):
+    from LandmarkDetectorLib.training.train import _append_csv
+
+    path = tmp_path / "log.csv"
+    for step in (1, 2):
+        _append_csv(path, ["step", "loss"], {"step": step, "loss": 0.5 / step, "other": "not a column"})
+    assert path.read_text(encoding="utf-8").splitlines() == ["step,loss", "1,0.5", "2,0.25"]
+    assert [p.name for p in tmp_path.iterdir()] == ["log.csv"]  # no temporary file left

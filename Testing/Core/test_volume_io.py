@@ -140,3 +140,32 @@ def test_write_never_overwrites_without_permission(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.nrrd"]  # no temporary files left
     with pytest.raises(FileFormatError, match="endings"):
         write_volume(tmp_path / "v.png", voxels, ijk_to_ras)
+
+
+@pytest.mark.parametrize("suffix", [".nhdr", ".mhd"])
+def test_detached_headers_are_written_with_their_data_file_under_its_final_name(tmp_path, suffix):
+    voxels, ijk_to_ras = sample_volume()
+    path = tmp_path / f"v{suffix}"
+    write_volume(path, voxels, ijk_to_ras)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    data_name = {".nhdr": "v.raw.gz", ".mhd": "v.zraw"}[suffix]
+    assert names == sorted(["v" + suffix, data_name])  # no temporary file, no temporary name in the header
+    assert data_name in path.read_text(encoding="latin-1")
+    np.testing.assert_array_equal(read_volume(path).voxels_kji, voxels)
+    path.unlink()
+    with pytest.raises(FileExistsError, match=data_name):  # a data file is never replaced without being asked
+        write_volume(path, voxels, ijk_to_ras)
+    write_volume(path, voxels, ijk_to_ras, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["v" + suffix, data_name])
+
+
+def test_checksum_of_big_endian_compressed_data_is_computed_in_file_order(tmp_path):
+    """A big-endian gzip NRRD reads without a false alarm: its voxels are checked in the file's byte order."""
+    import gzip
+
+    voxels, ijk_to_ras = sample_volume(np.float32)
+    write_volume(tmp_path / "little.nrrd", voxels, ijk_to_ras)
+    header, stream = (tmp_path / "little.nrrd").read_bytes().split(b"\n\n", 1)
+    big = gzip.compress(np.frombuffer(gzip.decompress(stream), "<f4").astype(">f4").tobytes())
+    (tmp_path / "big.nrrd").write_bytes(header.replace(b"endian: little", b"endian: big") + b"\n\n" + big)
+    np.testing.assert_array_equal(read_volume(tmp_path / "big.nrrd").voxels_kji, voxels)

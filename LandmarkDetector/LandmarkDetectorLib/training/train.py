@@ -298,10 +298,12 @@ def _progress(total: int, enabled: bool) -> Any:
 
 
 def _append_csv(path: Path, columns: list[str], row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="", encoding="utf-8") as f:
+    """Add a row to a CSV log by rewriting it atomically, so that a killed run never leaves half a line."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    with atomic_open(path, "w", overwrite=True, newline="") as f:
+        f.write(text)
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        if new:
+        if not text:
             writer.writeheader()
         writer.writerow(row)
 
