@@ -6,6 +6,7 @@ Run: ``python scripts/make_figures.py [--shared ../shared] [--out Resources/Scre
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import matplotlib
@@ -76,6 +77,22 @@ def synthetic_montage(out: Path) -> None:
     plt.close(fig)
 
 
+def detect_preview(out: Path) -> None:
+    """The bundled wholebody-ct model on the demo's synthetic CT (seed 2026), drawn as `detect --preview` does."""
+    from LandmarkDetectorLib import detect_landmarks, load_model
+    from LandmarkDetectorLib.pipeline import model_projection
+    from LandmarkDetectorLib.preview import draw_landmarks
+    from LandmarkDetectorLib.synthetic.dataset import synthesize_case
+
+    model = load_model("wholebody-ct", "cpu")
+    scan = synthesize_case("body", 2026, 0)
+    landmarks = detect_landmarks(scan.voxels_kji, scan.ijk_to_ras, model, "cpu")
+    spec = dataclasses.replace(model.metadata.canvas, pixel_spacing_mm=3.0)
+    image = model_projection(scan.voxels_kji, scan.ijk_to_ras, model.metadata.projection, spec)
+    draw_landmarks(image, landmarks, out / "detect_preview.png", title="synthetic whole-body CT: wholebody-ct",
+                   overwrite=True)
+
+
 def icon(repo: Path) -> None:
     """The 128 x 128 extension icon: a synthetic body's depth image with its nine landmarks."""
     from LandmarkDetectorLib.synthetic.body import build_body, sample_body, sample_pose
@@ -115,6 +132,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     real_projections(args.shared, args.out)
     synthetic_montage(args.out)
+    detect_preview(args.out)
     icon(Path(__file__).resolve().parents[1])
     print(f"figures written to {args.out}")
 

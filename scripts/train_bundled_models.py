@@ -48,6 +48,12 @@ RECIPES = {
                        unet_levels=(16, 24, 32, 48, 64)),
         "steps": {"heatmap-unet": 2400, "regression-cnn": 600},
         "description": "Whole-body CT: 9 landmarks (head top, shoulders, middle fingertips, knees, big toes).",
+        "limits": [
+            "The middle fingertips are the weakest landmarks (95th percentile about 40 mm): at 10 mm pixels a "
+            "hand beside the thigh or on the belly is a few pixels wide.",
+            "Scans of the head alone (a brain MR) are outside the training fields of view: the head top is then "
+            "not found.",
+        ],
     },
     "hand": {
         "name": "hand-mr",
@@ -158,7 +164,7 @@ def model_card(recipe: dict, results: dict, best: str, model) -> str:
         if architecture == best:
             tables.update({"mean-depth baseline": result["summary"]["mean_depth"],
                            "NN(syn)": result["summary"]["nn_syn"]})
-        lines += [f"### {architecture}", "", markdown_table(tables, names)]
+        lines += [f"### {architecture} ({result['config'].steps} steps)", "", markdown_table(tables, names)]
     def rate(key: str) -> str:
         return "-" if detection[key] is None else f"{detection[key]:.1%}"
 

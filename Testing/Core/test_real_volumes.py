@@ -45,3 +45,34 @@ def test_head_mr_silhouette_is_the_head(shared_dir):
     top_s = image.uvd_to_ras([[0.0, rows.min(), 0.0]])[0, 2]
     assert 85.0 < top_s < 115.0  # the scalp at the vertex lies about 100 mm above the AC (MNI origin), below the top
     assert top_s < image.uvd_to_ras([[0.0, 0.0, 0.0]])[0, 2] - 10.0  # of the field of view
+
+
+@pytest.fixture(scope="module")
+def wholebody():
+    from LandmarkDetectorLib.model import load_model
+
+    return load_model("wholebody-ct", "cpu")
+
+
+def test_partial_view_ct_reports_its_landmarks_not_found(shared_dir, wholebody):
+    """The example CT covers the abdomen: none of the nine landmarks (head to toes) is in its field of view."""
+    from LandmarkDetectorLib.pipeline import detect_landmarks
+
+    volume = read_volume(shared_dir / "data" / "totalseg-example-ct" / "example_ct.nii.gz")
+    result = detect_landmarks(volume.voxels_kji, volume.ijk_to_ras, wholebody, "cpu")
+    assert not result.in_view.any(), dict(zip(result.names, result.confidence.round(3), strict=True))
+
+
+@pytest.mark.parametrize("relative", ["totalseg-example-mr/example_mr_sm.nii.gz",
+                                      "afids-mni152-t1w/tpl-MNI152NLin2009cAsym_res-01_T1w.nii.gz"])
+def test_mr_slab_and_head_give_clear_results(shared_dir, wholebody, relative):
+    """Outside what the model knows (an MR slab, a head alone) detection answers without crashing, and nothing it
+    reports as found lies outside the scanned volume."""
+    from LandmarkDetectorLib.pipeline import detect_landmarks
+
+    volume = read_volume(shared_dir / "data" / relative)
+    result = detect_landmarks(volume.voxels_kji, volume.ijk_to_ras, wholebody, "cpu")
+    assert result.points_ras.shape == (9, 3) and np.isfinite(result.points_ras).all()
+    ijk = np.c_[result.points_ras, np.ones(9)] @ np.linalg.inv(volume.ijk_to_ras).T
+    inside = np.all((ijk[:, :3] > -0.5) & (ijk[:, :3] < np.array(volume.voxels_kji.shape[::-1]) - 0.5), axis=1)
+    assert not (result.in_view & ~inside).any()
