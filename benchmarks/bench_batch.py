@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/bench_batch.py [--model wholebody-ct] [--cases 12] [--folder DIR]``. Writes ``--cases``
 synthetic whole-body CTs (half NIfTI .nii.gz, half NRRD) into a temporary folder unless ``--folder`` is given, then
-times, alternately and twice each, (a) reading every volume with ``read_volume`` and (b) ``run_batch`` over the
+times, alternately ``--repeat`` times each, (a) reading every volume with ``read_volume`` and (b) ``run_batch`` over the
 folder in one process (the model loaded once beforehand), and prints the best times and their ratio (aim: the batch
 within 10% of the reading, i.e. at most 1.10x).
 """
@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=12)
     parser.add_argument("--folder", type=Path, help="folder of volumes to use instead of synthetic ones")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each; the best counts")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench_batch_"))
@@ -56,7 +57,7 @@ def main() -> None:
 
         read_all()  # warm the OS file cache so both measure the same reads
         times: dict[str, list[float]] = {"read": [], "batch": []}
-        for run in range(2):
+        for run in range(args.repeat):
             for name, work_fn in (("read", read_all), ("batch", lambda r=run: batch(r))):
                 start = time.perf_counter()
                 work_fn()
