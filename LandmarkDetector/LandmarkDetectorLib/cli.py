@@ -200,7 +200,7 @@ def command_batch(args: argparse.Namespace) -> int:
 
 def command_evaluate(args: argparse.Namespace) -> int:
     """Compare predicted landmark files with reference ones; write report.json, report.md and plots."""
-    from .evaluation import write_report
+    from .evaluation import compare_cases, write_report
     from .plots import error_bars, error_cdf
 
     names = [Path(p).resolve().name or str(p) for p in args.pred]
@@ -212,8 +212,6 @@ def command_evaluate(args: argparse.Namespace) -> int:
     outputs += ["worst_cases.png"] if args.volumes else []
     for name in outputs:  # refuse before any work, so nothing is half-written
         check_writable_target(out / name, args.overwrite)
-    from .evaluation import compare_cases
-
     comparisons, warnings = compare_cases(methods, args.truth)
     stats = write_report(out, comparisons, warnings, overwrite=args.overwrite)
     error_bars(stats, out / "errors_by_landmark.png", overwrite=args.overwrite)

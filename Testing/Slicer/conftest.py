@@ -44,3 +44,17 @@ else:
         yield scene
         del slicer.mrmlScene
         scene.Clear(True)
+
+    @pytest.fixture
+    def module(monkeypatch):
+        """LandmarkDetector.py imported with the qt/slicer.app stand-ins of standins.py."""
+        import standins
+
+        return standins.import_module_file(monkeypatch)
+
+    @pytest.fixture(scope="module")
+    def hand_model():
+        """The bundled hand-mr model on the CPU, loaded once per test module."""
+        from LandmarkDetectorLib import load_model
+
+        return load_model("hand-mr", "cpu")

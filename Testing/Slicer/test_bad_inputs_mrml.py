@@ -11,22 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import slicer
-import standins
 
-from LandmarkDetectorLib import InputError, ModelError, load_model
+from LandmarkDetectorLib import InputError, ModelError
 from LandmarkDetectorLib.synthetic.dataset import synthesize_case
 
 SEED = 646_465  # not a training or evaluation seed of the bundled models
-
-
-@pytest.fixture
-def module(monkeypatch):
-    return standins.import_module_file(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def hand_model():
-    return load_model("hand-mr", "cpu")
 
 
 @pytest.fixture(scope="module")

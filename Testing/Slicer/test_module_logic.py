@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import slicer
-import standins
 import vtk
 from analytic_model import save_centroid_model
 
@@ -21,16 +20,6 @@ STATUS_DEFINED, STATUS_UNDEFINED = 2, 0  # vtkMRMLMarkupsNode::PositionDefined /
 TRANSFORM = np.eye(4)  # parent transform of the test volumes: a rotation and a translation
 TRANSFORM[:3, :3] = rotation((0.2, -0.5, 1.0), 27.0)
 TRANSFORM[:3, 3] = (35.0, -20.0, 12.5)
-
-
-@pytest.fixture
-def module(monkeypatch):
-    return standins.import_module_file(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def hand_model():
-    return load_model("hand-mr", "cpu")
 
 
 @pytest.fixture(scope="module")
