@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import dataclasses
 import functools
 import json
 import logging
@@ -247,7 +248,8 @@ def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: 
         cases: the cases of this run (``shard_cases(find_volumes(folder), shard)``).
         out_dir: output folder (created).
         options: model, device, output format, confidence threshold.
-        workers: local processes (1: in this process, reading the next volume while detecting this one).
+        workers: local processes (1: in this process, reading the next volume while detecting this one, the network
+            on all cores but one unless ``options.threads`` says otherwise).
         resume: skip cases whose output exists; overwrite: redo them. Without either, existing outputs are an error.
         shard: (K, N) of this run, names the summary file ``summary-K-of-N.csv``.
         scheduler: address of a Dask distributed scheduler to run the cases on (its workers must see ``out_dir``).
@@ -260,6 +262,8 @@ def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: 
     check_writable_target(out / summary_name(shard), overwrite=True)
     todo, finished = pending_cases(cases, out, options, resume=resume, overwrite=overwrite)
     remove_stale_temporaries(out, todo, options, out / summary_name(shard))
+    if not scheduler and workers == 1 and options.threads is None:
+        options = dataclasses.replace(options, threads=network_threads_beside_reader())
     if todo and not scheduler:  # a bad model is one clear error here rather than a failure per case
         cached_model(options.model, options.device, options.threads)
     results = {r.case: r for r in finished}
@@ -282,6 +286,15 @@ def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: 
     finally:  # also after Ctrl+C: the summary lists what finished
         write_summary(out / summary_name(shard), [results[c.name] for c in cases if c.name in results])
     return [results[c.name] for c in cases]
+
+
+def network_threads_beside_reader() -> int:
+    """CPU threads for the network while a thread reads the next volume: all cores but the reader's.
+
+    torch's OpenMP threads wait for each other at every layer; when one of them shares its core with the reader, each
+    wait takes a scheduler time slice and a 20 ms detection takes hundreds of milliseconds.
+    """
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 def _run_here(cases: list[BatchCase], out: Path, options: BatchOptions, overwrite: bool) -> Iterator[CaseResult]:

@@ -413,28 +413,38 @@ def _project_oblique(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], thre
 
 
 def _trilinear(flat: NDArray[Any], shape_kji: tuple[int, ...], ijk: list[NDArray[np.float32]]) -> NDArray[np.float32]:
-    """Trilinear interpolation of the raveled volume at continuous coordinates [i, j, k]; outside gives -inf."""
+    """Trilinear interpolation of the raveled volume at continuous coordinates [i, j, k]; outside gives -inf.
+
+    A sample next to a NaN or infinite voxel is NaN or infinite (air for the threshold test), like that voxel.
+    """
     sizes = shape_kji[::-1]  # i, j, k
     strides = (1, shape_kji[2], shape_kji[1] * shape_kji[2])
     inside = np.ones(ijk[0].shape, dtype=bool)
-    lower, upper, fractions = [], [], []
+    base = np.zeros(ijk[0].shape, dtype=np.intp)
+    fractions, steps = [], []
     for a in range(3):
         c = ijk[a]
         inside &= (c >= -1e-4) & (c <= sizes[a] - 1 + 1e-4)
-        c0 = np.clip(np.floor(c), 0, sizes[a] - 1)
+        c0 = np.clip(np.floor(c), 0, max(sizes[a] - 2, 0))  # lower corner; its upper neighbour is in the volume
         fractions.append(np.clip(c - c0, 0, 1))
-        i0 = c0.astype(np.int64)
-        lower.append(i0 * strides[a])
-        upper.append(np.minimum(i0 + 1, sizes[a] - 1) * strides[a])
-    result = np.zeros(ijk[0].shape, dtype=np.float32)
-    for corner in range(8):
-        index = 0
-        weight = np.float32(1)
-        for a in range(3):
-            high = (corner >> a) & 1
-            index = index + (upper[a] if high else lower[a])
-            weight = weight * (fractions[a] if high else 1 - fractions[a])
-        with np.errstate(invalid="ignore"):  # 0 x inf beside an infinite voxel gives NaN: air, like the voxel
-            result += weight * flat.take(index).astype(np.float32, copy=False)
+        base += c0.astype(np.intp) * strides[a]
+        steps.append(strides[a] if sizes[a] > 1 else 0)
+    step_i, step_j, step_k = steps
+    f_i, f_j, f_k = fractions
+
+    def along_i(offset: int) -> NDArray[np.float32]:
+        low = flat.take(base + offset).astype(np.float32)
+        high = flat.take(base + (offset + step_i)).astype(np.float32)
+        with np.errstate(invalid="ignore"):  # inf - inf beside infinite voxels gives NaN: air, like those voxels
+            return low + f_i * (high - low)
+
+    def along_j(offset: int) -> NDArray[np.float32]:
+        low, high = along_i(offset), along_i(offset + step_j)
+        with np.errstate(invalid="ignore"):
+            return low + f_j * (high - low)
+
+    low, high = along_j(0), along_j(step_k)
+    with np.errstate(invalid="ignore"):
+        result = low + f_k * (high - low)
     result[~inside] = -np.inf
     return result
