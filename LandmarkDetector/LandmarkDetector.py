@@ -40,17 +40,27 @@ from LandmarkDetectorLib import (
 )
 from LandmarkDetectorLib.images import depth_to_uint8
 from LandmarkDetectorLib.markups import MarkupsPoint, PointList, write_markups
-from LandmarkDetectorLib.model import BUNDLED_DIR, ModelMetadata, read_metadata, user_models_dir
+from LandmarkDetectorLib.model import (
+    BUNDLED_DIR,
+    DEFAULT_MODEL,
+    ModelMetadata,
+    available_devices,
+    default_model,
+    measured_accuracy,
+    model_file,
+    model_name_of,
+    read_metadata,
+    user_model_path,
+)
+from LandmarkDetectorLib.phantom import hand_phantom
 from LandmarkDetectorLib.pipeline import projection_settings
-from LandmarkDetectorLib.preview import LOW_CONFIDENCE
+from LandmarkDetectorLib.results import result_rows
 from LandmarkDetectorLib.volume_io import write_volume
 
-DEFAULT_MODEL = "wholebody-ct"
 DOCUMENTATION_URL = "https://github.com/LandmarkDetector/SlicerLandmarkDetector#readme"
 MODEL_CARD_URL = "https://github.com/LandmarkDetector/SlicerLandmarkDetector/blob/main/Resources/ModelCards/{name}.md"
 LOAD_MODEL_FILE = ""  # model list entry that opens a file dialog (no model has an empty name)
-MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-ROW_COLORS = {"notFound": "#f4c7c3", "low": "#fce8b2"}  # results table background of landmarks to check
+ROW_COLORS = {"not_found": "#f4c7c3", "low": "#fce8b2"}  # results table background of landmarks to check
 POINT_EVENTS = (vtkMRMLMarkupsFiducialNode.PointModifiedEvent, vtkMRMLMarkupsFiducialNode.PointPositionDefinedEvent,
                 vtkMRMLMarkupsFiducialNode.PointPositionUndefinedEvent)  # a point moved, placed or unplaced
 
@@ -103,31 +113,6 @@ class LandmarkDetectorParameterNode:
     finetuneModelName: str = "my-model"
     finetuneSteps: Annotated[int, WithinRange(1, 100000)] = 300
     finetuneFolds: Annotated[int, WithinRange(0, 100)] = 5
-
-
-def modelAccuracy(metadata: ModelMetadata) -> Optional[dict[str, Any]]:
-    """Mean/median/p95/max 3D error (mm) over all landmarks, from a model's evaluation or cross-validation metrics."""
-    metrics = metadata.metrics
-    evaluated = metrics.get("evaluation", {}).get(metadata.architecture, {}).get("model", {}).get("all")
-    return evaluated or metrics.get("cross_validation", {}).get("finetuned_cross_validated", {}).get("all")
-
-
-def resultRows(landmarks: Landmarks, pointList: vtkMRMLMarkupsFiducialNode) -> list[tuple[list[str], str]]:
-    """Results table rows, (landmark, confidence, R, A, S) and "found", "low", "notFound" or "placed", from the
-    detection and the point list as it is now (the user may have moved or placed points)."""
-    rows = []
-    count = min(len(landmarks.names), pointList.GetNumberOfControlPoints())
-    for index, name, confidence, found in zip(range(count), landmarks.names, landmarks.confidence, landmarks.in_view,
-                                              strict=False):
-        confidenceText = f"{confidence:.3f}"
-        if pointList.GetNthControlPointPositionStatus(index) != pointList.PositionDefined:
-            rows.append(([name, confidenceText, "", "", ""], "notFound"))
-            continue
-        position = [0.0, 0.0, 0.0]
-        pointList.GetNthControlPointPositionWorld(index, position)
-        level = "placed" if not found else "low" if confidence < LOW_CONFIDENCE else "found"
-        rows.append(([name, confidenceText, *(f"{value:.1f}" for value in position)], level))
-    return rows
 
 
 class LandmarkDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -207,7 +192,7 @@ class LandmarkDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if firstVolume:
                 self._parameterNode.inputVolume = firstVolume
         if not self._parameterNode.model:
-            self._parameterNode.model = self.logic.defaultModel()
+            self._parameterNode.model = default_model()
 
     def setParameterNode(self, inputParameterNode: Optional[LandmarkDetectorParameterNode]) -> None:
         if self._parameterNode:
@@ -242,7 +227,7 @@ class LandmarkDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _populateDevices(self) -> None:
         """Device list: automatic, then what PyTorch finds (CPU and GPU choices when PyTorch is not installed)."""
-        found = self.logic.availableDevices()
+        found = available_devices()
         labels = {"auto": _("Automatic (GPU if found)"), "cpu": _("CPU"), "cuda": _("GPU")}
         labels.update({device: _("GPU: {name}").format(name=name) for device, name in found.items() if device != "cpu"})
         self._deviceItems = ["auto", *(found or ["cpu", "cuda"])]
@@ -270,7 +255,7 @@ class LandmarkDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._populateModels()
         self._selectItem(self.ui.modelComboBox, self._modelItems, model)
         try:
-            metadata = self.logic.modelMetadata(model)
+            metadata = read_metadata(model_file(model))
         except ModelError as error:
             self._modelProblem = str(error)
             self.ui.modelInfoLabel.text = self._modelProblem
@@ -290,7 +275,7 @@ class LandmarkDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _modelDescription(model: str, metadata: ModelMetadata) -> str:
         """HTML: description, landmarks, measured accuracy, model card link."""
         lines = [metadata.description, _("<b>Landmarks:</b> {names}").format(names=", ".join(metadata.landmarks))]
-        accuracy = modelAccuracy(metadata)
+        accuracy = measured_accuracy(metadata)
         if accuracy and accuracy.get("mean_mm") is not None and accuracy.get("median_mm") is not None:
             lines.append(_("<b>Measured error:</b> mean {mean:.1f} mm, median {median:.1f} mm.").format(
                 mean=accuracy["mean_mm"], median=accuracy["median_mm"]))
@@ -400,24 +385,25 @@ class LandmarkDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._fillResultsTable()
 
     def _fillResultsTable(self, caller=None, event=None) -> None:
-        rows = [] if self._resultPoints is None else resultRows(self._landmarks, self._resultPoints)
+        points = self._resultPoints
+        rows = [] if points is None else result_rows(self._landmarks, self.logic.pointListFromNode(points))
         table = self.ui.resultsTable
         table.setRowCount(len(rows))
-        tips = {"notFound": _("Not found. Click the row, then click in a view to place this landmark."),
+        tips = {"not_found": _("Not found. Click the row, then click in a view to place this landmark."),
                 "low": _("Low confidence: check this landmark."), "placed": _("Placed by hand.")}
-        for row, (cells, level) in enumerate(rows):
-            for column, text in enumerate(cells):
+        for row, result in enumerate(rows):
+            for column, text in enumerate(result.cells()):
                 item = qt.QTableWidgetItem(text)
-                if level in ROW_COLORS:
-                    item.setBackground(qt.QBrush(qt.QColor(ROW_COLORS[level])))
-                item.setToolTip(tips.get(level, ""))
+                if result.level in ROW_COLORS:
+                    item.setBackground(qt.QBrush(qt.QColor(ROW_COLORS[result.level])))
+                item.setToolTip(tips.get(result.level, ""))
                 table.setItem(row, column, item)
-        if self._resultPoints is None:
+        if points is None:
             self.ui.resultsLabel.text = ""
             return
-        found = sum(level != "notFound" for _cells, level in rows)
+        found = sum(result.level != "not_found" for result in rows)
         self.ui.resultsLabel.text = _("{found} of {total} landmarks placed in point list '{name}'.").format(
-            found=found, total=len(rows), name=self._resultPoints.GetName())
+            found=found, total=len(rows), name=points.GetName())
 
     def onResultClicked(self, row: int, column: int) -> None:
         """Jump the views to a placed landmark, or start placing a landmark that was not found."""
@@ -460,7 +446,7 @@ class LandmarkDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameterNode = self._parameterNode
         name = parameterNode.finetuneModelName
         with slicer.util.tryWithErrorDisplay(_("Fine-tuning failed."), waitCursor=True):
-            overwrite = self.logic.userModelPath(name).exists()
+            overwrite = user_model_path(name).exists()
             if overwrite and not slicer.util.confirmOkCancelDisplay(
                     _("A model named '{name}' exists. Replace it?").format(name=name)):
                 return
@@ -476,7 +462,7 @@ class LandmarkDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.showStatusMessage(_("Fine-tuning cancelled; no model saved."), 5000)
                 return
             self.ui.finetuneReportBrowser.markdown = report + "\n" + _("Saved as {path}.").format(path=path)
-            parameterNode.model = self.logic.modelNameOf(path)
+            parameterNode.model = model_name_of(path)
             self._shownModel = None  # lists the new model, also when it replaced the selected one
             self._checkCanApply()
 
@@ -495,38 +481,11 @@ class LandmarkDetectorLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self) -> LandmarkDetectorParameterNode:
         return LandmarkDetectorParameterNode(super().getParameterNode())
 
-    @staticmethod
-    def defaultModel() -> str:
-        """"wholebody-ct" when installed, else the first available model."""
-        models = available_models()
-        return DEFAULT_MODEL if DEFAULT_MODEL in models or not models else next(iter(models))
-
-    @staticmethod
-    def modelMetadata(model: str) -> ModelMetadata:
-        """A model's metadata, read without PyTorch. Raises ModelError for unknown names and bad files."""
-        models = available_models()
-        if model not in models and not Path(model).is_file():
-            raise ModelError(_("Model '{model}' was not found; available: {models}.").format(
-                model=model, models=", ".join(models) or _("none")))
-        return read_metadata(models.get(model, model))
-
-    @staticmethod
-    def availableDevices() -> dict[str, str]:
-        """Devices PyTorch can run on, e.g. {"cpu": "CPU", "cuda": "NVIDIA H100"}; empty without PyTorch."""
-        if importlib.util.find_spec("torch") is None:
-            return {}
-        import torch
-
-        devices = {"cpu": "CPU"}
-        if torch.cuda.is_available():
-            devices["cuda"] = torch.cuda.get_device_name(0)
-        return devices
-
     def loadModel(self, model: Union[str, LandmarkModel], device: str = "auto") -> LandmarkModel:
         """The model on ``device``; a model given by name or file is loaded once and kept until its file changes."""
         if isinstance(model, LandmarkModel):
             return model.to(device)
-        path = Path(available_models().get(model, model))
+        path = model_file(model)
         modified = path.stat().st_mtime if path.is_file() else 0.0
         cached = self._models.get((str(path), device))
         if cached is None or cached[0] != modified:
@@ -676,21 +635,6 @@ class LandmarkDetectorLogic(ScriptedLoadableModuleLogic):
                      "'landmark-detector finetune' from a Python with the landmark-detector[train] package.")
         return ""
 
-    @staticmethod
-    def userModelPath(name: str) -> Path:
-        """Where a user model called ``name`` is saved. Raises InputError for names that cannot be used."""
-        if not MODEL_NAME_PATTERN.fullmatch(name or "") or name.endswith(".pt"):
-            raise InputError(_("Model name '{name}' must start with a letter or digit and contain only letters, "
-                               "digits, '.', '_' and '-'.").format(name=name))
-        if (BUNDLED_DIR / f"{name}.pt").is_file():
-            raise InputError(_("'{name}' is a bundled model; choose another name.").format(name=name))
-        return user_models_dir() / f"{name}.pt"
-
-    @staticmethod
-    def modelNameOf(path: Path) -> str:
-        """The model list name of a model file (its name for user and bundled models, else its path)."""
-        return next((name for name, known in available_models().items() if Path(known) == Path(path)), str(path))
-
     def finetune(self, cases: list[tuple[vtkMRMLScalarVolumeNode, vtkMRMLMarkupsFiducialNode]], model: str,
                  modelName: str, steps: int = 300, folds: int = 5, overwrite: bool = False,
                  progress: Optional[Callable[[float, str], None]] = None,
@@ -711,7 +655,7 @@ class LandmarkDetectorLogic(ScriptedLoadableModuleLogic):
 
         from LandmarkDetectorLib.training.finetune import FinetuneConfig, finetune, report_markdown
 
-        outPath = self.userModelPath(modelName)
+        outPath = user_model_path(modelName)
         if len(cases) < 2:
             raise InputError(_("Fine-tuning needs at least 2 volumes with point lists, got {count}.").format(
                 count=len(cases)))
@@ -753,42 +697,9 @@ class LandmarkDetectorTest(ScriptedLoadableModuleTest):
         slicer.util.selectModule("LandmarkDetector")
         return slicer.util.getModuleWidget("LandmarkDetector")
 
-    @staticmethod
-    def handPhantom() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """A crude left hand, palm down and fingers pointing superior, as an MR-like volume in an oblique, flipped grid.
-
-        Returns:
-            voxels [k, j, i] (int16), 4x4 IJK-to-RAS matrix, and each fingertip's RAS position (mm).
-        """
-        rotation = vtk.vtkTransform()
-        rotation.RotateWXYZ(12.0, 0.3, 1.0, 0.2)
-        ijkToRAS = np.diag([-1.5, 1.5, 2.0, 1.0])
-        ijkToRAS[:3, :3] = slicer.util.arrayFromVTKMatrix(rotation.GetMatrix())[:3, :3] @ ijkToRAS[:3, :3]
-        shapeKJI = (140, 70, 150)
-        ijkToRAS[:3, 3] = [-10.0, 0.0, 60.0] - ijkToRAS[:3, :3] @ ((np.array(shapeKJI[::-1]) - 1) / 2)
-        k, j, i = np.indices(shapeKJI, dtype=np.float64)
-        r, a, s = (ijkToRAS[row, 0] * i + ijkToRAS[row, 1] * j + ijkToRAS[row, 2] * k + ijkToRAS[row, 3]
-                   for row in range(3))
-        inside = (np.abs(r + 5.0) < 42.0) & (np.abs(a) < 12.0) & (s > -40.0) & (s < 85.0)  # forearm end and palm
-        bases = {"ThumbTip": (-40.0, 25.0), "IndexTip": (-33.0, 85.0), "MiddleTip": (-11.0, 85.0),
-                 "RingTip": (10.0, 85.0), "LittleTip": (29.0, 80.0)}
-        tips = {"ThumbTip": np.array([-80.0, -4.0, 78.0]), "IndexTip": np.array([-36.0, 0.0, 150.0]),
-                "MiddleTip": np.array([-12.0, 0.0, 160.0]), "RingTip": np.array([11.0, 0.0, 152.0]),
-                "LittleTip": np.array([32.0, 0.0, 132.0])}
-        for name, (baseR, baseS) in bases.items():
-            base = np.array([baseR, 0.0, baseS])
-            axis = tips[name] - base
-            length = float(np.linalg.norm(axis))
-            axis /= length
-            along = np.clip((r - base[0]) * axis[0] + a * axis[1] + (s - base[2]) * axis[2], 0.0, length - 8.0)
-            inside |= (r - base[0] - along * axis[0]) ** 2 + (a - along * axis[1]) ** 2 + (
-                s - base[2] - along * axis[2]) ** 2 < 8.0 ** 2  # a finger: a rod with a round end at its tip
-        voxels = np.where(inside, 700, 20).astype(np.int16)
-        return voxels, ijkToRAS, tips
-
     def _addHand(self) -> tuple[vtkMRMLScalarVolumeNode, dict[str, np.ndarray]]:
         """The hand phantom under a linear transform (rotation and translation); tips in world RAS."""
-        voxels, ijkToRAS, tips = self.handPhantom()
+        voxels, ijkToRAS, tips = hand_phantom()
         volume = slicer.util.addVolumeFromArray(voxels, ijkToRAS, "Hand phantom")
         transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "Hand pose")
         matrix = vtk.vtkTransform()

@@ -12,9 +12,11 @@ file is loaded with ``torch.jit.load`` (TorchScript only) and run once on a blan
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -37,6 +39,8 @@ MODEL_SUFFIX = ".pt"
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 CHECKSUM_FILE = "SHA256SUMS"
 USER_MODELS_ENV = "LANDMARK_DETECTOR_MODELS"
+DEFAULT_MODEL = "wholebody-ct"
+USER_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -160,10 +164,22 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was requested but PyTorch sees no CUDA GPU; use --device cpu or auto.")
+        raise InputError("device 'cuda' was requested but PyTorch sees no CUDA GPU; choose device 'cpu' or 'auto'.")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise InputError(f"device must be auto, cpu or cuda, got {device!r}.")
     return device
+
+
+def available_devices() -> dict[str, str]:
+    """Devices PyTorch can run on, e.g. {"cpu": "CPU", "cuda": "NVIDIA H100"}; empty when PyTorch is not installed."""
+    if importlib.util.find_spec("torch") is None:
+        return {}
+    import torch
+
+    devices = {"cpu": "CPU"}
+    if torch.cuda.is_available():
+        devices["cuda"] = torch.cuda.get_device_name(0)
+    return devices
 
 
 def user_models_dir() -> Path:
@@ -181,6 +197,53 @@ def available_models() -> dict[str, Path]:
             name = p.name[: -len(MODEL_SUFFIX)]
             models[f"user:{name}" if name in models else name] = p
     return models
+
+
+def default_model() -> str:
+    """DEFAULT_MODEL when it is installed (or when no model is), else the first available model."""
+    models = available_models()
+    return DEFAULT_MODEL if DEFAULT_MODEL in models or not models else next(iter(models))
+
+
+def model_file(name_or_path: str | os.PathLike[str]) -> Path:
+    """The file of a model given by name (bundled or user model) or path.
+
+    Raises:
+        ModelError: a name that is neither a known model nor an existing file.
+    """
+    models = available_models()
+    key = os.fspath(name_or_path)
+    path = models[key] if key in models else Path(key)
+    if not path.is_file() and key not in models and os.sep not in key and not key.endswith(MODEL_SUFFIX):
+        raise ModelError(f"unknown model {key!r}; available: {', '.join(models) or 'none'} (or give a file path).")
+    return path
+
+
+def model_name_of(path: str | os.PathLike[str]) -> str:
+    """How a model file is listed: its model name for bundled and user models, else its path."""
+    return next((name for name, known in available_models().items() if Path(known) == Path(path)), os.fspath(path))
+
+
+def user_model_path(name: str) -> Path:
+    """Where a user model called ``name`` is saved (see user_models_dir()).
+
+    Raises:
+        InputError: a name that is empty, not a plain file name, ends in .pt, or is a bundled model's.
+    """
+    if not USER_MODEL_NAME.fullmatch(name or "") or name.endswith(MODEL_SUFFIX):
+        raise InputError(f"model name {name!r} must start with a letter or digit and contain only letters, digits, "
+                         "'.', '_' and '-' (no .pt suffix).")
+    if (BUNDLED_DIR / f"{name}{MODEL_SUFFIX}").is_file():
+        raise InputError(f"{name!r} is a bundled model's name; choose another name.")
+    return user_models_dir() / f"{name}{MODEL_SUFFIX}"
+
+
+def measured_accuracy(metadata: ModelMetadata) -> dict[str, Any] | None:
+    """The 3D error over all landmarks recorded in a model (mm: mean_mm, median_mm and, where measured, more):
+    from its evaluation on held-out volumes, else from the cross-validation of its fine-tuning; None if neither."""
+    metrics = metadata.metrics
+    evaluated = metrics.get("evaluation", {}).get(metadata.architecture, {}).get("model", {}).get("all")
+    return evaluated or metrics.get("cross_validation", {}).get("finetuned_cross_validated", {}).get("all")
 
 
 def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
@@ -235,11 +298,7 @@ def load_model(name_or_path: str | os.PathLike[str], device: str = "cpu") -> Lan
     """
     import torch
 
-    models = available_models()
-    key = os.fspath(name_or_path)
-    path = models[key] if key in models else Path(key)
-    if not path.is_file() and key not in models and os.sep not in key and not key.endswith(MODEL_SUFFIX):
-        raise ModelError(f"unknown model {key!r}; available: {', '.join(models) or 'none'} (or give a file path).")
+    path = model_file(name_or_path)
     metadata = read_metadata(path)
     _check_bundled_checksum(path)
     device = resolve_device(device)

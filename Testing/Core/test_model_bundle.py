@@ -228,3 +228,56 @@ class WithAnInteger(torch.nn.Module):
 def test_refuses_outputs_of_the_wrong_kind(tmp_path, network, message):
     with pytest.raises(ModelError, match=message + ".*expected a tuple"):
         load_model(saved(tmp_path, network=network))
+
+
+def test_default_model_and_model_files(tmp_path, monkeypatch):
+    from LandmarkDetectorLib import model as model_module
+
+    monkeypatch.setenv("LANDMARK_DETECTOR_MODELS", str(tmp_path))
+    assert model_module.default_model() == model_module.DEFAULT_MODEL == "wholebody-ct"
+    path = saved(tmp_path, name="mine.pt")
+    assert model_module.model_file("mine") == path and model_module.model_file(path) == path
+    assert model_module.model_name_of(path) == "mine"
+    (tmp_path / "elsewhere").mkdir()
+    other = saved(tmp_path / "elsewhere", name="x.pt")
+    assert model_module.model_name_of(other) == str(other)
+    with pytest.raises(ModelError, match="unknown model 'no-such-model'; available: hand-mr, wholebody-ct, mine"):
+        model_module.model_file("no-such-model")
+    monkeypatch.setattr(model_module, "available_models", lambda: {"hand-mr": path})
+    assert model_module.default_model() == "hand-mr"
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a b", "-x", "hand-mr", "x.pt"])
+def test_user_model_names_that_cannot_be_used(tmp_path, monkeypatch, name):
+    from LandmarkDetectorLib.errors import InputError
+    from LandmarkDetectorLib.model import user_model_path
+
+    monkeypatch.setenv("LANDMARK_DETECTOR_MODELS", str(tmp_path))
+    assert user_model_path("knees-v2.1") == tmp_path / "knees-v2.1.pt"
+    with pytest.raises(InputError, match="bundled model's name" if name == "hand-mr" else "must start with"):
+        user_model_path(name)
+
+
+def test_measured_accuracy_from_evaluation_or_cross_validation():
+    from LandmarkDetectorLib.model import measured_accuracy
+
+    evaluated = {"mean_mm": 3.0, "median_mm": 2.0, "p95_mm": 7.0}
+    assert measured_accuracy(metadata(metrics={"evaluation": {"heatmap-unet": {"model": {"all": evaluated}}}})) \
+        == evaluated
+    cross_validated = {"mean_mm": 4.0, "median_mm": 3.0}
+    assert measured_accuracy(metadata(metrics={"cross_validation": {"finetuned_cross_validated": {
+        "all": cross_validated}}})) == cross_validated
+    assert measured_accuracy(metadata(metrics={})) is None
+
+
+def test_devices_and_the_message_for_a_missing_gpu(monkeypatch):
+    from LandmarkDetectorLib import model as model_module
+    from LandmarkDetectorLib.errors import InputError
+
+    assert model_module.available_devices()["cpu"] == "CPU"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "cuda" not in model_module.available_devices() and model_module.resolve_device("auto") == "cpu"
+    with pytest.raises(InputError, match="PyTorch sees no CUDA GPU; choose device 'cpu' or 'auto'"):
+        model_module.resolve_device("cuda")
+    monkeypatch.setattr(model_module.importlib.util, "find_spec", lambda name: None)
+    assert model_module.available_devices() == {}

@@ -1,9 +1,13 @@
-"""The Slicer extension ships every runtime file: each one is listed in LandmarkDetector/CMakeLists.txt."""
+"""The Slicer extension ships every runtime file (each one is listed in LandmarkDetector/CMakeLists.txt), and its
+Extensions Index catalog entry (LandmarkDetector.json) is valid and agrees with the top-level CMakeLists.txt."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+
+import jsonschema
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "LandmarkDetector"
@@ -42,3 +46,58 @@ def test_top_level_layout():
         assert (REPO / name).exists(), name
     top = (REPO / "CMakeLists.txt").read_text()
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in top and "add_subdirectory(LandmarkDetector)" in top
+
+
+CATALOG_SCHEMA_URL = "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json"
+# The constraints of Slicer's catalog entry schema v1.0.1 (draft-07; Slicer/Slicer, Schemas/), as the Extensions
+# Index checks each entry: three required keys, no others than these, their types and allowed values.
+CATALOG_CONSTRAINTS = {
+    "type": "object",
+    "required": ["$schema", "category", "scm_url"],
+    "additionalProperties": False,
+    "properties": {
+        "$schema": {"type": "string"},
+        "category": {"type": "string"},
+        "scm_url": {"type": "string"},
+        "scm_revision": {"type": "string"},
+        "scm_type": {"type": "string", "enum": ["git", "local"]},
+        "build_dependencies": {"type": "array", "items": {"type": "string"}},
+        "build_subdirectory": {"type": "string"},
+        "enabled": {"type": "boolean"},
+        "tier": {"type": "integer", "enum": [1, 3, 5]},
+    },
+}
+
+
+def extension_setting(name: str) -> str:
+    match = re.search(rf'set\({name} "([^"]*)"\)', (REPO / "CMakeLists.txt").read_text())
+    assert match, f"{name} not set in CMakeLists.txt"
+    return match.group(1)
+
+
+def test_catalog_entry_is_valid_and_agrees_with_cmake():
+    project = re.search(r"project\((\w+)\)", (REPO / "CMakeLists.txt").read_text()).group(1)
+    entry = json.loads((REPO / f"{project}.json").read_text())  # the Index names each entry after the extension
+    jsonschema.Draft7Validator(CATALOG_CONSTRAINTS).validate(entry)
+    assert entry["$schema"].rstrip("#") == CATALOG_SCHEMA_URL
+    assert entry["category"] == extension_setting("EXTENSION_CATEGORY")
+    assert entry["build_dependencies"] == extension_setting("EXTENSION_DEPENDS").split()
+    assert entry["scm_url"] == extension_setting("EXTENSION_HOMEPAGE").split("#")[0]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", entry["scm_url"])
+    assert entry.get("build_subdirectory", ".") == "." and entry.get("scm_type", "git") == "git"
+
+
+def test_catalog_constraints_reject_what_the_index_rejects():
+    entry = json.loads((REPO / "LandmarkDetector.json").read_text())
+    validator = jsonschema.Draft7Validator(CATALOG_CONSTRAINTS)
+    for bad in ({k: v for k, v in entry.items() if k != "scm_url"}, {**entry, "description": "in CMake only"},
+                {**entry, "tier": 2}, {**entry, "build_dependencies": "PyTorch"}):
+        assert not validator.is_valid(bad), bad
+
+
+def test_icon_and_screenshot_urls_name_files_of_this_repository():
+    repository = extension_setting("EXTENSION_HOMEPAGE").split("#")[0].removeprefix("https://github.com/")
+    prefix = f"https://raw.githubusercontent.com/{repository}/main/"
+    for url in [extension_setting("EXTENSION_ICONURL"), *extension_setting("EXTENSION_SCREENSHOTURLS").split()]:
+        assert url.startswith(prefix), url
+        assert (REPO / url.removeprefix(prefix)).is_file(), url

@@ -11,6 +11,7 @@ from analytic_model import save_centroid_model
 
 from LandmarkDetectorLib import Cancelled, InputError, detect_landmarks, load_model
 from LandmarkDetectorLib.markups import read_markups
+from LandmarkDetectorLib.model import read_metadata
 from LandmarkDetectorLib.synthetic.dataset import synthesize_case
 
 from phantoms import make_ijk_to_ras, rotation, spheres_volume
@@ -98,6 +99,32 @@ def test_hand_landmarks_within_the_model_card_under_a_transform(module, hand_mod
     # The same numbers as the core API given the world geometry directly: the transform was applied exactly.
     direct = detect_landmarks(voxels, ijk_to_world, hand_model, "cpu")
     np.testing.assert_allclose([p[3] for p in found], direct.points_ras, atol=0.5)
+
+
+def test_wholebody_ct_landmarks_within_the_model_card_under_a_transform(module):
+    """The bundled wholebody-ct model, by name, on a synthetic CT with one landmark (a fingertip) out of view."""
+    case = synthesize_case("body", SEED, 3)
+    assert list(case.in_view).count(False) == 1
+    voxels, ijk_to_world = flipped(case.voxels_kji, case.ijk_to_ras)
+    volume = add_transformed_volume(voxels, ijk_to_world, "Body")
+    local = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(local)
+    assert np.count_nonzero(np.abs(slicer.util.arrayFromVTKMatrix(local)[:3, :3]) > 1e-3) == 9, "not oblique"
+
+    logic = module.LandmarkDetectorLogic()
+    points = logic.detect(volume, model="wholebody-ct", device="cpu")
+
+    found = control_points(points)
+    assert [p[0] for p in found] == list(case.landmark_names)
+    card = logic.loadModel("wholebody-ct", "cpu").metadata.metrics["evaluation"]["heatmap-unet"]["model"]
+    # Each landmark within the worst landmark's 95th percentile on the model card (43 mm, a middle fingertip).
+    tolerance_mm = max(card[name]["p95_mm"] for name in case.landmark_names) + 2.0
+    placed = np.array([p[2] == STATUS_DEFINED for p in found])
+    errors = np.linalg.norm(np.array([p[3] for p in found]) - case.landmarks_ras, axis=1)
+    errors_by_name = dict(zip(case.landmark_names, errors.round(1), strict=True))
+    assert all(errors[placed & case.in_view] < tolerance_mm), errors_by_name
+    assert sum(placed & case.in_view) >= case.in_view.sum() - 1, found  # the card: 6.5% of in-view ones not found
+    assert not any(placed & ~case.in_view), found  # the fingertip out of view is an unplaced point
 
 
 def test_analytic_model_lands_on_the_sphere(module, centroid_model):
@@ -241,17 +268,11 @@ def test_cancel_leaves_the_scene_unchanged(module, centroid_model, cancel_after)
     assert scene_state() == before
 
 
-def test_model_names_default_and_finetune_arguments(module, monkeypatch, tmp_path):
+def test_finetune_arguments_are_checked_before_anything_is_written(module, monkeypatch, tmp_path):
     logic = module.LandmarkDetectorLogic
-    monkeypatch.setattr(module, "available_models", lambda: {"hand-mr": "a.pt", "wholebody-ct": "b.pt"})
-    assert logic.defaultModel() == "wholebody-ct"
-    monkeypatch.setattr(module, "available_models", lambda: {"hand-mr": "a.pt"})
-    assert logic.defaultModel() == "hand-mr"
     monkeypatch.setenv("LANDMARK_DETECTOR_MODELS", str(tmp_path))
-    assert logic.userModelPath("knees-v2") == tmp_path / "knees-v2.pt"
-    for bad in ("", "../x", "a b", "hand-mr", "x.pt"):
-        with pytest.raises(InputError):
-            logic.userModelPath(bad)
+    with pytest.raises(InputError, match="bundled model"):
+        logic().finetune([], "hand-mr", "hand-mr")
     volume = slicer.util.addVolumeFromArray(np.ones((6, 7, 8), np.int16))
     points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
     with pytest.raises(InputError, match="at least 2 volumes"):
@@ -288,11 +309,15 @@ def test_finetune_from_scene_cases_saves_a_user_model(module, monkeypatch, tmp_p
         cases.append((volume, points))
     before = scene_state()
     logic = module.LandmarkDetectorLogic()
-    path, report = logic.finetune(cases, "hand-mr", "my-hands", steps=2, folds=2)
+    reports = []
+    path, report = logic.finetune(cases, "hand-mr", "my-hands", steps=2, folds=2,
+                                  progress=lambda fraction, message: reports.append((fraction, message)))
     assert path == tmp_path / "models" / "my-hands.pt" and path.is_file()
     assert "| ThumbTip |" in report and "2 folds over 2 cases" in report
-    assert logic.modelNameOf(path) == "my-hands"
-    assert logic.modelMetadata("my-hands").landmarks == ("ThumbTip", "IndexTip", "MiddleTip", "RingTip", "LittleTip")
+    assert module.model_name_of(path) == "my-hands"
+    assert read_metadata(path).landmarks == ("ThumbTip", "IndexTip", "MiddleTip", "RingTip", "LittleTip")
+    fractions = [fraction for fraction, _message in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert scene_state() == before
     with pytest.raises(Cancelled):
         logic.finetune(cases, "hand-mr", "other", steps=2, folds=2, shouldCancel=lambda: True)

@@ -94,7 +94,7 @@ def test_detect_button_follows_the_inputs(module, widget):
     parameters = widget._parameterNode
     button = widget.ui.detectButton
     assert not button.enabled and button.toolTip == "Select an input volume."
-    assert parameters.model == module.LandmarkDetectorLogic.defaultModel()
+    assert parameters.model == module.default_model()
     assert widget._deviceItems[widget.ui.deviceComboBox.currentIndex] == "auto"
 
     volume = slicer.util.addVolumeFromArray(np.ones((6, 7, 8), np.int16), name="CT")
@@ -147,12 +147,14 @@ def test_detect_click_path(module, widget):
     assert first is not None and parameters.outputPoints is None
     assert slicer.mrmlScene.GetFirstNodeByName("Palm projection") is not None
     assert widget.ui.resultsTable.rowCount == 5
-    rows = module.resultRows(widget._landmarks, first)
-    levels = [level for _cells, level in rows]
-    assert "notFound" in levels and "found" in levels, rows
-    assert [cells[0] for cells, _level in rows] == [first.GetNthControlPointLabel(i) for i in range(5)]
-    unplaced = levels.index("notFound")
-    assert rows[unplaced][0][2:] == ["", "", ""]
+    def rows():
+        return module.result_rows(widget._landmarks, module.LandmarkDetectorLogic.pointListFromNode(first))
+
+    levels = [row.level for row in rows()]
+    assert "not_found" in levels and "found" in levels, rows()
+    assert [row.name for row in rows()] == [first.GetNthControlPointLabel(i) for i in range(5)]
+    unplaced = levels.index("not_found")
+    assert rows()[unplaced].cells()[2:] == ["", "", ""]
 
     widget.ui.resultsTable.emit("cellClicked(int,int)", unplaced, 0)
     assert first.GetControlPointPlacementStartIndex() == unplaced
@@ -161,8 +163,8 @@ def test_detect_click_path(module, widget):
     widget.ui.resultsTable.emit("cellClicked(int,int)", levels.index("found"), 0)  # jumps slice views (none here)
 
     first.SetNthControlPointPosition(unplaced, 1.0, 2.0, 3.0)  # the user places it: the table follows
-    assert module.resultRows(widget._landmarks, first)[unplaced] == (
-        [rows[unplaced][0][0], rows[unplaced][0][1], "1.0", "2.0", "3.0"], "placed")
+    placed = rows()[unplaced]
+    assert placed.level == "placed" and placed.cells()[2:] == ["1.0", "2.0", "3.0"]
 
     positions = slicer.util.arrayFromMarkupsControlPoints(first).copy()
     widget.ui.detectButton.click()
