@@ -26,28 +26,49 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Reference:
-    """Synthetic training samples for the baselines: canvases and their landmark targets."""
+    """Annotated canvases for the baselines (synthetic training samples, or annotated target cases).
 
-    silhouettes: NDArray[np.float32]  # (M, h*w) downsampled silhouettes
+    Attributes:
+        silhouettes: (M, h*w) downsampled silhouettes, the nearest-neighbour search space.
+        uv: (M, N, 2) landmark canvas pixels.
+        depth: (M, N) normalized landmark depths.
+        in_view: (M, N) landmark inside the scanned field.
+        located: (M, N) landmark position known (synthetic: always; annotations: in view).
+        mean_depth: (N,) mean normalized depth of each landmark in view (the paper's mean-depth baseline).
+    """
+
+    silhouettes: NDArray[np.float32]
     uv: NDArray[np.float32]
     depth: NDArray[np.float32]
     in_view: NDArray[np.bool_]
-    mean_depth: NDArray[np.float64]  # (N,) mean normalized depth of each landmark in view
+    located: NDArray[np.bool_]
+    mean_depth: NDArray[np.float64]
 
     @classmethod
     def generate(cls, source: SyntheticSource, count: int, seed: int) -> Reference:
         batches = [source.batch(min(256, count - start), np.random.default_rng([seed, 3, start]))
                    for start in range(0, count, 256)]
-        data = Batch.stack(batches)
+        return cls.from_batch(Batch.stack(batches))
+
+    @classmethod
+    def from_batch(cls, data: Batch) -> Reference:
         in_view = data.in_view
-        mean_depth = np.array([data.depth[in_view[:, n], n].mean() for n in range(in_view.shape[1])])
-        return cls(_nn_features(data.inputs), data.uv, data.depth, in_view, mean_depth)
+        mean_depth = np.array([data.depth[in_view[:, n], n].mean() if in_view[:, n].any() else np.nan
+                               for n in range(in_view.shape[1])])
+        return cls(_nn_features(data.inputs), data.uv, data.depth, in_view, data.located, mean_depth)
 
     def nearest(self, inputs: NDArray[np.float32], k: int = 3) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Mean uv (N, 2) and normalized depth (N,) of the k training canvases nearest to one canvas."""
+        """Mean uv (N, 2) and normalized depth (N,) of each landmark over the k canvases nearest to one canvas
+        that locate it (NaN where none does)."""
         distance = ((self.silhouettes - _nn_features(inputs[None])) ** 2).sum(axis=1)
-        idx = np.argsort(distance)[:k]
-        return self.uv[idx].mean(axis=0), self.depth[idx].mean(axis=0)
+        order = np.argsort(distance, kind="stable")
+        uv = np.full((self.uv.shape[1], 2), np.nan)
+        depth = np.full(self.uv.shape[1], np.nan)
+        for n in range(self.uv.shape[1]):
+            idx = order[self.located[order, n]][:k]
+            if idx.size:
+                uv[n], depth[n] = self.uv[idx, n].mean(axis=0), self.depth[idx, n].mean()
+        return uv, depth
 
 
 def _nn_features(inputs: NDArray[np.float32]) -> NDArray[np.float32]:

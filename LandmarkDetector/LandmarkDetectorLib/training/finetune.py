@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,15 @@ from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from ..projection import ProjectedImage
 from ..volume_io import case_name, is_volume_path, read_volume
 from .data import Batch, annotated_sample
-from .losses import landmark_loss
+from .losses import LossWeights, landmark_loss
 from .train import TrainConfig, build_network, export, predict_batches, to_tensors
 
 logger = logging.getLogger(__name__)
 
 LANDMARK_SUFFIXES = (".mrk.json", ".fcsv", ".csv", ".json")
+
+StepCallback = Callable[[int, int], None]
+"""Called with (optimizer steps done, steps in this training)."""
 
 
 @dataclass(frozen=True)
@@ -114,11 +118,21 @@ def trainable_network(model: LandmarkModel, names: tuple[str, ...]) -> tuple[tor
     return network, config
 
 
-def _fit(model: LandmarkModel, names: tuple[str, ...], cases: list[Case], config: FinetuneConfig,
-         rng: np.random.Generator, should_cancel: CancelCheck | None) -> torch.nn.Module:
-    network, train_config = trainable_network(model, names)
+def fit_network(network: torch.nn.Module, loss: LossWeights, spec: CanvasSpec, names: tuple[str, ...],
+                cases: list[Case], config: FinetuneConfig, rng: np.random.Generator, *, freeze_batch_norm: bool = True,
+                should_cancel: CancelCheck | None = None, on_step: StepCallback | None = None) -> torch.nn.Module:
+    """Train a network on annotated cases (random cases with framing jitter each step); returns it in eval mode.
+
+    Args:
+        network: a pretrained copy (``trainable_network``) or a fresh one (``build_network``).
+        loss: loss weights of its training.
+        spec: its canvas.
+        names: its landmark names, in output order.
+        freeze_batch_norm: keep the batch norm statistics of the pretraining (a few cases are too few to
+            re-estimate them); False for a network trained from scratch.
+        on_step: called with (steps done, steps) after each optimizer step.
+    """
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=1e-4)
-    spec = model.metadata.canvas
     for step in range(config.steps):
         check_cancel(should_cancel)
         if step == config.decay_after:
@@ -127,15 +141,40 @@ def _fit(model: LandmarkModel, names: tuple[str, ...], cases: list[Case], config
         chosen = [cases[i] for i in rng.integers(0, len(cases), config.batch_size)]
         inputs, batch_targets = to_tensors(_samples(chosen, names, spec, rng, config.jitter_px))
         network.train()
-        # Batch norm statistics stay those of the pretraining: a few cases are too few to re-estimate them.
-        for module in network.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.eval()
-        loss, _ = landmark_loss(network, inputs, batch_targets, (spec.height, spec.width), train_config.loss)
+        if freeze_batch_norm:
+            for module in network.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.eval()
+        total, _ = landmark_loss(network, inputs, batch_targets, (spec.height, spec.width), loss)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         optimizer.step()
+        if on_step is not None:
+            on_step(step + 1, config.steps)
     return network.eval()
+
+
+def _fit(model: LandmarkModel, names: tuple[str, ...], cases: list[Case], config: FinetuneConfig,
+         rng: np.random.Generator, should_cancel: CancelCheck | None,
+         on_step: StepCallback | None = None) -> torch.nn.Module:
+    network, train_config = trainable_network(model, names)
+    return fit_network(network, train_config.loss, model.metadata.canvas, names, cases, config, rng,
+                       should_cancel=should_cancel, on_step=on_step)
+
+
+def cross_validation_folds(count: int, folds: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(training, held-out) case indices of each fold; ``folds`` 0 means leave-one-out.
+
+    Cases are shuffled by ``seed`` and dealt to the folds in turn; each case is held out exactly once and never
+    trains the fold that holds it out.
+    """
+    folds = count if folds == 0 else min(folds, count)
+    order = np.random.default_rng(seed).permutation(count)
+    out = []
+    for fold in range(folds):
+        held = [int(i) for i in order[fold::folds]]
+        out.append(([int(i) for i in order if i not in held], held))
+    return out
 
 
 def _errors(network: torch.nn.Module | LandmarkModel, cases: list[Case], names: tuple[str, ...],
@@ -209,28 +248,30 @@ def finetune(model_name: str, data_dir: str | Path, out_path: str | Path, config
     if not matched:
         raise InputError(f"none of the landmark labels in {data_dir} match the model's {list(names)}; pass "
                          "landmarks=(...) (--landmarks) to train a model for your own landmarks.")
-    folds = len(cases) if config.folds == 0 else min(config.folds, len(cases))
-    order = np.random.default_rng(config.seed).permutation(len(cases))
+    splits = cross_validation_folds(len(cases), config.folds, config.seed)
     rng = np.random.default_rng([config.seed, 7])
     cv = {"error_mm": np.full((len(cases), len(names)), np.nan), "found": np.zeros((len(cases), len(names)), bool),
           "in_view": np.zeros((len(cases), len(names)), bool), "known": np.zeros((len(cases), len(names)), bool)}
-    for fold in range(folds):
-        held = order[fold::folds]
-        train_cases = [cases[i] for i in order if i not in held]
-        report(progress, 0.1 + 0.8 * fold / folds, f"Cross-validation fold {fold + 1}/{folds}")
-        network = _fit(model, names, train_cases, config, rng, should_cancel)
+
+    def stage(start: float, span: float, label: str) -> StepCallback:
+        """Each optimizer step of one training, reported between start and start + span."""
+        return lambda done, steps: report(progress, start + span * done / steps, f"{label}, step {done}/{steps}")
+
+    for fold, (train_indices, held) in enumerate(splits):
+        network = _fit(model, names, [cases[i] for i in train_indices], config, rng, should_cancel,
+                       stage(0.1 + 0.8 * fold / len(splits), 0.8 / len(splits),
+                             f"Cross-validation fold {fold + 1}/{len(splits)}"))
         fold_results = _errors(network, [cases[i] for i in held], names, model)
         for key in cv:
             cv[key][held] = fold_results[key]
     same_names = names == model.metadata.landmarks
     result = {
-        "model": str(model.path), "cases": [c.name for c in cases], "folds": folds,
+        "model": str(model.path), "cases": [c.name for c in cases], "folds": len(splits),
         "config": dataclasses.asdict(config),
         "finetuned_cross_validated": _summary(cv, names),
         "pretrained": _summary(_errors(model, cases, names, model), names) if same_names else None,
     }
-    report(progress, 0.9, "Fine-tuning on all cases")
-    final = _fit(model, names, cases, config, rng, should_cancel)
+    final = _fit(model, names, cases, config, rng, should_cancel, stage(0.9, 0.09, "Fine-tuning on all cases"))
     train_config = TrainConfig.from_dict(model.metadata.training.get("config", {}))
     export(final, train_config, out, name=out.name.removesuffix(".pt"), landmarks=names, overwrite=overwrite,
            metrics={"cross_validation": result}, description=f"{model.metadata.name} fine-tuned on {len(cases)} "
