@@ -316,8 +316,12 @@ def test_finetune_from_scene_cases_saves_a_user_model(module, monkeypatch, tmp_p
     assert "| ThumbTip |" in report and "2 folds over 2 cases" in report
     assert module.model_name_of(path) == "my-hands"
     assert read_metadata(path).landmarks == ("ThumbTip", "IndexTip", "MiddleTip", "RingTip", "LittleTip")
-    fractions = [fraction for fraction, _message in reports]
+    fractions = [fraction for fraction, _message in reports]  # each optimizer step is reported, in order
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    steps = [message for _fraction, message in reports if "step" in message]
+    assert steps == ["Cross-validation fold 1/2, step 1/2", "Cross-validation fold 1/2, step 2/2",
+                     "Cross-validation fold 2/2, step 1/2", "Cross-validation fold 2/2, step 2/2",
+                     "Fine-tuning on all cases, step 1/2", "Fine-tuning on all cases, step 2/2"]
     assert scene_state() == before
     with pytest.raises(Cancelled):
         logic.finetune(cases, "hand-mr", "other", steps=2, folds=2, shouldCancel=lambda: True)
