@@ -630,9 +630,10 @@ class LandmarkDetectorLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def finetuneProblem() -> str:
         """Why fine-tuning cannot run here; "" when it can."""
-        if importlib.util.find_spec("LandmarkDetectorLib.training") is None:
-            return _("Fine-tuning needs LandmarkDetector's training code, which this installation lacks: run "
-                     "'landmark-detector finetune' from a Python with the landmark-detector[train] package.")
+        if importlib.util.find_spec("scipy") is None:  # Slicer bundles SciPy; a custom build may lack it
+            return _("Fine-tuning needs SciPy, which this Slicer's Python lacks: install it from the Python console "
+                     "with slicer.util.pip_install('scipy'), or run 'landmark-detector finetune' from a Python with "
+                     "the landmark-detector[train] package.")
         return ""
 
     def finetune(self, cases: list[tuple[vtkMRMLScalarVolumeNode, vtkMRMLMarkupsFiducialNode]], model: str,
@@ -645,7 +646,7 @@ class LandmarkDetectorLogic(ScriptedLoadableModuleLogic):
         Returns:
             The new model file and the cross-validation report (Markdown).
         Raises:
-            InputError: fewer than 2 cases, an unusable volume, an empty point list, a bad name, no training code.
+            InputError: fewer than 2 cases, an unusable volume, an empty point list, a bad name, no SciPy.
             Cancelled: shouldCancel() returned True; nothing was saved.
         """
         problem = self.finetuneProblem()
