@@ -9,9 +9,9 @@ defined here (each extends the base class the file's ``<customwidgets>`` names):
 - ``qMRMLNodeComboBox``: a combo box carrying the node selector's properties (its "none" entry is ``noneDisplay``);
 - ``qMRMLWidget``: a plain widget.
 
-What LandmarkDetector.py writes into the panel at run time (model and device lists, the model description, the
-Advanced values of the model, the results table) is filled in below, marked "run-time content". The results are a
-real detection with the bundled wholebody-ct model on a synthetic CT; node names are made up.
+What LandmarkDetectorSlicer/widget.py writes into the panel at run time (model and device lists, the model
+description, the Advanced values of the model, the results table) is filled in below, marked "run-time content". The
+results are a real detection with the bundled wholebody-ct model on a synthetic CT; node names are made up.
 
 Run (needs the dev environment for the detection, plus PySide6-Essentials from the ``docs`` extra)::
 
@@ -47,7 +47,7 @@ from PySide6.QtWidgets import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parents[1]
-MODULE_FILE = REPO / "LandmarkDetector" / "LandmarkDetector.py"
+WIDGET_FILE = REPO / "LandmarkDetector" / "LandmarkDetectorSlicer" / "widget.py"
 UI_FILE = REPO / "LandmarkDetector" / "Resources" / "UI" / "LandmarkDetector.ui"
 QWIDGETSIZE_MAX = (1 << 24) - 1
 
@@ -147,9 +147,9 @@ def quiet_scene_connections(kind: QtMsgType, context, message: str) -> None:
         print(message)
 
 
-def module_constant(name: str):
-    """A literal constant of LandmarkDetector.py (which imports slicer, so it is read, not imported)."""
-    for node in ast.parse(MODULE_FILE.read_text(encoding="utf-8")).body:
+def widget_constant(name: str):
+    """A literal constant of LandmarkDetectorSlicer/widget.py (which imports slicer, so it is read, not imported)."""
+    for node in ast.parse(WIDGET_FILE.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
             return ast.literal_eval(node.value)
     raise KeyError(name)
@@ -168,7 +168,7 @@ def load_panel() -> QWidget:
 
 
 def model_description(name: str) -> str:
-    """The model description LandmarkDetectorWidget._modelDescription writes (same text and HTML)."""
+    """The model description LandmarkDetectorPanel._modelDescription writes (same text and HTML)."""
     from LandmarkDetectorLib.model import measured_accuracy, model_file, read_metadata
 
     metadata = read_metadata(model_file(name))
@@ -177,7 +177,7 @@ def model_description(name: str) -> str:
     if accuracy:
         lines.append("<b>Measured error:</b> mean {mean:.1f} mm, median {median:.1f} mm.".format(
             mean=accuracy["mean_mm"], median=accuracy["median_mm"]))
-    lines.append('<a href="{url}">Model card</a>'.format(url=module_constant("MODEL_CARD_URL").format(name=name)))
+    lines.append('<a href="{url}">Model card</a>'.format(url=widget_constant("MODEL_CARD_URL").format(name=name)))
     return "<br>".join(lines)
 
 
@@ -193,8 +193,8 @@ def detection_rows():
 
 
 def fill(panel: QWidget) -> None:
-    """Run-time content: what LandmarkDetector.py puts into the panel once a volume and the default model are
-    selected (on a computer without a GPU), after one detection."""
+    """Run-time content: what widget.py puts into the panel once a volume and the default model are selected (on a
+    computer without a GPU), after one detection."""
     from LandmarkDetectorLib.model import available_models, default_model, model_file, read_metadata
 
     child = panel.findChild
@@ -217,7 +217,7 @@ def fill(panel: QWidget) -> None:
     child(QWidget, "detectButton").setEnabled(True)
 
     rows = detection_rows()
-    colors = module_constant("ROW_COLORS")
+    colors = widget_constant("ROW_COLORS")
     table = child(QTableWidget, "resultsTable")
     table.setRowCount(len(rows))
     for row, result in enumerate(rows):

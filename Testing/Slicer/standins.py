@@ -1,4 +1,5 @@
-"""The few stand-ins that let LandmarkDetector.py be imported and its panel set up against slicer-core's real MRML.
+"""The few stand-ins that let LandmarkDetector.py (with its LandmarkDetectorSlicer package) be imported and its panel
+set up against slicer-core's real MRML.
 
 slicer-core has MRML, ``slicer.util`` and ``VTKObservationMixin``, but no application (``slicer.app``, ``qt``,
 ``slicer.modules``), no ``slicer.ScriptedLoadableModule``, ``slicer.parameterNodeWrapper`` or ``slicer.i18n``.
@@ -206,7 +207,8 @@ def _module(name: str, **attributes) -> types.ModuleType:
 
 
 def import_module_file(monkeypatch):
-    """Install the stand-ins (undone by ``monkeypatch`` after the test) and import LandmarkDetector.py afresh."""
+    """Install the stand-ins (undone by ``monkeypatch`` after the test) and import LandmarkDetector.py and
+    LandmarkDetectorSlicer afresh, from the module's folder as Slicer does."""
     scripted = _module("slicer.ScriptedLoadableModule", ScriptedLoadableModule=ScriptedLoadableModule,
                        ScriptedLoadableModuleWidget=ScriptedLoadableModuleWidget,
                        ScriptedLoadableModuleLogic=ScriptedLoadableModuleLogic,
@@ -225,8 +227,18 @@ def import_module_file(monkeypatch):
     monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda top: types.SimpleNamespace(**top.children))
     monkeypatch.setattr(slicer.util, "createProgressDialog", lambda *args, **kwargs: ProgressDialog())
     monkeypatch.setattr(slicer.util, "showStatusMessage", lambda *args, **kwargs: None)
+    for name in [n for n in sys.modules if n.split(".")[0] == "LandmarkDetectorSlicer"]:
+        monkeypatch.delitem(sys.modules, name)  # imported under another test's stand-ins
+    monkeypatch.syspath_prepend(str(MODULE_FILE.parent))
+    module = exec_module_file()
+    monkeypatch.setitem(sys.modules, "LandmarkDetector", module)
+    return module
+
+
+def exec_module_file() -> types.ModuleType:
+    """LandmarkDetector.py executed afresh, as Slicer's reload does it: the modules it imports come from
+    ``sys.modules`` when they are there."""
     spec = importlib.util.spec_from_file_location("LandmarkDetector", MODULE_FILE)
     module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "LandmarkDetector", module)
     spec.loader.exec_module(module)
     return module

@@ -11,7 +11,7 @@ from analytic_model import save_centroid_model
 
 from LandmarkDetectorLib import Cancelled, InputError, detect_landmarks, load_model
 from LandmarkDetectorLib.markups import read_markups
-from LandmarkDetectorLib.model import read_metadata
+from LandmarkDetectorLib.model import model_name_of, read_metadata
 from LandmarkDetectorLib.synthetic.dataset import synthesize_case
 
 from phantoms import make_ijk_to_ras, rotation, spheres_volume
@@ -314,7 +314,7 @@ def test_finetune_from_scene_cases_saves_a_user_model(module, monkeypatch, tmp_p
                                   progress=lambda fraction, message: reports.append((fraction, message)))
     assert path == tmp_path / "models" / "my-hands.pt" and path.is_file()
     assert "| ThumbTip |" in report and "2 folds over 2 cases" in report
-    assert module.model_name_of(path) == "my-hands"
+    assert model_name_of(path) == "my-hands"
     assert read_metadata(path).landmarks == ("ThumbTip", "IndexTip", "MiddleTip", "RingTip", "LittleTip")
     fractions = [fraction for fraction, _message in reports]  # each optimizer step is reported, in order
     assert fractions == sorted(fractions) and fractions[-1] == 1.0

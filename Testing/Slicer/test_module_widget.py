@@ -1,11 +1,14 @@
 """The panel without a Slicer application (stand-ins from standins.py, real MRML from slicer-core): the module file
-imports without torch, the .ui file and the code agree, the parameter node lives in the scene, the Detect button
-follows the inputs, and the click path (and the module's own self-test) runs up to the Qt calls."""
+and LandmarkDetectorSlicer import without torch, the .ui file and the code agree, the parameter node lives in the
+scene, the Detect button follows the inputs, the click path (and the module's own self-test) runs up to the Qt calls,
+and Reload imports both packages afresh."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
+import sys
 import types
 import xml.etree.ElementTree as ET
 
@@ -14,10 +17,13 @@ import pytest
 import slicer
 import standins
 
-from LandmarkDetectorLib import load_model
+from LandmarkDetectorLib import InputError, load_model
+from LandmarkDetectorLib.model import BUNDLED_DIR, default_model
+from LandmarkDetectorLib.results import result_rows
 from LandmarkDetectorLib.synthetic.dataset import synthesize_case
 
 UI_FILE = standins.MODULE_FILE.parent / "Resources" / "UI" / "LandmarkDetector.ui"
+SLICER_FILES = [standins.MODULE_FILE, *sorted((standins.MODULE_FILE.parent / "LandmarkDetectorSlicer").glob("*.py"))]
 SEED = 515_151
 _MODELS = {}
 
@@ -33,7 +39,7 @@ def cached_load_model(name, device="cpu"):
 @pytest.fixture
 def module(monkeypatch):
     module = standins.import_module_file(monkeypatch)
-    monkeypatch.setattr(module, "load_model", cached_load_model)
+    monkeypatch.setattr(sys.modules["LandmarkDetectorSlicer.logic"], "load_model", cached_load_model)
     markups_logic = slicer.vtkSlicerMarkupsLogic()
     markups_logic.SetMRMLScene(slicer.mrmlScene)
     monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(
@@ -50,13 +56,13 @@ def widget(module):
 
 
 def test_module_file_loads_without_torch_and_describes_the_module(module):
-    tree = ast.parse(standins.MODULE_FILE.read_text(encoding="utf-8"))
     top_level = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            top_level.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            top_level.add(node.module)
+    for path in SLICER_FILES:
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Import):
+                top_level.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                top_level.add(node.module)
     assert not {name for name in top_level if name.startswith(("torch", "LandmarkDetectorLib.training"))}
     parent = types.SimpleNamespace()
     module.LandmarkDetector(parent)
@@ -67,10 +73,10 @@ def test_module_file_loads_without_torch_and_describes_the_module(module):
 def test_ui_file_and_code_agree(module):
     root = ET.parse(UI_FILE).getroot()
     names = {element.get("name") for element in root.iter("widget")}
-    used = set(re.findall(r"\.ui\.(\w+)", standins.MODULE_FILE.read_text(encoding="utf-8")))
-    assert used - names == set(), "widgets used in LandmarkDetector.py but missing in the .ui file"
+    used = {name for path in SLICER_FILES for name in re.findall(r"\.ui\.(\w+)", path.read_text(encoding="utf-8"))}
+    assert used - names == set(), "widgets used in the module's code but missing in the .ui file"
     bound = {p.find("string").text for p in root.iter("property") if p.get("name") == "SlicerParameterName"}
-    parameters = set(module.LandmarkDetectorParameterNode.allParameters)
+    parameters = set(sys.modules["LandmarkDetectorSlicer.parameters"].LandmarkDetectorParameterNode.allParameters)
     assert bound - parameters == set(), "SlicerParameterName values that are no parameter"
     assert parameters - bound == {"model", "device"}, "parameters neither bound in the .ui nor set by the code"
 
@@ -94,7 +100,7 @@ def test_detect_button_follows_the_inputs(module, widget):
     parameters = widget._parameterNode
     button = widget.ui.detectButton
     assert not button.enabled and button.toolTip == "Select an input volume."
-    assert parameters.model == module.default_model()
+    assert parameters.model == default_model()
     assert widget._deviceItems[widget.ui.deviceComboBox.currentIndex] == "auto"
 
     volume = slicer.util.addVolumeFromArray(np.ones((6, 7, 8), np.int16), name="CT")
@@ -148,7 +154,7 @@ def test_detect_click_path(module, widget):
     assert slicer.mrmlScene.GetFirstNodeByName("Palm projection") is not None
     assert widget.ui.resultsTable.rowCount == 5
     def rows():
-        return module.result_rows(widget._landmarks, module.LandmarkDetectorLogic.pointListFromNode(first))
+        return result_rows(widget._landmarks, module.LandmarkDetectorLogic.pointListFromNode(first))
 
     levels = [row.level for row in rows()]
     assert "not_found" in levels and "found" in levels, rows()
@@ -195,7 +201,7 @@ def test_finetune_section(module, widget, monkeypatch, tmp_path):
     def finetune(cases, model, name, steps, folds, overwrite, progress, shouldCancel):
         assert [c[0].GetName() for c in cases] == ["CT 0", "CT 1"] and (model, name) == ("hand-mr", "my-model")
         path = tmp_path / f"{name}.pt"
-        path.write_bytes(module.BUNDLED_DIR.joinpath("hand-mr.pt").read_bytes())
+        path.write_bytes(BUNDLED_DIR.joinpath("hand-mr.pt").read_bytes())
         return path, "| landmark | n |"
 
     monkeypatch.setattr(widget.logic, "finetune", finetune)
@@ -203,10 +209,32 @@ def test_finetune_section(module, widget, monkeypatch, tmp_path):
     assert widget.ui.finetuneReportBrowser.markdown.startswith("| landmark | n |")
     assert parameters.model == "my-model" and "my-model" in widget._modelItems
 
-    find_spec = module.importlib.util.find_spec
-    monkeypatch.setattr(module.importlib.util, "find_spec",
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *args: None if name == "scipy" else find_spec(name, *args))
     widget._checkCanApply()
     assert not button.enabled and "needs SciPy" in button.toolTip
-    with pytest.raises(module.InputError, match="needs SciPy"):
+    with pytest.raises(InputError, match="needs SciPy"):
         module.LandmarkDetectorLogic().finetune([], "hand-mr", "other")
+
+
+def test_reload_imports_both_packages_afresh(module, widget, monkeypatch):
+    """onReload forgets LandmarkDetectorLib and LandmarkDetectorSlicer, so that Slicer's re-import of the module file
+    (here the stand-in's) loads each module anew, bound to the new modules it imports."""
+    packages = ("LandmarkDetectorLib", "LandmarkDetectorSlicer")
+    loaded = {name: m for name, m in sys.modules.items() if name.split(".")[0] in packages}
+    reloaded = []
+    monkeypatch.setattr(standins.ScriptedLoadableModuleWidget, "onReload",
+                        lambda self: reloaded.append(standins.exec_module_file()), raising=False)
+    try:
+        widget.onReload()
+        assert reloaded and reloaded[0].LandmarkDetectorLogic is not module.LandmarkDetectorLogic
+        for name in ("LandmarkDetectorLib.model", "LandmarkDetectorSlicer.widget"):
+            assert sys.modules[name] is not loaded[name], name
+        logic = sys.modules["LandmarkDetectorSlicer.logic"]
+        assert logic.detect_landmarks is sys.modules["LandmarkDetectorLib.pipeline"].detect_landmarks
+        assert logic.InputError is sys.modules["LandmarkDetectorLib.errors"].InputError
+    finally:  # the other tests keep the modules they imported
+        for name in [n for n in sys.modules if n.split(".")[0] in packages]:
+            del sys.modules[name]
+        sys.modules.update(loaded)
