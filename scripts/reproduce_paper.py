@@ -33,18 +33,20 @@ TARGET_SEED = {"body": 940_001, "hand": 940_002}
 REFERENCE_SEED = {"body": 930_001, "hand": 930_002}
 """The synthetic canvases NN(syn) searches."""
 
-# Step budgets: measured so that both anatomies together take about half an hour on 2 CPU cores.
+# Step budgets: a body step (8 canvases) takes about 0.2 s and a hand step (16) 0.25 s on 2 idle cores, so the
+# 40 body and 6 hand trainings, with the volumes, the NN(syn) canvases and the forests, take about 25 minutes
+# (32 minutes measured on 2 cores shared with other work).
 FULL = {
     "body": ExperimentConfig(
         anatomy="body", model="wholebody-ct", cases=20, folds=0, seed=TARGET_SEED["body"], reference_count=4000,
         reference_seed=REFERENCE_SEED["body"],
-        finetune=FinetuneConfig(steps=48, batch_size=8, lr=3e-4, decay_after=32),
-        scratch=FinetuneConfig(steps=48, batch_size=8, lr=2e-3, decay_after=32)),
+        finetune=FinetuneConfig(steps=110, batch_size=8, lr=3e-4, decay_after=75),
+        scratch=FinetuneConfig(steps=110, batch_size=8, lr=2e-3, decay_after=75)),
     "hand": ExperimentConfig(
         anatomy="hand", model="hand-mr", cases=18, folds=3, seed=TARGET_SEED["hand"], reference_count=4000,
         reference_seed=REFERENCE_SEED["hand"],
-        finetune=FinetuneConfig(steps=200, batch_size=16, lr=3e-4, decay_after=140),
-        scratch=FinetuneConfig(steps=200, batch_size=16, lr=2e-3, decay_after=140)),
+        finetune=FinetuneConfig(steps=300, batch_size=16, lr=3e-4, decay_after=200),
+        scratch=FinetuneConfig(steps=300, batch_size=16, lr=2e-3, decay_after=200)),
 }
 
 
