@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from LandmarkDetectorLib.batch import BatchOptions, cached_model, find_volumes, network_threads_beside_reader, run_batch
+from LandmarkDetectorLib.batch import BatchOptions, cached_model, find_volumes, run_batch
 from LandmarkDetectorLib.synthetic.dataset import synthesize_dataset
 from LandmarkDetectorLib.volume_io import read_volume
 
@@ -25,8 +25,7 @@ def main() -> None:
     parser.add_argument("--model", default="wholebody-ct")
     parser.add_argument("--cases", type=int, default=12)
     parser.add_argument("--folder", type=Path, help="folder of volumes to use instead of synthetic ones")
-    parser.add_argument("--threads", type=int,
-                        help="torch CPU threads (default: the batch's own choice, all cores but the reader's)")
+    parser.add_argument("--threads", type=int, help="CPU threads of the network (default: the model's, one)")
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each; the best counts")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_batch_"))
@@ -40,7 +39,7 @@ def main() -> None:
         cases = find_volumes(folder)
         size = sum(p.stat().st_size for c in cases for p in ([c.path] if c.path.is_file() else c.path.iterdir()))
         print(f"{len(cases)} volumes, {size / 2**20:.0f} MiB on disk, in {folder}")
-        options = BatchOptions(model=args.model, device="cpu", threads=args.threads or network_threads_beside_reader())
+        options = BatchOptions(model=args.model, device="cpu", threads=args.threads)
         cached_model(options.model, options.device, options.threads)  # once, as a batch does before its cases
 
         def read_all() -> None:

@@ -1,6 +1,6 @@
 """Time ``detect_landmarks`` on a 512 x 512 x 1000 int16 CT in memory against one ``volume.sum()`` over it.
 
-Run: ``python benchmarks/bench_detect.py [--model wholebody-ct] [--slices 1000] [--repeat 5] [--threads 2]``. Prints
+Run: ``python benchmarks/bench_detect.py [--model wholebody-ct] [--slices 1000] [--repeat 5] [--threads 1]``. Prints
 the best of ``--repeat`` runs of: the sum, the whole detection (projection + network + back-projection) with its
 ratio to the sum (aim: at most 2x), the network alone (aim: at most 30 ms on 2 cores) and the projection alone, and
 the detection's peak extra memory (tracemalloc: numpy buffers) as a multiple of the volume's size.
@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import tracemalloc
 
-import torch
 from bench_projection import best_time, ct_like_volume
 
 from LandmarkDetectorLib import detect_landmarks, load_model
@@ -25,16 +24,16 @@ def main() -> None:
     parser.add_argument("--model", default="wholebody-ct")
     parser.add_argument("--slices", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of the network (default 1, the model's)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     import numpy as np
 
     volume, ijk_to_ras = ct_like_volume(args.slices, np.random.default_rng(0))
     model = load_model(args.model, "cpu")
+    model.cpu_threads = args.threads
     spec = model.metadata.canvas
     print(f"volume {volume.shape[::-1]} (i, j, k) int16, {volume.nbytes / 2**20:.0f} MiB; model {args.model} "
-          f"({model.metadata.architecture}, {spec.width} x {spec.height} px), {torch.get_num_threads()} threads")
+          f"({model.metadata.architecture}, {spec.width} x {spec.height} px), network on {args.threads} CPU thread(s)")
     detect = lambda: detect_landmarks(volume, ijk_to_ras, model, "cpu")  # noqa: E731
     detect()  # warm-up: first TorchScript calls optimize the graph
     canvas: Canvas = framed(model_projection(volume, ijk_to_ras, model.metadata.projection, spec), spec)

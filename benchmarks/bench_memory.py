@@ -8,9 +8,9 @@ Run it for an axis-aligned volume (projected by index arithmetic) and an oblique
 
     python benchmarks/bench_memory.py [--model hand-mr] [--orientation aligned|oblique|both]
 
-Linux only (reads /proc/self/status). Measured with hand-mr (2 cores shared with a training run): the model adds
-224 MiB (torch's runtime included); the peak during detection was 6 MiB above volume + model for the aligned
-volume (0.012 x the volume, 0.6 s) and 16 MiB for the oblique one (0.033 x, 20 s): 735 and 746 MiB above the
+Linux only (reads /proc/self/status). Measured with wholebody-ct on an idle 2-core machine: the model adds 224 MiB
+(torch's runtime included); the peak during detection was 6 MiB above volume + model for the aligned volume (0.1 s)
+and 7 MiB for the oblique one (1.2 s, the first call's graph optimization included): 735 and 736 MiB above the
 process base against the aim of 1,224 MiB.
 """
 

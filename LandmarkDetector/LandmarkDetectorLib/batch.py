@@ -9,9 +9,9 @@ case, so the same folder works for local processes, job-array shards and Dask wo
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import csv
-import dataclasses
 import functools
 import json
 import logging
@@ -31,6 +31,8 @@ from .volume_io import Volume, case_name, is_volume_path, read_volume
 logger = logging.getLogger(__name__)
 
 RECORDS_DIR = ".landmark-detector-batch"
+READ_AHEAD = 2
+"""Volumes a single-process batch reads ahead of the one it detects (at most this many + 1 in memory)."""
 OUTPUT_FORMATS = ("mrk.json", "fcsv", "csv")
 
 
@@ -53,7 +55,7 @@ class BatchOptions:
         confidence_threshold: in-view probability needed to call a landmark found (None: the model's).
         threshold: body/air intensity threshold (None: the model's setting).
         table_removal_mm: table removal thickness (None: the model's setting).
-        threads: torch CPU threads per process (None: torch's default).
+        threads: CPU threads of the network (None: the model's default, one; see ``LandmarkModel.cpu_threads``).
     """
 
     model: str = "wholebody-ct"
@@ -186,14 +188,14 @@ def _write_record(out_dir: Path, case: BatchCase, result: CaseResult) -> None:
 
 @functools.lru_cache(maxsize=2)
 def cached_model(model: str, device: str, threads: int | None) -> Any:
-    """Load a model once per process (workers of a pool or a Dask cluster reuse it for every case)."""
-    import torch
-
+    """Load a model once per process (workers of a pool or a Dask cluster reuse it for every case); ``threads``, when
+    given, sets its network's CPU threads."""
     from .model import load_model
 
+    loaded = load_model(model, device)
     if threads is not None:
-        torch.set_num_threads(threads)
-    return load_model(model, device)
+        loaded.cpu_threads = threads
+    return loaded
 
 
 def pending_cases(cases: list[BatchCase], out_dir: Path, options: BatchOptions, *, resume: bool,
@@ -248,8 +250,7 @@ def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: 
         cases: the cases of this run (``shard_cases(find_volumes(folder), shard)``).
         out_dir: output folder (created).
         options: model, device, output format, confidence threshold.
-        workers: local processes (1: in this process, reading the next volume while detecting this one, the network
-            on all cores but one unless ``options.threads`` says otherwise).
+        workers: local processes (1: in this process, a thread reading ahead while this case is detected).
         resume: skip cases whose output exists; overwrite: redo them. Without either, existing outputs are an error.
         shard: (K, N) of this run, names the summary file ``summary-K-of-N.csv``.
         scheduler: address of a Dask distributed scheduler to run the cases on (its workers must see ``out_dir``).
@@ -262,8 +263,6 @@ def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: 
     check_writable_target(out / summary_name(shard), overwrite=True)
     todo, finished = pending_cases(cases, out, options, resume=resume, overwrite=overwrite)
     remove_stale_temporaries(out, todo, options, out / summary_name(shard))
-    if not scheduler and workers == 1 and options.threads is None:
-        options = dataclasses.replace(options, threads=network_threads_beside_reader())
     if todo and not scheduler:  # a bad model is one clear error here rather than a failure per case
         cached_model(options.model, options.device, options.threads)
     results = {r.case: r for r in finished}
@@ -288,30 +287,21 @@ def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: 
     return [results[c.name] for c in cases]
 
 
-def network_threads_beside_reader() -> int:
-    """CPU threads for the network while a thread reads the next volume: all cores but the reader's.
-
-    torch's OpenMP threads wait for each other at every layer; when one of them shares its core with the reader, each
-    wait takes a scheduler time slice and a 20 ms detection takes hundreds of milliseconds.
-    """
-    return max(1, (os.cpu_count() or 1) - 1)
-
-
 def _run_here(cases: list[BatchCase], out: Path, options: BatchOptions, overwrite: bool) -> Iterator[CaseResult]:
-    """Sequentially, reading the next volume in a thread while this one is detected (at most two in memory)."""
+    """Sequentially, a thread reading up to ``READ_AHEAD`` volumes ahead while this one is detected, so that a slow
+    case (an oblique volume) does not leave the reading idle."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
-        ahead = reader.submit(read_volume, cases[0].path) if cases else None
+        ahead = collections.deque(reader.submit(read_volume, case.path) for case in cases[:READ_AHEAD])
         for index, case in enumerate(cases):
-            current = ahead
-            ahead = reader.submit(read_volume, cases[index + 1].path) if index + 1 < len(cases) else None
+            if index + READ_AHEAD < len(cases):
+                ahead.append(reader.submit(read_volume, cases[index + READ_AHEAD].path))
+            current = ahead.popleft()
             yield run_case(case, out, options, overwrite, volume=current.result)
             del current
 
 
 def _run_processes(cases: list[BatchCase], out: Path, options: BatchOptions, overwrite: bool,
                    workers: int) -> Iterator[CaseResult]:
-    threads = options.threads or max(1, (os.cpu_count() or 1) // workers)
-    options = BatchOptions(**{**asdict(options), "threads": threads})
     context = multiprocessing.get_context("spawn")  # torch is not fork-safe once it has started threads
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [pool.submit(run_case, case, out, options, overwrite) for case in cases]

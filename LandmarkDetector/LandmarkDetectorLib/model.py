@@ -11,6 +11,7 @@ file is loaded with ``torch.jit.load`` (TorchScript only) and run once on a blan
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -19,6 +20,7 @@ import os
 import re
 import warnings
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,12 +124,17 @@ class LandmarkModel:
         module: the TorchScript module (on ``device``).
         path: where it was loaded from.
         device: torch device string it runs on.
+        cpu_threads: torch CPU threads the network runs on (None: torch's setting, which stays as it was). One by
+            default: the network takes a few milliseconds, and torch's threads wait for each other at every layer,
+            so a detection slows down many-fold when one of them shares its core with other work
+            (``benchmarks/bench_busy.py``).
     """
 
     metadata: ModelMetadata
     module: Any
     path: Path
     device: str = "cpu"
+    cpu_threads: int | None = 1
 
     @property
     def landmark_names(self) -> tuple[str, ...]:
@@ -150,11 +157,27 @@ class LandmarkModel:
         """
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), _torch_threads(self.cpu_threads if self.device == "cpu" else None):
             x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(self.device)
             uv, depth, logit = self.module(x)
             return (uv.double().cpu().numpy(), depth.double().cpu().numpy(),
                     torch.sigmoid(logit).double().cpu().numpy())
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU thread count set to ``threads`` for the block and restored after it (None: left as it is)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is None or threads == previous:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_device(device: str) -> str:

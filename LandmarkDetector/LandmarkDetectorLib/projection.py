@@ -380,7 +380,9 @@ def _nearest_samples(n: int, spacing_mm: float, pixel_spacing_mm: float) -> NDAr
 def _project_oblique(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], threshold: float,
                      config: ProjectionConfig, progress: ProgressCallback | None,
                      should_cancel: CancelCheck | None) -> ProjectedImage:
-    """Projection of an oblique volume: trilinear resampling onto a patient-aligned grid, row by row."""
+    """Projection of an oblique volume: resampling onto a patient-aligned grid, row by row; trilinear at full
+    resolution, nearest voxel for model pixels (``pixel_spacing_mm``), as the aligned path reads the rays nearest to
+    them."""
     axes_ras = VIEW_AXES_RAS[config.view]
     # Depth is sampled at the finest voxel spacing whatever the pixel size, so coarse pixels keep exact depths.
     depth_step = float(geometry.spacing_mm(ijk_to_ras).min())
@@ -402,14 +404,34 @@ def _project_oblique(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], thre
     count = np.empty((n_v, n_u), dtype=np.uint32)
     front = np.empty((n_v, n_u), dtype=weights.dtype)
     flat = volume.reshape(-1)
+    sample = _nearest if config.pixel_spacing_mm else _trilinear
     for v in range(n_v):
         check_cancel(should_cancel)
         offset = base + v * dv
-        values = _trilinear(flat, volume.shape, [plane[a] + np.float32(offset[a]) for a in range(3)])
+        values = sample(flat, volume.shape, [plane[a] + np.float32(offset[a]) for a in range(3)])
         mask = ((values > threshold) & (values < np.inf)).view(np.uint8)
         count[v], front[v] = _ray_statistics(mask, 0, weights, _surface_gap(config, depth_step))
         report(progress, (v + 1) / n_v, "Resampling oblique volume")
     return _finish(count, front, n_d, depth_step, threshold, config, pixel_to_ras)
+
+
+def _inside(c: NDArray[np.float32], size: int) -> NDArray[np.bool_]:
+    """Continuous voxel coordinates within the voxel centres' span along an axis of ``size`` voxels."""
+    return (c >= -1e-4) & (c <= size - 1 + 1e-4)
+
+
+def _nearest(flat: NDArray[Any], shape_kji: tuple[int, ...], ijk: list[NDArray[np.float32]]) -> NDArray[np.float32]:
+    """The raveled volume's voxel nearest to continuous coordinates [i, j, k]; outside gives -inf."""
+    sizes = shape_kji[::-1]  # i, j, k
+    strides = (1, shape_kji[2], shape_kji[1] * shape_kji[2])
+    inside = np.ones(ijk[0].shape, dtype=bool)
+    index = np.zeros(ijk[0].shape, dtype=np.intp)
+    for a in range(3):
+        inside &= _inside(ijk[a], sizes[a])
+        index += np.clip(np.rint(ijk[a]), 0, sizes[a] - 1).astype(np.intp) * strides[a]
+    result = flat.take(index).astype(np.float32)
+    result[~inside] = -np.inf
+    return result
 
 
 def _trilinear(flat: NDArray[Any], shape_kji: tuple[int, ...], ijk: list[NDArray[np.float32]]) -> NDArray[np.float32]:
@@ -424,7 +446,7 @@ def _trilinear(flat: NDArray[Any], shape_kji: tuple[int, ...], ijk: list[NDArray
     fractions, steps = [], []
     for a in range(3):
         c = ijk[a]
-        inside &= (c >= -1e-4) & (c <= sizes[a] - 1 + 1e-4)
+        inside &= _inside(c, sizes[a])
         c0 = np.clip(np.floor(c), 0, max(sizes[a] - 2, 0))  # lower corner; its upper neighbour is in the volume
         fractions.append(np.clip(c - c0, 0, 1))
         base += c0.astype(np.intp) * strides[a]

@@ -93,10 +93,19 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
         geometry.validate_ijk_to_ras(ijk_to_ras)
     except InputError as error:
         raise InputError(f"{p}: {error}") from None
-    voxels = sitk.GetArrayViewFromImage(image)
+    voxels = np.asarray(_ImageVoxels(image, sitk.GetArrayViewFromImage(image)))
     if p.is_file():
         _check_compressed_data(p, voxels)
-    return Volume(voxels_kji=voxels.copy(), ijk_to_ras=ijk_to_ras)
+    return Volume(voxels_kji=voxels, ijk_to_ras=ijk_to_ras)
+
+
+class _ImageVoxels:
+    """A SimpleITK image's voxel buffer for numpy without a copy: arrays made from it keep the image alive and may
+    write to it (``GetArrayViewFromImage`` made the buffer the image's own)."""
+
+    def __init__(self, image: Any, view: NDArray[Any]) -> None:
+        self._image = image
+        self.__array_interface__ = {**view.__array_interface__, "data": (view.__array_interface__["data"][0], False)}
 
 
 def _read_error(path: Path, text: str) -> FileFormatError:

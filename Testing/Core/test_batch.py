@@ -17,7 +17,6 @@ from LandmarkDetectorLib.batch import (
     RECORDS_DIR,
     BatchOptions,
     find_volumes,
-    network_threads_beside_reader,
     parse_shard,
     remove_stale_temporaries,
     run_batch,
@@ -155,12 +154,6 @@ def test_stale_temporaries_of_this_run_are_removed_and_others_kept(tmp_path, goo
         path.write_text("")
     remove_stale_temporaries(out, find_volumes(good_folder)[:1], BatchOptions(), out / "summary.csv")
     assert [p.exists() for p in ours + others] == [False] * len(ours) + [True] * len(others)
-
-
-def test_network_leaves_the_reader_a_core(monkeypatch):
-    for cores, threads in ((1, 1), (2, 1), (8, 7)):
-        monkeypatch.setattr(os, "cpu_count", lambda n=cores: n)
-        assert network_threads_beside_reader() == threads
 
 
 def test_shard_arguments():

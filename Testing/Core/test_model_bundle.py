@@ -281,3 +281,26 @@ def test_devices_and_the_message_for_a_missing_gpu(monkeypatch):
         model_module.resolve_device("cuda")
     monkeypatch.setattr(model_module.importlib.util, "find_spec", lambda name: None)
     assert model_module.available_devices() == {}
+
+
+def test_network_runs_on_its_cpu_threads_and_restores_torchs(tmp_path):
+    path = tmp_path / "m.pt"
+    save_model(HeatmapUNet(len(NAMES), levels=(8, 16, 16)), metadata(), path)
+    model = load_model(path)
+    network, seen = model.module, []
+
+    def recording(x):
+        seen.append(torch.get_num_threads())
+        return network(x)
+
+    model.module = recording
+    inputs = np.zeros((1, 3, SPEC.height, SPEC.width), np.float32)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model.predict(inputs)
+        model.cpu_threads = None
+        model.predict(inputs)
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
