@@ -79,7 +79,7 @@ def test_tiny_experiment_scores_every_condition_and_never_trains_on_the_held_out
         trained_on.append({case.name for case in cases})
         return real_fit(network, loss, spec, names, cases, *args, **kwargs)
 
-    monkeypatch.setattr(finetune, "fit_network", recording_fit)  # CNN(fine-tuned), through finetune._fit
+    monkeypatch.setattr(finetune, "fit_network", recording_fit)  # CNN(fine-tuned), through finetune.finetuned_network
     monkeypatch.setattr(experiment, "fit_network", recording_fit)  # CNN(target only)
     steps = FinetuneConfig(steps=2, batch_size=2, decay_after=1, threads=1)
     config = ExperimentConfig(anatomy="body", model="wholebody-ct", cases=4, folds=2, seed=5, reference_count=16,

@@ -45,7 +45,15 @@ from ..synthetic.hand import HandParams, build_hand, sample_hand
 from ..synthetic.scan import CTScanConfig, MRScanConfig, SyntheticScan, ct_scan, mr_hand_scan
 from .data import Batch, SyntheticSource
 from .evaluate import Reference
-from .finetune import Case, FinetuneConfig, StepCallback, _fit, _samples, cross_validation_folds, fit_network
+from .finetune import (
+    Case,
+    FinetuneConfig,
+    StepCallback,
+    case_samples,
+    cross_validation_folds,
+    finetuned_network,
+    fit_network,
+)
 from .train import TrainConfig, build_network, predict_batches
 
 NN_SYN, NN_TARGET, CNN_SYN = "NN(syn)", "NN(target)", "CNN(syn)"
@@ -275,17 +283,17 @@ def run_fold(model: LandmarkModel, config: ExperimentConfig, train: list[Case], 
     """
     names, spec = model.metadata.landmarks, model.metadata.canvas
     threshold = model.metadata.confidence_threshold
-    truth = _samples(held, names, spec, None, 0.0)
-    target_reference = Reference.from_batch(_samples(train, names, spec, None, 0.0))
+    truth = case_samples(held, names, spec, None, 0.0)
+    target_reference = Reference.from_batch(case_samples(train, names, spec, None, 0.0))
     total = config.finetune.steps + config.scratch.steps
 
     def after(first: int) -> StepCallback | None:
         return None if on_step is None else lambda done, _steps: on_step(first + done, total)
 
-    finetuned = network_prediction(_fit(model, names, train, config.finetune, rng, None, after(0)), truth.inputs,
-                                   threshold)
+    finetuned = network_prediction(finetuned_network(model, names, train, config.finetune, rng, None, after(0)),
+                                   truth.inputs, threshold)
     scratch = from_scratch(model, train, config.scratch, rng, after(config.finetune.steps))
-    forest_train = _samples(train * config.forest_copies, names, spec, rng, config.finetune.jitter_px)
+    forest_train = case_samples(train * config.forest_copies, names, spec, rng, config.finetune.jitter_px)
     predictions = {
         NN_SYN: nearest_neighbour(reference, truth.inputs),
         NN_TARGET: nearest_neighbour(target_reference, truth.inputs),

@@ -93,8 +93,9 @@ def find_cases(folder: str | Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _samples(cases: list[Case], names: tuple[str, ...], spec: CanvasSpec, rng: np.random.Generator | None,
+def case_samples(cases: list[Case], names: tuple[str, ...], spec: CanvasSpec, rng: np.random.Generator | None,
              jitter_px: float) -> Batch:
+    """The cases' canvases and targets, framed with a random offset of up to ``jitter_px`` when ``rng`` is given."""
     return Batch.stack([annotated_sample(framed(case.image, spec, None if rng is None else
                                                 rng.uniform(-jitter_px, jitter_px, 2)), case.points, names)
                         for case in cases])
@@ -139,7 +140,7 @@ def fit_network(network: torch.nn.Module, loss: LossWeights, spec: CanvasSpec, n
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * 0.1
         chosen = [cases[i] for i in rng.integers(0, len(cases), config.batch_size)]
-        inputs, batch_targets = to_tensors(_samples(chosen, names, spec, rng, config.jitter_px))
+        inputs, batch_targets = to_tensors(case_samples(chosen, names, spec, rng, config.jitter_px))
         network.train()
         if freeze_batch_norm:
             for module in network.modules():
@@ -154,9 +155,10 @@ def fit_network(network: torch.nn.Module, loss: LossWeights, spec: CanvasSpec, n
     return network.eval()
 
 
-def _fit(model: LandmarkModel, names: tuple[str, ...], cases: list[Case], config: FinetuneConfig,
+def finetuned_network(model: LandmarkModel, names: tuple[str, ...], cases: list[Case], config: FinetuneConfig,
          rng: np.random.Generator, should_cancel: CancelCheck | None,
          on_step: StepCallback | None = None) -> torch.nn.Module:
+    """``model``'s network (landmark heads re-initialized for other names) fine-tuned on ``cases``."""
     network, train_config = trainable_network(model, names)
     return fit_network(network, train_config.loss, model.metadata.canvas, names, cases, config, rng,
                        should_cancel=should_cancel, on_step=on_step)
@@ -180,7 +182,7 @@ def cross_validation_folds(count: int, folds: int, seed: int) -> list[tuple[list
 def _errors(network: torch.nn.Module | LandmarkModel, cases: list[Case], names: tuple[str, ...],
             model: LandmarkModel) -> dict[str, Any]:
     """Per case and landmark: 3D error in mm (NaN if not annotated in view) and whether it was found."""
-    data = _samples(cases, names, model.metadata.canvas, None, 0.0)
+    data = case_samples(cases, names, model.metadata.canvas, None, 0.0)
     if isinstance(network, LandmarkModel):
         uv, depth, probability = network.predict(data.inputs)
     else:
@@ -258,7 +260,7 @@ def finetune(model_name: str, data_dir: str | Path, out_path: str | Path, config
         return lambda done, steps: report(progress, start + span * done / steps, f"{label}, step {done}/{steps}")
 
     for fold, (train_indices, held) in enumerate(splits):
-        network = _fit(model, names, [cases[i] for i in train_indices], config, rng, should_cancel,
+        network = finetuned_network(model, names, [cases[i] for i in train_indices], config, rng, should_cancel,
                        stage(0.1 + 0.8 * fold / len(splits), 0.8 / len(splits),
                              f"Cross-validation fold {fold + 1}/{len(splits)}"))
         fold_results = _errors(network, [cases[i] for i in held], names, model)
@@ -271,7 +273,8 @@ def finetune(model_name: str, data_dir: str | Path, out_path: str | Path, config
         "finetuned_cross_validated": _summary(cv, names),
         "pretrained": _summary(_errors(model, cases, names, model), names) if same_names else None,
     }
-    final = _fit(model, names, cases, config, rng, should_cancel, stage(0.9, 0.09, "Fine-tuning on all cases"))
+    final = finetuned_network(model, names, cases, config, rng, should_cancel,
+                              stage(0.9, 0.09, "Fine-tuning on all cases"))
     train_config = TrainConfig.from_dict(model.metadata.training.get("config", {}))
     export(final, train_config, out, name=out.name.removesuffix(".pt"), landmarks=names, overwrite=overwrite,
            metrics={"cross_validation": result}, description=f"{model.metadata.name} fine-tuned on {len(cases)} "
