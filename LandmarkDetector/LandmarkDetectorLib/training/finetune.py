@@ -94,7 +94,7 @@ def find_cases(folder: str | Path) -> list[tuple[Path, Path]]:
 
 
 def case_samples(cases: list[Case], names: tuple[str, ...], spec: CanvasSpec, rng: np.random.Generator | None,
-             jitter_px: float) -> Batch:
+                 jitter_px: float) -> Batch:
     """The cases' canvases and targets, framed with a random offset of up to ``jitter_px`` when ``rng`` is given."""
     return Batch.stack([annotated_sample(framed(case.image, spec, None if rng is None else
                                                 rng.uniform(-jitter_px, jitter_px, 2)), case.points, names)
@@ -156,8 +156,8 @@ def fit_network(network: torch.nn.Module, loss: LossWeights, spec: CanvasSpec, n
 
 
 def finetuned_network(model: LandmarkModel, names: tuple[str, ...], cases: list[Case], config: FinetuneConfig,
-         rng: np.random.Generator, should_cancel: CancelCheck | None,
-         on_step: StepCallback | None = None) -> torch.nn.Module:
+                      rng: np.random.Generator, should_cancel: CancelCheck | None,
+                      on_step: StepCallback | None = None) -> torch.nn.Module:
     """``model``'s network (landmark heads re-initialized for other names) fine-tuned on ``cases``."""
     network, train_config = trainable_network(model, names)
     return fit_network(network, train_config.loss, model.metadata.canvas, names, cases, config, rng,
@@ -261,8 +261,8 @@ def finetune(model_name: str, data_dir: str | Path, out_path: str | Path, config
 
     for fold, (train_indices, held) in enumerate(splits):
         network = finetuned_network(model, names, [cases[i] for i in train_indices], config, rng, should_cancel,
-                       stage(0.1 + 0.8 * fold / len(splits), 0.8 / len(splits),
-                             f"Cross-validation fold {fold + 1}/{len(splits)}"))
+                                    stage(0.1 + 0.8 * fold / len(splits), 0.8 / len(splits),
+                                          f"Cross-validation fold {fold + 1}/{len(splits)}"))
         fold_results = _errors(network, [cases[i] for i in held], names, model)
         for key in cv:
             cv[key][held] = fold_results[key]
