@@ -2,7 +2,8 @@
 
 Run: ``python benchmarks/bench_projection.py [--slices 1000] [--repeat 3]``. Prints the best of ``--repeat`` runs of
 each, their ratio (the aim for an axis-aligned volume is at most 1.5x), the extra memory the projection allocates
-(tracemalloc peak) and, for comparison, an oblique volume's time per voxel.
+(tracemalloc peak), the same volume turned 20 degrees projected at a model's 10 mm pixels, and an oblique volume's
+time per voxel at full resolution.
 """
 
 from __future__ import annotations
@@ -57,12 +58,18 @@ def main() -> None:
     tracemalloc.stop()
     print(f"extra memory (peak):       {peak / 2**20:8.1f} MiB = {peak / volume.nbytes:.3f} x the volume")
     print(f"silhouette {image.shape}, body fraction {image.silhouette.mean():.3f}")
-    # Oblique: trilinear resampling, measured on a smaller volume and reported per voxel.
-    small = volume[:100, ::2, ::2].copy()
+    # Oblique: trilinear resampling at full resolution, measured on a smaller volume and reported per voxel; and the
+    # whole volume at a model's 10 mm pixels (nearest voxel), as detection projects it.
     angle = np.radians(20)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    rotated = ijk_to_ras.copy()
+    rotated[:3, :3] = rotation @ ijk_to_ras[:3, :3]
+    model_pixels = ProjectionConfig(pixel_spacing_mm=10.0)
+    t_model = best_time(lambda: project_volume(volume, rotated, model_pixels), args.repeat)
+    print(f"project_volume (oblique, 10 mm pixels): {t_model * 1000:8.1f} ms   ratio {t_model / t_sum:.2f}x the sum")
+    small = volume[:100, ::2, ::2].copy()
     oblique = np.eye(4)
-    oblique[:3, :3] = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]) \
-        @ np.diag([-1.8, -1.8, 1.5])
+    oblique[:3, :3] = rotation @ np.diag([-1.8, -1.8, 1.5])
     t_obl = best_time(lambda: project_volume(small, oblique, config), 1)
     t_small_sum = best_time(small.sum, args.repeat)
     print(f"project_volume (oblique):  {t_obl * 1000:8.1f} ms for {small.size / 1e6:.1f} M voxels "
