@@ -421,15 +421,18 @@ def _inside(c: NDArray[np.float32], size: int) -> NDArray[np.bool_]:
 
 
 def _nearest(flat: NDArray[Any], shape_kji: tuple[int, ...], ijk: list[NDArray[np.float32]]) -> NDArray[np.float32]:
-    """The raveled volume's voxel nearest to continuous coordinates [i, j, k]; outside gives -inf."""
+    """The raveled volume's voxel nearest to continuous coordinates [i, j, k] (rounded in place); outside gives
+    -inf."""
     sizes = shape_kji[::-1]  # i, j, k
     strides = (1, shape_kji[2], shape_kji[1] * shape_kji[2])
-    inside = np.ones(ijk[0].shape, dtype=bool)
-    index = np.zeros(ijk[0].shape, dtype=np.intp)
+    inside = _inside(ijk[0], sizes[0])
+    index = np.zeros(ijk[0].shape, dtype=np.float64)  # exact for any index of an array that fits in memory
     for a in range(3):
-        inside &= _inside(ijk[a], sizes[a])
-        index += np.clip(np.rint(ijk[a]), 0, sizes[a] - 1).astype(np.intp) * strides[a]
-    result = flat.take(index).astype(np.float32)
+        if a:
+            inside &= _inside(ijk[a], sizes[a])
+        c = np.clip(np.rint(ijk[a], out=ijk[a]), 0, sizes[a] - 1, out=ijk[a])
+        index += c if strides[a] == 1 else c * np.float64(strides[a])
+    result = flat.take(index.astype(np.intp)).astype(np.float32)
     result[~inside] = -np.inf
     return result
 
