@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 RECORDS_DIR = ".landmark-detector-batch"
 READ_AHEAD = 2
-"""Volumes a single-process batch reads ahead of the one it detects (at most this many + 1 in memory)."""
+"""Volumes a single-process batch reads ahead of the one it detects, each in its own thread (at most this many + 1
+in memory)."""
 OUTPUT_FORMATS = ("mrk.json", "fcsv", "csv")
 
 
@@ -250,7 +251,7 @@ def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: 
         cases: the cases of this run (``shard_cases(find_volumes(folder), shard)``).
         out_dir: output folder (created).
         options: model, device, output format, confidence threshold.
-        workers: local processes (1: in this process, a thread reading ahead while this case is detected).
+        workers: local processes (1: in this process, threads reading ahead while this case is detected).
         resume: skip cases whose output exists; overwrite: redo them. Without either, existing outputs are an error.
         shard: (K, N) of this run, names the summary file ``summary-K-of-N.csv``.
         scheduler: address of a Dask distributed scheduler to run the cases on (its workers must see ``out_dir``).
@@ -288,9 +289,9 @@ def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: 
 
 
 def _run_here(cases: list[BatchCase], out: Path, options: BatchOptions, overwrite: bool) -> Iterator[CaseResult]:
-    """Sequentially, a thread reading up to ``READ_AHEAD`` volumes ahead while this one is detected, so that a slow
-    case (an oblique volume) does not leave the reading idle."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
+    """Case by case, threads reading up to ``READ_AHEAD`` volumes ahead while this one is detected (decompression
+    releases the GIL), so that the reading uses the cores the network leaves and a slow case does not stall it."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=READ_AHEAD) as reader:
         ahead = collections.deque(reader.submit(read_volume, case.path) for case in cases[:READ_AHEAD])
         for index, case in enumerate(cases):
             if index + READ_AHEAD < len(cases):
