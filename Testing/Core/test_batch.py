@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from LandmarkDetectorLib import batch
 from LandmarkDetectorLib.batch import (
+    READ_AHEAD,
     RECORDS_DIR,
     BatchOptions,
     find_volumes,
@@ -154,6 +156,28 @@ def test_stale_temporaries_of_this_run_are_removed_and_others_kept(tmp_path, goo
         path.write_text("")
     remove_stale_temporaries(out, find_volumes(good_folder)[:1], BatchOptions(), out / "summary.csv")
     assert [p.exists() for p in ours + others] == [False] * len(ours) + [True] * len(others)
+
+
+def test_reading_ahead_keeps_order_and_at_most_read_ahead_plus_one_volumes(tmp_path, monkeypatch):
+    cases = [batch.BatchCase(f"c{i}", tmp_path / f"c{i}.nrrd") for i in range(7)]
+    started, held = [], []
+
+    def slow_read(path):
+        started.append(path.stem)
+        time.sleep(0.01)
+        return path.stem
+
+    def run_case(case, out, options, overwrite, volume):
+        time.sleep(0.03)  # detection slower than reading: the readers get as far ahead as they may
+        assert volume() == case.name
+        held.append(len(started) - len(held))  # volumes read or being read, this one included
+        return batch.CaseResult(case.name, "ok")
+
+    monkeypatch.setattr(batch, "read_volume", slow_read)
+    monkeypatch.setattr(batch, "run_case", run_case)
+    results = list(batch._run_here(cases, tmp_path, BatchOptions(), overwrite=False))
+    assert [r.case for r in results] == [c.name for c in cases] and sorted(started) == [c.name for c in cases]
+    assert max(held) == READ_AHEAD + 1
 
 
 def test_shard_arguments():
