@@ -169,3 +169,16 @@ def test_checksum_of_big_endian_compressed_data_is_computed_in_file_order(tmp_pa
     big = gzip.compress(np.frombuffer(gzip.decompress(stream), "<f4").astype(">f4").tobytes())
     (tmp_path / "big.nrrd").write_bytes(header.replace(b"endian: little", b"endian: big") + b"\n\n" + big)
     np.testing.assert_array_equal(read_volume(tmp_path / "big.nrrd").voxels_kji, voxels)
+
+
+def test_read_voxels_are_writable_and_outlive_the_reader(tmp_path):
+    import gc
+
+    voxels = np.random.default_rng(5).integers(-1000, 1000, size=(9, 8, 7), dtype=np.int16)
+    write_volume(tmp_path / "v.nrrd", voxels, np.diag([1.0, 1.0, 2.0, 1.0]))
+    read = read_volume(tmp_path / "v.nrrd").voxels_kji  # the Volume and its SimpleITK image are dropped here
+    gc.collect()
+    filler = [np.full(voxels.shape, 7, np.int16) for _ in range(50)]  # reuse of freed memory would show
+    np.testing.assert_array_equal(read, voxels)
+    read[0, 0, 0] = 123
+    assert read[0, 0, 0] == 123 and filler[0][0, 0, 0] == 7
