@@ -17,18 +17,9 @@ import sys
 import time
 
 import numpy as np
-from bench_projection import ct_like_volume
+from bench_projection import ct_like_volume, run_times
 
 from LandmarkDetectorLib import detect_landmarks, load_model
-
-
-def median_time(function, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -49,7 +40,7 @@ def main() -> None:
             time.sleep(0.2)
             for threads in (cores, 1):
                 model.cpu_threads = threads
-                medians[load, threads] = median_time(detect, args.repeat)
+                medians[load, threads] = statistics.median(run_times(detect, args.repeat))
         finally:
             if spinner is not None:
                 spinner.kill()

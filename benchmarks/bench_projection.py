@@ -31,13 +31,18 @@ def ct_like_volume(slices: int, rng: np.random.Generator) -> tuple[np.ndarray, n
     return volume, ijk_to_ras
 
 
-def best_time(function, repeat: int) -> float:
+def run_times(function, repeat: int) -> list[float]:
+    """Seconds of each of ``repeat`` calls of ``function``."""
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         function()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
+
+
+def best_time(function, repeat: int) -> float:
+    return min(run_times(function, repeat))
 
 
 def main() -> None:

@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("mrk.json", "fcsv", "csv"), default="mrk.json",
                    help="point list format (default mrk.json)")
     p.add_argument("--workers", type=positive_int, default=1,
-                   help="local processes (default 1: reads the next volume while detecting the current one)")
+                   help="local processes (default 1: reads two volumes ahead while detecting the current one)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="skip cases whose output exists")
     again.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")

@@ -405,12 +405,13 @@ def _project_oblique(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], thre
     front = np.empty((n_v, n_u), dtype=weights.dtype)
     flat = volume.reshape(-1)
     sample = _nearest if config.pixel_spacing_mm else _trilinear
+    gap = _surface_gap(config, depth_step)
     for v in range(n_v):
         check_cancel(should_cancel)
         offset = base + v * dv
         values = sample(flat, volume.shape, [plane[a] + np.float32(offset[a]) for a in range(3)])
         mask = ((values > threshold) & (values < np.inf)).view(np.uint8)
-        count[v], front[v] = _ray_statistics(mask, 0, weights, _surface_gap(config, depth_step))
+        count[v], front[v] = _ray_statistics(mask, 0, weights, gap)
         report(progress, (v + 1) / n_v, "Resampling oblique volume")
     return _finish(count, front, n_d, depth_step, threshold, config, pixel_to_ras)
 
@@ -425,11 +426,9 @@ def _nearest(flat: NDArray[Any], shape_kji: tuple[int, ...], ijk: list[NDArray[n
     -inf."""
     sizes = shape_kji[::-1]  # i, j, k
     strides = (1, shape_kji[2], shape_kji[1] * shape_kji[2])
-    inside = _inside(ijk[0], sizes[0])
+    inside = _inside(ijk[0], sizes[0]) & _inside(ijk[1], sizes[1]) & _inside(ijk[2], sizes[2])
     index = np.zeros(ijk[0].shape, dtype=np.float64)  # exact for any index of an array that fits in memory
     for a in range(3):
-        if a:
-            inside &= _inside(ijk[a], sizes[a])
         c = np.clip(np.rint(ijk[a], out=ijk[a]), 0, sizes[a] - 1, out=ijk[a])
         index += c if strides[a] == 1 else c * np.float64(strides[a])
     result = flat.take(index.astype(np.intp)).astype(np.float32)
