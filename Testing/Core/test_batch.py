@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -264,10 +265,15 @@ def test_batch_killed_at_random_moments_resumes_to_the_same_outputs(tmp_path, go
     """SIGKILL a batch five times at random moments (seeded delays): while it starts and loads the model, or at a
     random delay after it begins writing a file (a record, a landmark file or the summary). Resuming gives
     exactly the outputs of an uninterrupted run, with no temporary file left."""
+    folder = tmp_path / "volumes"  # three copies of the cases: a batch long enough to be killed five times
+    folder.mkdir()
+    for copy in range(3):
+        for entry in good_folder.iterdir():
+            (shutil.copytree if entry.is_dir() else shutil.copyfile)(entry, folder / f"{copy}-{entry.name}")
     reference = tmp_path / "reference"
-    assert main(["batch", str(good_folder), "--out", str(reference), *MODEL]) == 0
+    assert main(["batch", str(folder), "--out", str(reference), *MODEL]) == 0
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "LandmarkDetectorLib.cli", "batch", str(good_folder), "--out", str(out),
+    command = [sys.executable, "-m", "LandmarkDetectorLib.cli", "batch", str(folder), "--out", str(out),
                "--resume", *MODEL]
     rng = np.random.default_rng(8_088)
     kills = 0
@@ -286,7 +292,7 @@ def test_batch_killed_at_random_moments_resumes_to_the_same_outputs(tmp_path, go
             kills += 1
         process.wait()
     assert kills >= 3
-    assert main(["batch", str(good_folder), "--out", str(out), "--resume", *MODEL]) == 0
+    assert main(["batch", str(folder), "--out", str(out), "--resume", *MODEL]) == 0
     assert outputs(out) == outputs(reference)
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
     rows, expected = summary_rows(out / "summary.csv"), summary_rows(reference / "summary.csv")
