@@ -15,6 +15,7 @@ from .markups import PointList
 from .model import LandmarkModel, load_model
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 from .projection import ProjectedImage, ProjectionConfig, project_volume
+from .symmetry import mirror_partners, unmirror
 
 MIN_EXTENT_FRACTION = 0.05
 """The voxel grid (along each of its axes) and the body's silhouette must span at least this fraction of the model's
@@ -31,8 +32,11 @@ class Landmarks:
         names: landmark names, in model order.
         points_ras: (N, 3) positions in RAS mm (also given for landmarks judged not in view).
         confidence: (N,) probability that each landmark is in the scanned field of view.
-        in_view: (N,) bool, confidence >= the model's (or the caller's) threshold.
+        in_view: (N,) bool, the landmark is found: confidence >= the model's (or the caller's) threshold, placed
+            inside the scanned field, and (for models with a mirror check) its mirror disagreement within tolerance.
         canvas: what the network saw, for previews.
+        disagreement_mm: (N,) distance between the network's estimates on the canvas and on its left-right mirror,
+            mm (NaN for models without a mirror check); large where the network is guessing.
     """
 
     names: tuple[str, ...]
@@ -40,11 +44,15 @@ class Landmarks:
     confidence: NDArray[np.float64]
     in_view: NDArray[np.bool_]
     canvas: Canvas | None = None
+    disagreement_mm: NDArray[np.float64] | None = None
 
     def to_point_list(self, name: str = "Landmarks") -> PointList:
-        """Markups point list: labels = names, confidence in the description, not-found points undefined."""
-        descriptions = [f"confidence {c:.3f}" + ("" if ok else "; not found")
-                        for c, ok in zip(self.confidence, self.in_view, strict=True)]
+        """Markups point list: labels = names, confidence (and mirror disagreement) in the description, not-found
+        points undefined."""
+        disagreement = np.full(len(self.names), np.nan) if self.disagreement_mm is None else self.disagreement_mm
+        descriptions = [f"confidence {c:.3f}" + ("" if np.isnan(d) else f"; mirror disagreement {d:.1f} mm")
+                        + ("" if ok else "; not found")
+                        for c, d, ok in zip(self.confidence, disagreement, self.in_view, strict=True)]
         return PointList.from_arrays(self.names, self.points_ras, descriptions=descriptions, defined=self.in_view,
                                      name=name)
 
@@ -132,6 +140,33 @@ def framed(image: ProjectedImage, spec: CanvasSpec, offset_px: ArrayLike | None 
     return frame(image, spec, origin_uv=origin)
 
 
+def network_estimates(model: LandmarkModel, canvas: Canvas) -> tuple[NDArray[np.float64], NDArray[np.float64],
+                                                                    NDArray[np.float64], NDArray[np.float64]]:
+    """The network's landmark estimates on one canvas.
+
+    With a mirror check (``metadata.mirror_tolerance_mm``), the network also sees the canvas flipped left-right; the
+    estimates are the mean of the two (paired labels swapped back) and their distance is the disagreement.
+
+    Returns:
+        uv (N, 2) canvas pixels, normalized depth (N,), in-view probability (N,), disagreement (N,) in mm (NaN
+        without a mirror check).
+    """
+    partners = None if model.metadata.mirror_tolerance_mm is None else mirror_partners(model.metadata.landmarks)
+    inputs = canvas.network_input()[None]
+    if partners is None:
+        uv, depth, probability = model.predict(inputs)
+        return uv[0], depth[0], probability[0], np.full(depth.shape[1], np.nan)
+    uv, depth, probability = model.predict(np.concatenate([inputs, inputs[..., ::-1]]))
+    uv_back, (depth_back, probability_back) = unmirror(uv[1], [depth[1], probability[1]], partners,
+                                                       canvas.in_field.shape[1])
+    spacing_mm = canvas.image.pixel_spacing_mm
+    planar_mm = (uv[0] - uv_back) * np.array(spacing_mm)
+    depth_mm = (depth[0] - depth_back) * canvas.image.depth_std_mm
+    disagreement = np.sqrt((planar_mm ** 2).sum(axis=1) + depth_mm ** 2)
+    return ((uv[0] + uv_back) / 2, (depth[0] + depth_back) / 2, (probability[0] + probability_back) / 2,
+            disagreement)
+
+
 def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: LandmarkModel | str = "wholebody-ct",
                      device: str = "auto", *, confidence_threshold: float | None = None,
                      projection: ProjectionConfig | None = None, progress: ProgressCallback | None = None,
@@ -170,10 +205,12 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     canvas = framed(image, metadata.canvas)
     check_cancel(should_cancel)
     report(progress, 0.85, "Running the network")
-    uv, depth, probability = model.predict(canvas.network_input()[None])
+    uv, depth, probability, disagreement = network_estimates(model, canvas)
     check_cancel(should_cancel)
-    uvd = np.column_stack([uv[0], canvas.image.denormalize_depth(depth[0])])
+    uvd = np.column_stack([uv, canvas.image.denormalize_depth(depth)])
     report(progress, 1.0, "Done")
-    found = landmark_found(uv, probability, canvas.in_field[None], threshold)[0]
-    return Landmarks(names=metadata.landmarks, points_ras=canvas.image.uvd_to_ras(uvd), confidence=probability[0],
-                     in_view=found, canvas=canvas)
+    found = landmark_found(uv[None], probability[None], canvas.in_field[None], threshold)[0]
+    if metadata.mirror_tolerance_mm is not None:
+        found &= ~(disagreement > metadata.mirror_tolerance_mm)  # NaN (no pairs) passes
+    return Landmarks(names=metadata.landmarks, points_ras=canvas.image.uvd_to_ras(uvd), confidence=probability,
+                     in_view=found, canvas=canvas, disagreement_mm=disagreement)
