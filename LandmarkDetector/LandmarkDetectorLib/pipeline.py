@@ -21,6 +21,12 @@ MIN_EXTENT_FRACTION = 0.05
 """The voxel grid (along each of its axes) and the body's silhouette must span at least this fraction of the model's
 canvas (its shorter side, in mm); less is a slab or a speck that the network cannot read."""
 
+EDGE_MARGIN_PX = 0.5
+"""How far (canvas pixels) beyond the volume's edge a prediction may lie and still count as inside the scanned field.
+A landmark is in view when it lies inside the volume's extent (voxel centres +- half a voxel), so one right at the
+edge of a scan (the toes on the last slice, the vertex on the first) is in view; it must not be lost to the
+network's sub-pixel error. Such a point is reported found and moved onto the volume's edge (``into_volume``)."""
+
 _VIEW_AXIS_NAMES = {"ap": ("left-right", "superior-inferior"), "lr": ("anterior-posterior", "superior-inferior")}
 
 
@@ -78,6 +84,37 @@ def landmark_found(uv: NDArray[np.float64], probability: NDArray[np.float64], in
         u, v = uv[b, :, 0], uv[b, :, 1]
         found[b] &= (u >= cols[0] - 0.5) & (u <= cols[-1] + 0.5) & (v >= rows[0] - 0.5) & (v <= rows[-1] + 0.5)
     return found
+
+
+def in_scanned_field(points_ras: NDArray[np.float64], ray_ras: NDArray[np.float64], ijk_to_ras: NDArray[np.float64],
+                     shape_kji: tuple[int, ...], margin_mm: float) -> NDArray[np.bool_]:
+    """Which points the scan saw: moved along the viewing ray to the depth of the volume's centre, each must lie
+    inside the volume's extent (voxel centres +- half a voxel) or within ``margin_mm`` of it.
+
+    Args:
+        points_ras: (N, 3) RAS mm.
+        ray_ras: (3,) viewing direction (the projection's depth axis).
+        ijk_to_ras: 4x4 voxel-to-RAS matrix of the volume.
+        shape_kji: the volume's shape.
+        margin_mm: tolerance beyond the edge, mm.
+    Returns:
+        (N,) bool.
+    """
+    ray = ray_ras / np.linalg.norm(ray_ras)
+    size_ijk = np.array(shape_kji[::-1], dtype=np.float64)
+    centre_ras = geometry.apply_affine(ijk_to_ras, (size_ijk - 1) / 2)
+    moved = points_ras + ((centre_ras - points_ras) @ ray)[:, None] * ray
+    ijk = geometry.apply_affine(np.linalg.inv(ijk_to_ras), moved)
+    margin_vox = margin_mm / geometry.spacing_mm(ijk_to_ras)
+    return np.all((ijk >= -0.5 - margin_vox) & (ijk <= size_ijk - 0.5 + margin_vox), axis=1)
+
+
+def into_volume(points_ras: NDArray[np.float64], ijk_to_ras: NDArray[np.float64], shape_kji: tuple[int, ...]
+                ) -> NDArray[np.float64]:
+    """Points moved to the nearest place inside the volume's extent (voxel centres +- half a voxel), RAS mm."""
+    ijk = geometry.apply_affine(np.linalg.inv(ijk_to_ras), points_ras)
+    clipped = np.clip(ijk, -0.5, np.array(shape_kji[::-1], dtype=np.float64) - 0.5)
+    return geometry.apply_affine(ijk_to_ras, clipped)
 
 
 def check_body(image: ProjectedImage, extent_mm: ArrayLike, spec: CanvasSpec, table_removal_mm: float) -> None:
@@ -206,11 +243,16 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     check_cancel(should_cancel)
     report(progress, 0.85, "Running the network")
     uv, depth, probability, disagreement = network_estimates(model, canvas)
+    spec_mm = metadata.canvas.pixel_spacing_mm
     check_cancel(should_cancel)
     uvd = np.column_stack([uv, canvas.image.denormalize_depth(depth)])
     report(progress, 1.0, "Done")
-    found = landmark_found(uv[None], probability[None], canvas.in_field[None], threshold)[0]
+    points_ras = canvas.image.uvd_to_ras(uvd)
+    ijk_to_ras = geometry.validate_ijk_to_ras(ijk_to_ras)
+    found = (probability >= threshold) & in_scanned_field(points_ras, canvas.image.pixel_to_ras[:3, 2], ijk_to_ras,
+                                                          np.shape(volume_kji), EDGE_MARGIN_PX * spec_mm)
     if metadata.mirror_tolerance_mm is not None:
         found &= ~(disagreement > metadata.mirror_tolerance_mm)  # NaN (no pairs) passes
-    return Landmarks(names=metadata.landmarks, points_ras=canvas.image.uvd_to_ras(uvd), confidence=probability,
+    points_ras[found] = into_volume(points_ras[found], ijk_to_ras, np.shape(volume_kji))
+    return Landmarks(names=metadata.landmarks, points_ras=points_ras, confidence=probability,
                      in_view=found, canvas=canvas, disagreement_mm=disagreement)
