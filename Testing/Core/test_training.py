@@ -14,8 +14,16 @@ from LandmarkDetectorLib.model import load_model
 from LandmarkDetectorLib.projection import ProjectionConfig
 from LandmarkDetectorLib.synthetic.dataset import synthesize_dataset
 from LandmarkDetectorLib.training.data import NO_AUGMENTATION, SyntheticSource
-from LandmarkDetectorLib.training.evaluate import Reference, calibrate_threshold, evaluate_synthetic_volumes, summary
-from LandmarkDetectorLib.training.finetune import FinetuneConfig, finetune, trainable_network
+from LandmarkDetectorLib.training.evaluate import (
+    Reference,
+    calibrate_mirror_tolerance,
+    calibrate_threshold,
+    evaluate_annotated_volumes,
+    evaluate_synthetic_volumes,
+    merge_results,
+    summary,
+)
+from LandmarkDetectorLib.training.finetune import FinetuneConfig, find_cases, finetune, trainable_network
 from LandmarkDetectorLib.training.losses import gaussian_targets
 from LandmarkDetectorLib.training.train import TrainConfig, train
 
@@ -140,6 +148,51 @@ def test_threshold_calibration_rejects_out_of_view_landmarks():
     assert calibrate_threshold({"truth_in_view": truth, "inside": inside, "confidence": confidence})[0] == 0.05
     all_in_view = {"truth_in_view": np.ones_like(truth), "inside": inside, "confidence": confidence}
     assert calibrate_threshold(all_in_view)[0] == 0.5
+
+
+@pytest.mark.slow
+def test_evaluation_on_annotated_volumes_skips_unknown_landmarks(tmp_path):
+    """Annotated files as the real-anatomy phantoms have them: one lacks a landmark (unknown, counts nowhere), one
+    marks a landmark undefined (out of view)."""
+    model = load_model("hand-mr")
+    synthesize_dataset("hand", 2, 5, tmp_path)
+    first, second = sorted(tmp_path.glob("*.mrk.json"))
+    values = json.loads(first.read_text())
+    points = values["markups"][0]["controlPoints"]
+    values["markups"][0]["controlPoints"] = [p for p in points if p["label"] != "RingTip"]
+    first.write_text(json.dumps(values))
+    values = json.loads(second.read_text())
+    point = next(p for p in values["markups"][0]["controlPoints"] if p["label"] == "ThumbTip")
+    point["positionStatus"] = "undefined"
+    second.write_text(json.dumps(values))
+    result = evaluate_annotated_volumes(model, find_cases(tmp_path))
+    ring, thumb = model.metadata.landmarks.index("RingTip"), model.metadata.landmarks.index("ThumbTip")
+    assert result["known"].sum() == 9 and not result["known"][0, ring]
+    assert result["truth_in_view"].sum() == 8 and not result["truth_in_view"][1, thumb]
+    errors = result["errors"]["model"][..., 0]
+    assert np.isfinite(errors[result["truth_in_view"]]).all() and np.isnan(errors[~result["truth_in_view"]]).all()
+    assert errors[result["truth_in_view"]].max() < 10.0  # hand-mr on its own kind of hands
+    detection = summary(result)["detection"]
+    assert detection["out_of_view"] == 1 and detection["in_view"] == 8  # the unknown ring tip counts nowhere
+    assert detection["found"] == int((result["found"] & result["known"]).sum())
+    merged = merge_results([result, result])
+    assert merged["known"].shape == (4, 5) and summary(merged)["detection"]["in_view"] == 16
+
+
+def test_mirror_tolerance_is_the_largest_that_keeps_found_landmarks_right():
+    # Four landmarks in each of 10 cases: errors 5, 20, 60 and 90 mm, mirror disagreements 4, 12, 30 and 50 mm.
+    errors = np.tile([5.0, 20.0, 60.0, 90.0], (10, 1))
+    disagreement = np.tile([4.0, 12.0, 30.0, 50.0], (10, 1))
+    result = {"errors": {"model": np.stack([errors] * 3, axis=-1)}, "disagreement_mm": disagreement,
+              "truth_in_view": np.ones_like(errors, dtype=bool), "inside": np.ones_like(errors, dtype=bool),
+              "confidence": np.full_like(errors, 0.9)}
+    tolerance, rates = calibrate_mirror_tolerance(result, threshold=0.5)
+    assert 12.0 <= tolerance < 30.0  # the two right ones found, the two wrong ones not
+    assert rates == {"found_within_mm": 1.0, "in_view_reported_found": 0.5}
+    result["confidence"][:, 1] = 0.1  # below the threshold: the 20 mm landmark is not found whatever its agreement
+    assert calibrate_mirror_tolerance(result, threshold=0.5)[1]["in_view_reported_found"] == 0.25
+    result["disagreement_mm"] = np.full_like(errors, np.nan)  # a model without a mirror check
+    assert calibrate_mirror_tolerance(result, threshold=0.5)[0] is None
 
 
 def test_training_log_rows_are_added_by_atomic_rewrites(tmp_path):

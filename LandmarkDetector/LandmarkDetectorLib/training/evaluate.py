@@ -8,20 +8,27 @@ Compared on the same cases:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ..markups import read_markups
 from ..model import LandmarkModel
-from ..pipeline import detect_landmarks
+from ..pipeline import Landmarks, detect_landmarks
 from ..progress import ProgressCallback, report
 from ..synthetic.dataset import synthesize_case
+from ..volume_io import read_volume
 from .data import Batch, SyntheticSource
 
 logger = logging.getLogger(__name__)
+
+FOUND_WITHIN_MM = 30.0
+"""A landmark reported found should lie within this distance of the truth (issue target: 95% of them)."""
 
 
 @dataclass
@@ -79,27 +86,30 @@ def _nn_features(inputs: NDArray[np.float32]) -> NDArray[np.float32]:
 
 
 def evaluate_synthetic_volumes(model: LandmarkModel, anatomy: str, seed: int, count: int,
-                               reference: Reference | None = None,
-                               progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Detect landmarks in ``count`` synthetic volumes of ``seed`` and compare with the ground truth.
+                               reference: Reference | None = None, progress: ProgressCallback | None = None,
+                               generator: str = "primitive") -> dict[str, Any]:
+    """Detect landmarks in ``count`` synthetic volumes of ``seed`` (from ``generator``) and compare with the truth.
 
     Returns:
         Per method ("model", and with a reference also "mean_depth" and "nn_syn"): (count, N) 3D errors in mm
         (NaN where the truth is out of view), in-plane and depth components; found/in-view flags; the in-view
-        probabilities and whether each prediction lies inside the scanned field (found = inside and probability
-        at least the model's threshold), so that other thresholds can be assessed (``calibrate_threshold``).
+        probabilities, the mirror disagreements (mm) and whether each prediction lies inside the scanned field
+        (found = inside, probability at least the model's threshold and the mirror check passed), so that other
+        thresholds and tolerances can be assessed (``calibrate_threshold``, ``calibrate_mirror_tolerance``).
     """
     names = model.metadata.landmarks
     methods = ["model"] + (["mean_depth", "nn_syn"] if reference is not None else [])
     errors = {m: np.full((count, len(names), 3), np.nan) for m in methods}  # 3D, in-plane, depth
     inside = np.zeros((count, len(names)), dtype=bool)
     confidence = np.zeros((count, len(names)))
+    disagreement = np.full((count, len(names)), np.nan)
     truth_in_view = np.zeros((count, len(names)), dtype=bool)
+    lenient = _lenient(model)
     for index in range(count):
-        scan = synthesize_case(anatomy, seed, index)
+        scan = synthesize_case(anatomy, seed, index, generator=generator)
         order = [scan.landmark_names.index(n) for n in names]
         truth, in_view = scan.landmarks_ras[order], scan.in_view[order]
-        result = detect_landmarks(scan.voxels_kji, scan.ijk_to_ras, model, confidence_threshold=0.0)  # all inside
+        result = detect_landmarks(scan.voxels_kji, scan.ijk_to_ras, lenient, confidence_threshold=0.0)
         canvas = result.canvas
         predictions = {"model": result.points_ras}
         if reference is not None:
@@ -109,19 +119,89 @@ def evaluate_synthetic_volumes(model: LandmarkModel, anatomy: str, seed: int, co
             uv, depth = reference.nearest(canvas.network_input())
             nn_uvd = np.column_stack([uv, canvas.image.denormalize_depth(depth)])
             predictions["nn_syn"] = canvas.image.uvd_to_ras(nn_uvd)
-        ray = canvas.image.pixel_to_ras[:3, 2] / np.linalg.norm(canvas.image.pixel_to_ras[:3, 2])
         for method, points in predictions.items():
-            delta = points - truth
-            along = delta @ ray
-            planar = np.linalg.norm(delta - along[:, None] * ray, axis=1)
-            errors[method][index] = np.where(in_view[:, None],
-                                             np.column_stack([np.linalg.norm(delta, axis=1), planar, np.abs(along)]),
-                                             np.nan)
+            parts = _error_parts(dataclasses.replace(result, points_ras=points), truth)
+            errors[method][index] = np.where(in_view[:, None], parts, np.nan)
         inside[index], confidence[index], truth_in_view[index] = result.in_view, result.confidence, in_view
+        disagreement[index] = result.disagreement_mm
         report(progress, (index + 1) / count, f"Evaluated {index + 1}/{count} volumes")
-    found = inside & (confidence >= model.metadata.confidence_threshold)
-    return {"names": names, "errors": errors, "found": found, "truth_in_view": truth_in_view, "inside": inside,
-            "confidence": confidence}
+    return {"names": names, "errors": errors, "truth_in_view": truth_in_view, "inside": inside,
+            "confidence": confidence, "disagreement_mm": disagreement, "known": np.ones_like(truth_in_view),
+            "found": found_at(inside, confidence, disagreement, model.metadata.confidence_threshold,
+                              model.metadata.mirror_tolerance_mm)}
+
+
+def evaluate_annotated_volumes(model: LandmarkModel, pairs: list[tuple[Path, Path]],
+                               progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """``evaluate_synthetic_volumes`` on annotated volumes (e.g. the real-anatomy phantoms): (volume, landmark file)
+    pairs as ``finetune.find_cases`` gives them. A landmark missing from a file is unknown and counts nowhere; one
+    whose position is undefined is out of view.
+
+    Returns:
+        The dict of ``evaluate_synthetic_volumes`` (method "model" only) plus "cases" and "known" (count, N).
+    """
+    names = model.metadata.landmarks
+    count = len(pairs)
+    errors = np.full((count, len(names), 3), np.nan)
+    inside = np.zeros((count, len(names)), dtype=bool)
+    truth_in_view = np.zeros((count, len(names)), dtype=bool)
+    known = np.zeros((count, len(names)), dtype=bool)
+    confidence = np.zeros((count, len(names)))
+    disagreement = np.full((count, len(names)), np.nan)
+    lenient = _lenient(model)
+    for index, (volume_path, marks_path) in enumerate(pairs):
+        volume = read_volume(volume_path)
+        result = detect_landmarks(volume.voxels_kji, volume.ijk_to_ras, lenient, confidence_threshold=0.0)
+        reference = read_markups(marks_path)
+        truth = np.full((len(names), 3), np.nan)
+        for n, name in enumerate(names):
+            point = reference.get(name)
+            known[index, n] = point is not None
+            if point is not None and point.status == "defined":
+                truth[n] = point.position_ras
+        truth_in_view[index] = np.isfinite(truth).all(axis=1)
+        errors[index] = _error_parts(result, truth)
+        inside[index], confidence[index] = result.in_view, result.confidence
+        disagreement[index] = result.disagreement_mm
+        report(progress, (index + 1) / count, f"Evaluated {index + 1}/{count} volumes")
+    return {"names": names, "cases": [volume_path.name for volume_path, _ in pairs], "errors": {"model": errors},
+            "truth_in_view": truth_in_view, "known": known, "inside": inside, "confidence": confidence,
+            "disagreement_mm": disagreement,
+            "found": found_at(inside, confidence, disagreement, model.metadata.confidence_threshold,
+                              model.metadata.mirror_tolerance_mm)}
+
+
+def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Evaluation results of one model on several sets of cases, as one (methods all sets share)."""
+    methods = set.intersection(*(set(r["errors"]) for r in results))
+    merged = {key: np.concatenate([r[key] for r in results])
+              for key in ("truth_in_view", "known", "inside", "confidence", "disagreement_mm", "found")}
+    merged["errors"] = {m: np.concatenate([r["errors"][m] for r in results]) for m in sorted(methods)}
+    merged["names"] = results[0]["names"]
+    return merged
+
+
+def _lenient(model: LandmarkModel) -> LandmarkModel:
+    """The model with detection's found flags saying only "inside the field": a mirror check that passes all."""
+    tolerance = model.metadata.mirror_tolerance_mm
+    return dataclasses.replace(model, metadata=dataclasses.replace(
+        model.metadata, mirror_tolerance_mm=None if tolerance is None else np.inf))
+
+
+def _error_parts(result: Landmarks, truth_ras: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(N, 3) 3D error, in-plane part and depth part (along the viewing ray), mm; NaN where the truth is unknown."""
+    ray = result.canvas.image.pixel_to_ras[:3, 2] / np.linalg.norm(result.canvas.image.pixel_to_ras[:3, 2])
+    delta = result.points_ras - truth_ras
+    along = delta @ ray
+    planar = np.linalg.norm(delta - along[:, None] * ray, axis=1)
+    return np.column_stack([np.linalg.norm(delta, axis=1), planar, np.abs(along)])
+
+
+def found_at(inside: NDArray[np.bool_], confidence: NDArray[np.float64], disagreement_mm: NDArray[np.float64],
+             threshold: float, tolerance_mm: float | None) -> NDArray[np.bool_]:
+    """Which landmarks detection reports as found at this confidence threshold and mirror tolerance."""
+    found = inside & (confidence >= threshold)
+    return found if tolerance_mm is None else found & ~(disagreement_mm > tolerance_mm)
 
 
 def calibrate_threshold(result: dict[str, Any], out_of_view_not_found: float = 0.97) -> tuple[float, dict[str, float]]:
@@ -147,9 +227,41 @@ def calibrate_threshold(result: dict[str, Any], out_of_view_not_found: float = 0
     return 0.95, rates(0.95)
 
 
+def calibrate_mirror_tolerance(result: dict[str, Any], threshold: float, within_mm: float = 30.0,
+                               share: float = 0.97) -> tuple[float | None, dict[str, float]]:
+    """The largest mirror tolerance (2.5 mm steps, 5-100 mm) at which at least ``share`` of the landmarks reported
+    found lie within ``within_mm`` of the truth (a found landmark that is out of view counts as wrong).
+
+    Args:
+        result: ``evaluate_synthetic_volumes`` output (of a model with a mirror check).
+        threshold: the confidence threshold in force.
+    Returns:
+        The tolerance (None if the model has no mirror check), and at it: the share of found landmarks within
+        ``within_mm``, and of in-view landmarks reported found.
+    """
+    disagreement = result["disagreement_mm"]
+    error = result["errors"]["model"][..., 0]
+    truth, inside, confidence = result["truth_in_view"], result["inside"], result["confidence"]
+
+    def rates(tolerance: float | None) -> dict[str, float]:
+        found = found_at(inside, confidence, disagreement, threshold, tolerance)
+        right = found & truth & (np.nan_to_num(error, nan=np.inf) <= within_mm)
+        return {"found_within_mm": float(right.sum() / max(found.sum(), 1)),
+                "in_view_reported_found": float(found[truth].mean()) if truth.any() else 1.0}
+
+    if np.isnan(disagreement).all():
+        return None, rates(None)
+    for tolerance in np.arange(100.0, 4.99, -2.5):
+        if rates(tolerance)["found_within_mm"] >= share:
+            return float(tolerance), rates(tolerance)
+    return 5.0, rates(5.0)
+
+
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     """Per method and landmark: mean, median, 95th percentile and maximum 3D error (mm); detection rates."""
     names, found, truth = result["names"], result["found"], result["truth_in_view"]
+    known = result.get("known", np.ones_like(truth))
+    found = found & known
     out: dict[str, Any] = {}
     for method, errors in result["errors"].items():
         table = {}
@@ -163,11 +275,16 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
                            "p95_mm": float(np.percentile(e[:, 0], 95)), "max_mm": float(e[:, 0].max()),
                            "mean_planar_mm": float(e[:, 1].mean()), "mean_depth_mm": float(e[:, 2].mean())}
         out[method] = table
+    outside = known & ~truth
+    error = np.nan_to_num(result["errors"]["model"][..., 0], nan=np.inf)
+    right = found & truth & (error <= FOUND_WITHIN_MM)
     out["detection"] = {
-        "out_of_view": int((~truth).sum()),
-        "out_of_view_reported_not_found": float((~found[~truth]).mean()) if (~truth).any() else None,
+        "out_of_view": int(outside.sum()),
+        "out_of_view_reported_not_found": float((~found[outside]).mean()) if outside.any() else None,
         "in_view": int(truth.sum()),
         "in_view_reported_not_found": float((~found[truth]).mean()) if truth.any() else None,
+        "found": int(found.sum()),
+        "found_within_30mm": float(right.sum() / found.sum()) if found.any() else None,
     }
     return out
 
