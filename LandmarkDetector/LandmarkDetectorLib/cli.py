@@ -174,6 +174,7 @@ def command_detect(args: argparse.Namespace) -> int:
 def command_batch(args: argparse.Namespace) -> int:
     """Detect landmarks in every volume of a folder; exit code 1 if any case failed."""
     from .batch import BatchOptions, find_volumes, parse_shard, run_batch, shard_cases, summary_name
+    from .progress import progress_bar
     from .volume_io import VOLUME_SUFFIXES
 
     shard = parse_shard(args.shard) if args.shard else None
@@ -185,7 +186,7 @@ def command_batch(args: argparse.Namespace) -> int:
                            confidence_threshold=args.confidence_threshold, threshold=args.threshold,
                            table_removal_mm=args.table_removal_mm)
     counts = {"ok": 0, "failed": 0, "skipped": 0}
-    with case_progress(len(cases), "batch") as bar:
+    with progress_bar(len(cases), "batch") as bar:
         def on_result(result: Any) -> None:
             counts[result.status] += 1
             bar.update(1)
@@ -254,41 +255,12 @@ def _draw_worst_cases(comparisons: list[Any], methods: dict[str, str], args: arg
                 {c: read_markups(truth_files[c]) for c, _ in chosen}, path, overwrite=args.overwrite)
 
 
-@contextlib.contextmanager
-def case_progress(total: int, description: str) -> Iterator[Any]:
-    """A tqdm bar with log messages printed above it; plain log lines where tqdm is missing (Slicer's Python)."""
-    try:
-        from tqdm import tqdm
-        from tqdm.contrib.logging import logging_redirect_tqdm
-    except ImportError:
-        yield _LoggedProgress(total, description)
-        return
-    with tqdm(total=total, unit="case", desc=description, dynamic_ncols=True) as bar, logging_redirect_tqdm():
-        yield bar
-
-
-class _LoggedProgress:
-    """The part of tqdm's interface the commands use, as log lines about every 5% of the cases."""
-
-    def __init__(self, total: int, description: str) -> None:
-        self.total, self.description, self.n, self.postfix = total, description, 0, ""
-
-    def update(self, count: int = 1) -> None:
-        self.n += count
-        if self.n == self.total or self.n % max(1, self.total // 20) == 0:
-            logger.info("%s: %d/%d cases %s", self.description, self.n, self.total, self.postfix)
-
-    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
-        self.postfix = " ".join(f"{k}={v}" for k, v in values.items())
-
-
 def command_synth(args: argparse.Namespace) -> int:
     """Write synthetic volumes with ground-truth landmarks (DIR/<case>.<format> and DIR/<case>.mrk.json)."""
-    from tqdm import tqdm
-
+    from .progress import progress_bar
     from .synthetic.dataset import synthesize_dataset
 
-    with tqdm(total=args.count, unit="case", desc=f"synth {args.anatomy}") as bar:
+    with progress_bar(args.count, f"synth {args.anatomy}") as bar:
         def progress(fraction: float, message: str) -> None:
             bar.update(round(fraction * args.count) - bar.n)
             bar.set_postfix_str(message.split("] ")[-1])
