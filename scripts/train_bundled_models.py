@@ -6,8 +6,8 @@
 For the anatomy it trains both network families on synthetic renders (fixed seeds), evaluates each on held-out
 synthetic 3D volumes through the whole projection path (seeds never used in training) together with the
 mean-depth and NN(syn) baselines, bundles the better network into LandmarkDetector/Resources/Models/, records
-its SHA-256, and writes the model card Resources/ModelCards/<name>.md. Runs on 2 CPU cores; ``--quick`` is a
-smoke run.
+its SHA-256, and writes the model card LandmarkDetector/Resources/ModelCards/<name>.md (it ships with the module).
+Runs on 2 CPU cores; ``--quick`` is a smoke run.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def bundle(anatomy: str, recipe: dict, results: dict, best: str) -> None:
         if sums_path.exists() else {}
     sums[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
     sums_path.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())))
-    card = REPO / "Resources" / "ModelCards" / f"{recipe['name']}.md"
+    card = REPO / "LandmarkDetector" / "Resources" / "ModelCards" / f"{recipe['name']}.md"
     card.parent.mkdir(parents=True, exist_ok=True)
     card.write_text(model_card(recipe, results, best, load_model(path)))
     print(f"bundled {path} ({path.stat().st_size / 1e6:.1f} MB); model card {card}")

@@ -27,7 +27,7 @@ def check_writable_target(path: str | os.PathLike[str], overwrite: bool) -> Path
     if not os.access(folder, os.W_OK | os.X_OK):
         raise FileFormatError(f"cannot write {target}: folder {folder} is not writable; choose another output folder.")
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it.")
+        raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it.")
     return target
 
 

@@ -12,7 +12,7 @@ from . import geometry
 from .errors import InputError
 from .framing import Canvas, CanvasSpec, canvas_origin_uv, frame
 from .markups import PointList
-from .model import LandmarkModel, load_model
+from .model import LandmarkModel, ModelMetadata, load_model
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 from .projection import CT_AIR_THRESHOLD_HU, ProjectedImage, ProjectionConfig, project_volume
 
@@ -194,7 +194,7 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
                      in_view=found, canvas=canvas, confidence_threshold=threshold)
 
 
-def detection_warning(landmarks: Landmarks, model: LandmarkModel, user_threshold: bool = False) -> str:
+def detection_warning(landmarks: Landmarks, metadata: ModelMetadata, user_threshold: bool = False) -> str:
     """One line for people when a detection looks wrong as a whole; "" when it does not.
 
     Says when no landmark was found, when the volume seems another modality than the model's (a CT model given a
@@ -202,8 +202,8 @@ def detection_warning(landmarks: Landmarks, model: LandmarkModel, user_threshold
     anatomy (see SMALL_FIELD_FRACTION). ``user_threshold``: the body/air threshold was set by the caller, so the
     modality cannot be told from it.
     """
-    name, spec = model.metadata.name, model.metadata.canvas
-    modality = _MODEL_MODALITY.get(str(model.metadata.training.get("config", {}).get("anatomy")))
+    name, spec = metadata.name, metadata.canvas
+    modality = _MODEL_MODALITY.get(str(metadata.training.get("config", {}).get("anatomy")))
     image = landmarks.canvas.image if landmarks.canvas is not None else None
     problems = []
     if image is not None and modality and not user_threshold:

@@ -93,4 +93,14 @@ def worst_cases(cases: list[tuple[str, float]], images: dict[str, ProjectedImage
         axes.set_title(f"{case}: mean {mean_mm:.1f} mm", fontsize=9)
         axes.set_xticks([])
         axes.set_yticks([])
+    axes_grid[0, 0].legend(handles=worst_cases_legend(plt), loc="lower right", fontsize=7, framealpha=0.7)
     _save(figure, path, overwrite)
+
+
+def worst_cases_legend(plt: Any) -> list[Any]:
+    """Legend entries of ``worst_cases``: what its markers and lines mean."""
+    return [plt.Line2D([], [], marker="+", color="cyan", linestyle="none", markersize=8, markeredgewidth=2,
+                       label="reference (in view)"),
+            plt.Line2D([], [], marker="o", color="red", markerfacecolor="none", linestyle="none", markersize=6,
+                       label="prediction (found)"),
+            plt.Line2D([], [], color="yellow", linewidth=1, label="error")]

@@ -20,14 +20,15 @@ class ResultRow:
         confidence: the network's in-view probability.
         position_ras: world RAS in mm; None while the point is unplaced.
         level: "found"; "low" (found, confidence below ``Landmarks.low_confidence_below``); "not_found" (unplaced
-            point);
-            "placed" (not found by the network, placed by hand since).
+            point); "placed" (not found by the network, placed by hand since).
+        point_index: the index of its point in the point list.
     """
 
     name: str
     confidence: float
     position_ras: tuple[float, float, float] | None
     level: RowLevel
+    point_index: int = 0
 
     def cells(self) -> list[str]:
         """Landmark, confidence (3 decimals), R, A, S (mm, 1 decimal; empty while unplaced)."""

@@ -18,7 +18,7 @@ import slicer
 import standins
 
 from LandmarkDetectorLib import InputError, load_model
-from LandmarkDetectorLib.model import BUNDLED_DIR, default_model
+from LandmarkDetectorLib.model import BUNDLED_DIR, USER_MODELS_ENV, default_model, user_models_dir
 from LandmarkDetectorLib.results import result_rows
 from LandmarkDetectorLib.synthetic.dataset import synthesize_case
 
@@ -55,7 +55,7 @@ def widget(module):
     widget.cleanup()  # as Slicer does when the panel is destroyed
 
 
-def test_module_file_loads_without_torch_and_describes_the_module(module):
+def test_module_file_loads_without_torch_and_describes_the_module(module, monkeypatch, tmp_path):
     top_level = set()
     for path in SLICER_FILES:
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
@@ -64,10 +64,14 @@ def test_module_file_loads_without_torch_and_describes_the_module(module):
             elif isinstance(node, ast.ImportFrom) and node.module:
                 top_level.add(node.module)
     assert not {name for name in top_level if name.startswith(("torch", "LandmarkDetectorLib.training"))}
+    monkeypatch.setattr(slicer.app, "slicerUserSettingsFilePath", str(tmp_path / "Slicer.ini"), raising=False)
+    monkeypatch.delenv(USER_MODELS_ENV, raising=False)
     parent = types.SimpleNamespace()
     module.LandmarkDetector(parent)
     assert parent.title == "Landmark Detector" and "Riegler" in parent.acknowledgementText
-    assert "<a href=" in parent.helpText and "Detect landmarks" in parent.helpText
+    assert "Detect landmarks" in parent.helpText and "Sample Data" in parent.helpText
+    assert "http" not in parent.helpText  # no link to a web page that may not exist
+    assert user_models_dir() == tmp_path / "LandmarkDetector" / "models"  # beside Slicer's settings
 
 
 def test_ui_file_and_code_agree(module):
