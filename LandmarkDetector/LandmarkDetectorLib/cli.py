@@ -546,7 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug or args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", force=True)
+    logging.basicConfig(format="%(levelname)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also when logging was set up before (a second main() in one process)
     try:
         return int(args.func(args))
     except (UsageError, FileExistsError) as error:  # an existing output, a resume with other settings
