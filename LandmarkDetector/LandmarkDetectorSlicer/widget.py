@@ -231,14 +231,16 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return False
         if self._devicesFound:
             return True
-        try:
-            with slicer.util.WaitCursor():
-                found = available_devices()  # imports torch and initialises CUDA: seconds
-        except Exception as error:  # a broken torch install raises anything from OSError to RuntimeError
-            logging.exception("PyTorch could not be loaded")
+        with slicer.util.WaitCursor():
+            try:
+                found, failure = available_devices(), None  # imports torch and initialises CUDA: seconds
+            except Exception as error:  # a broken torch install raises anything from OSError to RuntimeError
+                found, failure = {}, error
+        if failure is not None:
+            logging.error("PyTorch could not be loaded", exc_info=failure)
             slicer.util.errorDisplay(_("PyTorch is installed but could not be loaded ({error}). Reinstall it: "
                                        "uninstall and install the 'PyTorch' extension from the Extensions Manager, "
-                                       "restart Slicer, and click the button again.").format(error=error))
+                                       "restart Slicer, and click the button again.").format(error=failure))
             return False
         self._devicesFound = True
         self._populateDevices(found)
