@@ -492,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("models", command_models, help="list the bundled and user models with their landmarks")
 
-    from_config = "default: the --config file's, else TrainConfig's"
+    from_config = "default: from --config, else built in"
     p = command("train", command_train, help="pretrain a network on synthetic data generated on the fly",
                 description="Train on synthetic renders; writes config.json, log.csv, checkpoint.pt and the model "
                             "bundle model.pt into --out. Flags override the --config JSON file.")

@@ -199,14 +199,14 @@ def detection_warning(landmarks: Landmarks, metadata: ModelMetadata, user_thresh
 
     Says when no landmark was found, when the volume seems another modality than the model's (a CT model given a
     volume without air near -1000 HU, or an MR model given a CT), or when the body spans far less than the model's
-    anatomy (see SMALL_FIELD_FRACTION). ``user_threshold``: the body/air threshold was set by the caller, so the
-    modality cannot be told from it.
+    anatomy (see SMALL_FIELD_FRACTION). The modality is told from the automatic threshold (CT when air is near
+    -1000 HU), so not when the model or the caller (``user_threshold``) sets the threshold.
     """
     name, spec = metadata.name, metadata.canvas
     modality = _MODEL_MODALITY.get(str(metadata.training.get("config", {}).get("anatomy")))
     image = landmarks.canvas.image if landmarks.canvas is not None else None
     problems = []
-    if image is not None and modality and not user_threshold:
+    if image is not None and modality and metadata.projection.threshold is None and not user_threshold:
         looks_ct = image.threshold == CT_AIR_THRESHOLD_HU
         if looks_ct != (modality == "CT"):
             problems.append(f"the volume looks like {'CT' if looks_ct else 'MR (no air near -1000 HU)'} but model "
