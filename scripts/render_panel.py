@@ -178,7 +178,7 @@ def model_description(name: str) -> str:
         lines.append("<b>Measured error:</b> mean {mean:.1f} mm, median {median:.1f} mm.".format(
             mean=accuracy["mean_mm"], median=accuracy["median_mm"]))
     card = WIDGET_FILE.parent.parent / "Resources" / "ModelCards" / f"{name}.md"  # widget.py's MODEL_CARDS_DIR
-    lines.append('<a href="{url}">Model card</a>'.format(url=card.as_uri()))
+    lines.append(f'<a href="{card.as_uri()}">Model card</a>')
     return "<br>".join(lines)
 
 

@@ -286,7 +286,8 @@ class RecordingDialog(standins.ProgressDialog):
 def test_a_run_blocks_a_second_run_and_a_scene_close_cancels_it(module, widget, monkeypatch):
     dialogs = []
     qt = sys.modules["LandmarkDetectorSlicer.widget"].qt
-    monkeypatch.setattr(qt, "Qt", types.SimpleNamespace(ApplicationModal="application-modal", WaitCursor=None), raising=False)
+    monkeypatch.setattr(qt, "Qt", types.SimpleNamespace(ApplicationModal="application-modal", WaitCursor=None),
+                        raising=False)
     monkeypatch.setattr(slicer.util, "createProgressDialog",
                         lambda *args, **kwargs: dialogs.append(RecordingDialog()) or dialogs[-1])
     parameters = widget._parameterNode
