@@ -18,6 +18,7 @@ from LandmarkDetectorLib import FileFormatError
 from LandmarkDetectorLib import model as model_module
 from LandmarkDetectorLib.batch import RECORDS_DIR, SETTINGS_FILE
 from LandmarkDetectorLib.cli import build_parser, cli_wording, main
+from LandmarkDetectorLib.images import pyplot
 from LandmarkDetectorLib.synthetic.dataset import synthesize_case
 from LandmarkDetectorLib.volume_io import write_volume
 
@@ -227,3 +228,24 @@ def test_evaluate_without_matplotlib_writes_the_report(tmp_path, monkeypatch, ha
                  str(tmp_path / "report")]) == 0
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["report.json", "report.md"]
     assert "without plots" in caplog.text
+
+
+def test_batch_workers_help_says_when_more_workers_pay_off():
+    workers = next(a for a in subcommands()["batch"]._actions if "--workers" in a.option_strings)
+    assert "pay off only" in workers.help and "GPU" in workers.help and "-w" in workers.option_strings
+
+
+def test_worst_cases_picture_has_a_legend(tmp_path, monkeypatch, hand_scan):
+    from LandmarkDetectorLib import plots
+    from LandmarkDetectorLib.markups import PointList
+    from LandmarkDetectorLib.projection import ProjectionConfig, project_volume
+
+    saved = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path, overwrite: saved.append(figure))
+    image = project_volume(hand_scan.voxels_kji, hand_scan.ijk_to_ras, ProjectionConfig(pixel_spacing_mm=3.0))
+    truth = PointList.from_arrays(hand_scan.landmark_names, hand_scan.landmarks_ras)
+    guess = PointList.from_arrays(hand_scan.landmark_names, hand_scan.landmarks_ras + 3.0)
+    plots.worst_cases([("a", 5.2)], {"a": image}, {"a": guess}, {"a": truth}, tmp_path / "w.png")
+    legend = saved[0].axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["reference (in view)", "prediction (found)", "error"]
+    pyplot().close(saved[0])

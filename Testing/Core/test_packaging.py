@@ -112,3 +112,10 @@ def test_model_cards_ship_with_the_module():
     listed = cmake_list("MODULE_PYTHON_RESOURCES")
     for model in (MODULE / "Resources" / "Models").glob("*.pt"):
         assert f"Resources/ModelCards/{model.stem}.md" in listed, model.stem
+
+
+def test_readme_shows_how_to_get_the_cpu_build_of_the_pinned_torch():
+    pinned = re.search(r'torch = \["torch==([\d.]+)"\]', (REPO / "pyproject.toml").read_text())[1]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert f"pip install torch=={pinned} --index-url https://download.pytorch.org/whl/cpu" in readme
+    assert "CUDA build" in readme

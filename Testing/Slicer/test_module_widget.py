@@ -396,3 +396,15 @@ def test_sample_data_is_made_on_first_use(module, monkeypatch, tmp_path):
     modified = Path(path).stat().st_mtime_ns
     hand["customDownloader"](types.SimpleNamespace())
     assert loaded[1][0] == path and Path(path).stat().st_mtime_ns == modified  # made once, then read from the cache
+
+
+def test_a_detection_that_looks_wrong_says_so_under_the_table(module, widget):
+    parameters = widget._parameterNode
+    parameters.inputVolume = slicer.util.addVolumeFromArray(*cut_hand(), "Palm")
+    parameters.model = "wholebody-ct"  # a CT body model for a hand MR
+    widget.ui.detectButton.click()
+    label = widget.ui.resultsLabel.text
+    assert "looks like MR" in label and "wholebody-ct is for CT" in label and "\n" not in label
+    parameters.model = "hand-mr"
+    widget.ui.detectButton.click()
+    assert "looks like" not in widget.ui.resultsLabel.text
