@@ -56,6 +56,9 @@ class ModelMetadata:
         canvas: network input size and pixel spacing.
         projection: how volumes are projected for this model (pixel spacing comes from the canvas).
         confidence_threshold: in-view probability below which a landmark is reported as not found.
+        mirror_tolerance_mm: a landmark is reported as found only when the network's estimates on the canvas and on
+            its left-right mirror (paired labels swapped) lie within this distance, mm; None: no mirror check (one
+            network pass; models whose landmarks have no left-right pairs).
         architecture: network family, e.g. "heatmap-unet" or "regression-cnn".
         description: one paragraph for people (model card summary).
         training: provenance: data, recipe, command, seed, versions.
@@ -67,6 +70,7 @@ class ModelMetadata:
     canvas: CanvasSpec
     projection: ProjectionConfig
     confidence_threshold: float = 0.5
+    mirror_tolerance_mm: float | None = None
     architecture: str = ""
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)
@@ -77,8 +81,9 @@ class ModelMetadata:
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "name": self.name,
             "landmarks": list(self.landmarks), "canvas": self.canvas.to_dict(),
             "projection": self.projection.to_dict(), "confidence_threshold": self.confidence_threshold,
-            "architecture": self.architecture, "description": self.description, "training": self.training,
-            "metrics": self.metrics}, indent=2, sort_keys=True)
+            "mirror_tolerance_mm": self.mirror_tolerance_mm, "architecture": self.architecture,
+            "description": self.description, "training": self.training, "metrics": self.metrics},
+            indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "model") -> ModelMetadata:
@@ -103,6 +108,7 @@ class ModelMetadata:
                            canvas=CanvasSpec.from_dict(values["canvas"]),
                            projection=ProjectionConfig.from_dict(values["projection"]),
                            confidence_threshold=float(values.get("confidence_threshold", 0.5)),
+                           mirror_tolerance_mm=_optional_float(values.get("mirror_tolerance_mm")),
                            architecture=str(values.get("architecture", "")),
                            description=str(values.get("description", "")),
                            training=dict(values.get("training", {})), metrics=dict(values.get("metrics", {})))
@@ -113,7 +119,14 @@ class ModelMetadata:
             raise ModelError(f"{source}: landmark names must be unique and non-empty, got {list(landmarks)}.")
         if not 0.0 <= metadata.confidence_threshold <= 1.0:
             raise ModelError(f"{source}: confidence_threshold must be in [0, 1], got {metadata.confidence_threshold}.")
+        tolerance = metadata.mirror_tolerance_mm
+        if tolerance is not None and not (np.isfinite(tolerance) and tolerance > 0):
+            raise ModelError(f"{source}: mirror_tolerance_mm must be a positive number of mm or null, got {tolerance}.")
         return metadata
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 @dataclass

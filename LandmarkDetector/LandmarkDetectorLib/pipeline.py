@@ -15,11 +15,17 @@ from .markups import PointList
 from .model import LandmarkModel, ModelMetadata, load_model
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 from .projection import CT_AIR_THRESHOLD_HU, ProjectedImage, ProjectionConfig, project_volume
+from .symmetry import mirror_partners, unmirror
 
 MIN_EXTENT_FRACTION = 0.05
 """The voxel grid (along each of its axes) and the body's silhouette must span at least this fraction of the model's
 canvas (its shorter side, in mm); less is a slab or a speck that the network cannot read."""
 
+EDGE_MARGIN_PX = 0.5
+"""How far (canvas pixels) beyond the volume's edge a prediction may lie and still count as inside the scanned field.
+A landmark is in view when it lies inside the volume's extent (voxel centres +- half a voxel), so one right at the
+edge of a scan (the toes on the last slice, the vertex on the first) is in view; it must not be lost to the
+network's sub-pixel error. Such a point is reported found and moved onto the volume's edge (``into_volume``)."""
 LOW_CONFIDENCE_MARGIN = 0.5
 """A found landmark has low confidence below threshold + this share of the way from the threshold to 1 (0.925 for a
 threshold of 0.85, 0.75 for 0.5), so that every model, whatever its threshold, can flag landmarks to check."""
@@ -39,8 +45,11 @@ class Landmarks:
         names: landmark names, in model order.
         points_ras: (N, 3) positions in RAS mm (also given for landmarks judged not in view).
         confidence: (N,) probability that each landmark is in the scanned field of view.
-        in_view: (N,) bool, confidence >= the model's (or the caller's) threshold.
+        in_view: (N,) bool, the landmark is found: confidence >= the model's (or the caller's) threshold, placed
+            inside the scanned field, and (for models with a mirror check) its mirror disagreement within tolerance.
         canvas: what the network saw, for previews.
+        disagreement_mm: (N,) distance between the network's estimates on the canvas and on its left-right mirror,
+            mm (NaN for models without a mirror check); large where the network is guessing.
         confidence_threshold: the threshold ``in_view`` was decided with.
     """
 
@@ -49,6 +58,7 @@ class Landmarks:
     confidence: NDArray[np.float64]
     in_view: NDArray[np.bool_]
     canvas: Canvas | None = None
+    disagreement_mm: NDArray[np.float64] | None = None
     confidence_threshold: float = 0.5
 
     @property
@@ -57,9 +67,12 @@ class Landmarks:
         return self.confidence_threshold + LOW_CONFIDENCE_MARGIN * (1.0 - self.confidence_threshold)
 
     def to_point_list(self, name: str = "Landmarks") -> PointList:
-        """Markups point list: labels = names, confidence in the description, not-found points undefined."""
-        descriptions = [f"confidence {c:.3f}" + ("" if ok else "; not found")
-                        for c, ok in zip(self.confidence, self.in_view, strict=True)]
+        """Markups point list: labels = names, confidence (and mirror disagreement) in the description, not-found
+        points undefined."""
+        disagreement = np.full(len(self.names), np.nan) if self.disagreement_mm is None else self.disagreement_mm
+        descriptions = [f"confidence {c:.3f}" + ("" if np.isnan(d) else f"; mirror disagreement {d:.1f} mm")
+                        + ("" if ok else "; not found")
+                        for c, d, ok in zip(self.confidence, disagreement, self.in_view, strict=True)]
         return PointList.from_arrays(self.names, self.points_ras, descriptions=descriptions, defined=self.in_view,
                                      name=name)
 
@@ -85,6 +98,37 @@ def landmark_found(uv: NDArray[np.float64], probability: NDArray[np.float64], in
         u, v = uv[b, :, 0], uv[b, :, 1]
         found[b] &= (u >= cols[0] - 0.5) & (u <= cols[-1] + 0.5) & (v >= rows[0] - 0.5) & (v <= rows[-1] + 0.5)
     return found
+
+
+def in_scanned_field(points_ras: NDArray[np.float64], ray_ras: NDArray[np.float64], ijk_to_ras: NDArray[np.float64],
+                     shape_kji: tuple[int, ...], margin_mm: float) -> NDArray[np.bool_]:
+    """Which points the scan saw: moved along the viewing ray to the depth of the volume's centre, each must lie
+    inside the volume's extent (voxel centres +- half a voxel) or within ``margin_mm`` of it.
+
+    Args:
+        points_ras: (N, 3) RAS mm.
+        ray_ras: (3,) viewing direction (the projection's depth axis).
+        ijk_to_ras: 4x4 voxel-to-RAS matrix of the volume.
+        shape_kji: the volume's shape.
+        margin_mm: tolerance beyond the edge, mm.
+    Returns:
+        (N,) bool.
+    """
+    ray = ray_ras / np.linalg.norm(ray_ras)
+    size_ijk = np.array(shape_kji[::-1], dtype=np.float64)
+    centre_ras = geometry.apply_affine(ijk_to_ras, (size_ijk - 1) / 2)
+    moved = points_ras + ((centre_ras - points_ras) @ ray)[:, None] * ray
+    ijk = geometry.apply_affine(np.linalg.inv(ijk_to_ras), moved)
+    margin_vox = margin_mm / geometry.spacing_mm(ijk_to_ras)
+    return np.all((ijk >= -0.5 - margin_vox) & (ijk <= size_ijk - 0.5 + margin_vox), axis=1)
+
+
+def into_volume(points_ras: NDArray[np.float64], ijk_to_ras: NDArray[np.float64], shape_kji: tuple[int, ...]
+                ) -> NDArray[np.float64]:
+    """Points moved to the nearest place inside the volume's extent (voxel centres +- half a voxel), RAS mm."""
+    ijk = geometry.apply_affine(np.linalg.inv(ijk_to_ras), points_ras)
+    clipped = np.clip(ijk, -0.5, np.array(shape_kji[::-1], dtype=np.float64) - 0.5)
+    return geometry.apply_affine(ijk_to_ras, clipped)
 
 
 def check_body(image: ProjectedImage, extent_mm: ArrayLike, spec: CanvasSpec, table_removal_mm: float) -> None:
@@ -147,6 +191,33 @@ def framed(image: ProjectedImage, spec: CanvasSpec, offset_px: ArrayLike | None 
     return frame(image, spec, origin_uv=origin)
 
 
+def network_estimates(model: LandmarkModel, canvas: Canvas) -> tuple[NDArray[np.float64], NDArray[np.float64],
+                                                                    NDArray[np.float64], NDArray[np.float64]]:
+    """The network's landmark estimates on one canvas.
+
+    With a mirror check (``metadata.mirror_tolerance_mm``), the network also sees the canvas flipped left-right; the
+    estimates are the mean of the two (paired labels swapped back) and their distance is the disagreement.
+
+    Returns:
+        uv (N, 2) canvas pixels, normalized depth (N,), in-view probability (N,), disagreement (N,) in mm (NaN
+        without a mirror check).
+    """
+    partners = None if model.metadata.mirror_tolerance_mm is None else mirror_partners(model.metadata.landmarks)
+    inputs = canvas.network_input()[None]
+    if partners is None:
+        uv, depth, probability = model.predict(inputs)
+        return uv[0], depth[0], probability[0], np.full(depth.shape[1], np.nan)
+    uv, depth, probability = model.predict(np.concatenate([inputs, inputs[..., ::-1]]))
+    uv_back, (depth_back, probability_back) = unmirror(uv[1], [depth[1], probability[1]], partners,
+                                                       canvas.in_field.shape[1])
+    spacing_mm = canvas.image.pixel_spacing_mm
+    planar_mm = (uv[0] - uv_back) * np.array(spacing_mm)
+    depth_mm = (depth[0] - depth_back) * canvas.image.depth_std_mm
+    disagreement = np.sqrt((planar_mm ** 2).sum(axis=1) + depth_mm ** 2)
+    return ((uv[0] + uv_back) / 2, (depth[0] + depth_back) / 2, (probability[0] + probability_back) / 2,
+            disagreement)
+
+
 def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: LandmarkModel | str = "wholebody-ct",
                      device: str = "auto", *, confidence_threshold: float | None = None,
                      projection: ProjectionConfig | None = None, progress: ProgressCallback | None = None,
@@ -185,13 +256,21 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     canvas = framed(image, metadata.canvas)
     check_cancel(should_cancel)
     report(progress, 0.85, "Running the network")
-    uv, depth, probability = model.predict(canvas.network_input()[None])
+    uv, depth, probability, disagreement = network_estimates(model, canvas)
+    spec_mm = metadata.canvas.pixel_spacing_mm
     check_cancel(should_cancel)
-    uvd = np.column_stack([uv[0], canvas.image.denormalize_depth(depth[0])])
+    uvd = np.column_stack([uv, canvas.image.denormalize_depth(depth)])
     report(progress, 1.0, "Done")
-    found = landmark_found(uv, probability, canvas.in_field[None], threshold)[0]
-    return Landmarks(names=metadata.landmarks, points_ras=canvas.image.uvd_to_ras(uvd), confidence=probability[0],
-                     in_view=found, canvas=canvas, confidence_threshold=threshold)
+    points_ras = canvas.image.uvd_to_ras(uvd)
+    ijk_to_ras = geometry.validate_ijk_to_ras(ijk_to_ras)
+    found = (probability >= threshold) & in_scanned_field(points_ras, canvas.image.pixel_to_ras[:3, 2], ijk_to_ras,
+                                                          np.shape(volume_kji), EDGE_MARGIN_PX * spec_mm)
+    if metadata.mirror_tolerance_mm is not None:
+        found &= ~(disagreement > metadata.mirror_tolerance_mm)  # NaN (no pairs) passes
+    points_ras[found] = into_volume(points_ras[found], ijk_to_ras, np.shape(volume_kji))
+    return Landmarks(names=metadata.landmarks, points_ras=points_ras, confidence=probability,
+                     in_view=found, canvas=canvas, disagreement_mm=disagreement,
+                     confidence_threshold=threshold)
 
 
 def detection_warning(landmarks: Landmarks, metadata: ModelMetadata, user_threshold: bool = False) -> str:

@@ -13,9 +13,11 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from ..errors import InputError
 from ..framing import Canvas, CanvasSpec, canvas_origin_uv, frame
 from ..markups import PointList
 from ..projection import VIEW_AXES_RAS, ProjectedImage, view_pixel_to_ras
+from ..symmetry import mirror_partners
 from ..synthetic.anatomy import BODY_LANDMARKS, HAND_LANDMARKS, Anatomy
 from ..synthetic.body import build_body, sample_body, sample_pose
 from ..synthetic.hand import build_hand, sample_hand
@@ -78,6 +80,8 @@ class Augmentation:
         depth_noise_mm: standard deviation of noise added to the depth, mm.
         tilt_deg: the body is rotated in the coronal plane by up to this angle.
         frame_jitter_px: random shift of the canvas, pixels.
+        mirror: probability that a whole-body image is flipped left-right with its paired landmarks swapped (a
+            mirrored body is a plausible body; teaches that the side of a hand, not its place, tells right from left).
     """
 
     fov_cut: float = 0.5
@@ -89,10 +93,11 @@ class Augmentation:
     depth_noise_mm: float = 1.5
     tilt_deg: float = 5.0
     frame_jitter_px: float = 1.5
+    mirror: float = 0.0
 
 
 NO_AUGMENTATION = Augmentation(fov_cut=0.0, transverse_fov_mm=None, table_remnant=0.0, holes=0.0, blobs=0.0,
-                               edge_noise=0.0, depth_noise_mm=0.0, tilt_deg=0.0, frame_jitter_px=0.0)
+                               edge_noise=0.0, depth_noise_mm=0.0, tilt_deg=0.0, frame_jitter_px=0.0, mirror=0.0)
 
 
 @dataclass(frozen=True)
@@ -119,24 +124,22 @@ KINDS = {
 }
 
 
-def _tilt(anatomy: Anatomy, degrees: float) -> Anatomy:
-    """Rotate in the coronal plane (about the A axis) around the anatomy's centre."""
-    low, high = anatomy.skin.bounds_ras()
+def _tilt_matrix(low: NDArray[np.float64], high: NDArray[np.float64], degrees: float) -> NDArray[np.float64]:
+    """4x4 RAS rotation in the coronal plane (about the A axis) around the centre of the box (low, high)."""
     centre = (low + high) / 2
     t = np.radians(degrees)
     m = np.eye(4)
     m[[0, 0, 2, 2], [0, 2, 0, 2]] = [np.cos(t), -np.sin(t), np.sin(t), np.cos(t)]
     m[:3, 3] = centre - m[:3, :3] @ centre
-    return anatomy.transformed(m)
+    return m
 
 
-def _field_of_view(anatomy: Anatomy, kind: str, aug: Augmentation, rng: np.random.Generator
+def _field_of_view(low: NDArray[np.float64], high: NDArray[np.float64], landmarks: dict[str, NDArray[np.float64]],
+                   kind: str, aug: Augmentation, rng: np.random.Generator
                    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """A random scanned box (low, high) in RAS mm: margins around the anatomy, sometimes cutting it."""
-    low, high = anatomy.skin.bounds_ras()
+    """A random scanned box (low, high) in RAS mm: margins around the anatomy's box, sometimes cutting it."""
     low = low - rng.uniform(5.0, 60.0, 3)
     high = high + rng.uniform(5.0, 60.0, 3)
-    landmarks = anatomy.landmarks_ras
     if rng.random() < aug.fov_cut:
         if kind == "body":
             head, knee, toe = landmarks["HeadTop"][2], (landmarks["KneeR"][2] + landmarks["KneeL"][2]) / 2, \
@@ -232,6 +235,16 @@ def _augment(image: ProjectedImage, aug: Augmentation, rng: np.random.Generator)
                           pixel_to_ras=image.pixel_to_ras, threshold=image.threshold, view=image.view)
 
 
+def _mirrored(image: ProjectedImage, points_ras: NDArray[np.float64], in_view: NDArray[np.bool_],
+              partners: NDArray[np.intp]) -> tuple[ProjectedImage, NDArray[np.float64], NDArray[np.bool_]]:
+    """The image flipped left-right on its own grid, with the landmarks mirrored and paired labels swapped."""
+    uvd = image.ras_to_uvd(points_ras)
+    uvd[:, 0] = (image.shape[1] - 1) - uvd[:, 0]
+    flipped = ProjectedImage(silhouette=image.silhouette[:, ::-1].copy(), depth_mm=image.depth_mm[:, ::-1].copy(),
+                             pixel_to_ras=image.pixel_to_ras, threshold=image.threshold, view=image.view)
+    return flipped, image.uvd_to_ras(uvd)[partners], in_view[partners]
+
+
 class SyntheticSource:
     """Endless synthetic training batches, rendered on the fly (no files).
 
@@ -239,46 +252,90 @@ class SyntheticSource:
         kind: "body" or "hand".
         spec: network canvas.
         augmentation: what to simulate of real scans.
+        anny_fraction: share of whole bodies drawn from the anny body model (``synthetic.anny_body``, needs the
+            ``anny`` package) rather than the primitive generator.
     """
 
-    def __init__(self, kind: str, spec: CanvasSpec, augmentation: Augmentation = Augmentation()):
+    def __init__(self, kind: str, spec: CanvasSpec, augmentation: Augmentation = Augmentation(),
+                 anny_fraction: float = 0.0):
+        if not 0.0 <= anny_fraction <= 1.0 or (anny_fraction > 0 and kind != "body"):
+            raise InputError(f"anny_fraction must be in [0, 1] (whole bodies only), got {anny_fraction} for {kind}.")
         self.kind = KINDS[kind]
         self.spec = spec
         self.augmentation = augmentation
+        self.anny_fraction = anny_fraction
+        self.partners = mirror_partners(self.kind.landmarks)
+        w_mm, h_mm = self.kind.render_extent_mm
+        self.shape_vu = (int(h_mm / spec.pixel_spacing_mm) + 1, int(w_mm / spec.pixel_spacing_mm) + 1)
 
     def batch(self, size: int, rng: np.random.Generator) -> Batch:
         """``size`` random samples."""
+        from_anny = int(rng.binomial(size, self.anny_fraction)) if self.anny_fraction > 0 else 0
+        renders = self._primitive_renders(size - from_anny, rng)
+        if from_anny:
+            renders += self._anny_renders(from_anny, rng)
+        return Batch.stack([self._sample(*render, rng) for render in renders])
+
+    def _primitive_renders(self, size: int, rng: np.random.Generator) -> list[tuple]:
+        """(depth, grid, box low, box high, landmarks) of ``size`` primitive anatomies."""
         aug = self.augmentation
         anatomies = [self.kind.sample(rng) for _ in range(size)]
         if aug.tilt_deg > 0:
-            anatomies = [_tilt(a, rng.uniform(-aug.tilt_deg, aug.tilt_deg)) for a in anatomies]
-        spacing = self.spec.pixel_spacing_mm
-        w_mm, h_mm = self.kind.render_extent_mm
-        shape_vu = (int(h_mm / spacing) + 1, int(w_mm / spacing) + 1)
-        grids = np.stack([self._grid(a, shape_vu) for a in anatomies])
-        depths = np.empty((size, *shape_vu), dtype=np.float32)
+            anatomies = [a.transformed(_tilt_matrix(*a.skin.bounds_ras(), rng.uniform(-aug.tilt_deg, aug.tilt_deg)))
+                         for a in anatomies]
+        boxes = [a.skin.bounds_ras() for a in anatomies]
+        grids = np.stack([self._grid(low, high) for low, high in boxes]) if anatomies else np.zeros((0, 4, 4))
+        depths = np.empty((size, *self.shape_vu), dtype=np.float32)
         by_count: dict[int, list[int]] = {}
         for index, anatomy in enumerate(anatomies):
             by_count.setdefault(len(anatomy.skin), []).append(index)
         for indices in by_count.values():  # render_batch needs equal primitive counts
-            depths[indices] = render_batch([anatomies[i].skin for i in indices], grids[indices], shape_vu)
-        samples = []
-        for anatomy, depth, grid in zip(anatomies, depths, grids, strict=True):
-            low, high = _field_of_view(anatomy, self.kind.name, aug, rng)
-            image = _augment(_crop_to_field(depth, grid, low, high), aug, rng)
-            canvas = frame(image, self.spec, origin_uv=self._jittered_origin(image, rng))
-            points = anatomy.landmark_array()
-            in_view = np.all((points >= low) & (points <= high), axis=1)
-            samples.append(targets(canvas, points, in_view))
-        return Batch.stack(samples)
+            depths[indices] = render_batch([anatomies[i].skin for i in indices], grids[indices], self.shape_vu)
+        return [(depth, grid, low, high, anatomy.landmarks_ras)
+                for depth, grid, (low, high), anatomy in zip(depths, grids, boxes, anatomies, strict=True)]
 
-    def _grid(self, anatomy: Anatomy, shape_vu: tuple[int, int]) -> NDArray[np.float64]:
-        """AP grid of canvas-spacing pixels centred on the anatomy, front plane at its most anterior point."""
-        low, high = anatomy.skin.bounds_ras()
+    def _anny_renders(self, size: int, rng: np.random.Generator) -> list[tuple]:
+        """(depth, grid, box low, box high, landmarks) of ``size`` bodies of the anny body model."""
+        from ..synthetic.anny_body import sample_anny_bodies
+        from ..synthetic.mesh import render_mesh_batch
+
+        bodies = sample_anny_bodies(rng, size)
+        vertices, points = bodies.vertices_ras.astype(np.float64), bodies.landmarks_ras.astype(np.float64)
+        if self.augmentation.tilt_deg > 0:
+            for b in range(size):
+                m = _tilt_matrix(vertices[b].min(axis=0), vertices[b].max(axis=0),
+                                 rng.uniform(-self.augmentation.tilt_deg, self.augmentation.tilt_deg))
+                vertices[b] = vertices[b] @ m[:3, :3].T + m[:3, 3]
+                points[b] = points[b] @ m[:3, :3].T + m[:3, 3]
+        lows, highs = vertices.min(axis=1), vertices.max(axis=1)
+        grids = np.stack([self._grid(low, high) for low, high in zip(lows, highs, strict=True)])
+        depths = render_mesh_batch(vertices, bodies.faces, grids, self.shape_vu)
+        names = self.kind.landmarks
+        return [(depth, grid, low, high, dict(zip(names, p, strict=True)))
+                for depth, grid, low, high, p in zip(depths, grids, lows, highs, points, strict=True)]
+
+    def _sample(self, depth: NDArray[np.float32], grid: NDArray[np.float64], low: NDArray[np.float64],
+                high: NDArray[np.float64], landmarks: dict[str, NDArray[np.float64]], rng: np.random.Generator
+                ) -> Batch:
+        """One training sample from a render: field of view, mirror, corruptions, framing, targets."""
+        aug = self.augmentation
+        field_low, field_high = _field_of_view(low, high, landmarks, self.kind.name, aug, rng)
+        image = _crop_to_field(depth, grid, field_low, field_high)
+        points = np.array([landmarks[name] for name in self.kind.landmarks], dtype=np.float64)
+        in_view = np.all((points >= field_low) & (points <= field_high), axis=1)
+        if aug.mirror > 0 and self.partners is not None and rng.random() < aug.mirror:
+            image, points, in_view = _mirrored(image, points, in_view, self.partners)
+        image = _augment(image, aug, rng)
+        canvas = frame(image, self.spec, origin_uv=self._jittered_origin(image, rng))
+        return targets(canvas, points, in_view)
+
+    def _grid(self, low: NDArray[np.float64], high: NDArray[np.float64]) -> NDArray[np.float64]:
+        """AP grid of canvas-spacing pixels centred on the box (low, high), front plane at its most anterior point."""
         centre = (low + high) / 2
         spacing = self.spec.pixel_spacing_mm
         axes = VIEW_AXES_RAS["ap"]
-        origin = centre - axes[0] * spacing * (shape_vu[1] - 1) / 2 - axes[1] * spacing * (shape_vu[0] - 1) / 2
+        origin = (centre - axes[0] * spacing * (self.shape_vu[1] - 1) / 2
+                  - axes[1] * spacing * (self.shape_vu[0] - 1) / 2)
         origin[1] = high[1]
         return view_pixel_to_ras("ap", origin, (spacing, spacing))
 

@@ -61,6 +61,7 @@ class TrainConfig:
         workers: data-generating processes (0: generate in the training process).
         threads: torch CPU threads for the network.
         augmentation: simulated scan conditions.
+        anny_fraction: share of whole bodies from the anny body model (the rest from the primitive generator).
         loss: loss weights.
     """
 
@@ -83,6 +84,7 @@ class TrainConfig:
     workers: int = 1
     threads: int = 2
     augmentation: Augmentation = field(default_factory=Augmentation)
+    anny_fraction: float = 0.0
     loss: LossWeights = field(default_factory=LossWeights)
 
     def __post_init__(self) -> None:
@@ -139,7 +141,8 @@ class _SyntheticStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        source = SyntheticSource(self.config.anatomy, self.config.canvas, self.config.augmentation)
+        source = SyntheticSource(self.config.anatomy, self.config.canvas, self.config.augmentation,
+                                 self.config.anny_fraction)
         step = self.start_step + worker
         while True:
             yield source.batch(self.config.batch_size, np.random.default_rng([self.config.seed, 1, step]))
@@ -156,7 +159,7 @@ def to_tensors(batch: Batch, device: str = "cpu") -> tuple[torch.Tensor, Targets
 
 def validation_set(config: TrainConfig) -> Batch:
     """Held-out synthetic samples from a seed stream that training never draws from."""
-    source = SyntheticSource(config.anatomy, config.canvas, config.augmentation)
+    source = SyntheticSource(config.anatomy, config.canvas, config.augmentation, config.anny_fraction)
     batches = [source.batch(min(64, config.validation_size - start), np.random.default_rng([config.seed, 2, start]))
                for start in range(0, config.validation_size, 64)]
     return Batch.stack(batches)

@@ -1,0 +1,150 @@
+"""The mirror check: paired landmarks, predictions on a flipped canvas, and what "found" means with it.
+
+Two analytic TorchScript models see an off-centre box: one places EdgeR/EdgeL on the box's right/left edges (a
+mirror-consistent network), the other puts both 10 canvas pixels right of the centroid (a network that guesses the
+side from the place). Only the second must lose its paired points to the mirror check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from LandmarkDetectorLib import ModelError, detect_landmarks, load_model
+from LandmarkDetectorLib.framing import CanvasSpec
+from LandmarkDetectorLib.model import ModelMetadata, save_model
+from LandmarkDetectorLib.projection import ProjectedImage, ProjectionConfig, view_pixel_to_ras
+from LandmarkDetectorLib.symmetry import mirror_partners
+from LandmarkDetectorLib.synthetic.anatomy import BODY_LANDMARKS, HAND_LANDMARKS
+from LandmarkDetectorLib.training.data import _mirrored
+
+from phantoms import add_box
+
+NAMES = ("Top", "EdgeR", "EdgeL")
+SPEC = CanvasSpec(height=64, width=64, pixel_spacing_mm=4.0)
+SHIFT_PX = 10.0
+
+
+def _edges(silhouette: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Leftmost and rightmost body columns, and the centroid row."""
+    us = torch.arange(silhouette.shape[2], dtype=silhouette.dtype)
+    columns = silhouette.amax(dim=1) > 0.5
+    left = torch.where(columns, us, torch.full_like(us, 1e6)).amin(dim=-1)
+    right = torch.where(columns, us, torch.full_like(us, -1e6)).amax(dim=-1)
+    vs = torch.arange(silhouette.shape[1], dtype=silhouette.dtype)
+    v = (silhouette.sum(dim=2) * vs).sum(dim=-1) / silhouette.sum(dim=(1, 2)).clamp(min=1.0)
+    return left, right, v
+
+
+class EdgesModel(nn.Module):
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        left, right, v = _edges(x[:, 0])
+        centre = (left + right) / 2
+        uv = torch.stack([torch.stack([centre, v], -1), torch.stack([left, v], -1), torch.stack([right, v], -1)], 1)
+        return uv, torch.zeros_like(uv[..., 0]), torch.full_like(uv[..., 0], 10.0)
+
+
+class GuessingModel(nn.Module):
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        left, right, v = _edges(x[:, 0])
+        centre = (left + right) / 2
+        guess = torch.stack([centre + 10.0, v], -1)
+        uv = torch.stack([torch.stack([centre, v], -1), guess, guess], 1)
+        return uv, torch.zeros_like(uv[..., 0]), torch.full_like(uv[..., 0], 10.0)
+
+
+def _save(tmp_path, module: nn.Module, tolerance_mm: float | None):
+    path = tmp_path / f"{type(module).__name__}-{tolerance_mm}.pt"
+    metadata = ModelMetadata(name="edges", landmarks=NAMES, canvas=SPEC,
+                             projection=ProjectionConfig(table_removal_mm=0.0), mirror_tolerance_mm=tolerance_mm)
+    save_model(module, metadata, path)
+    return load_model(path)
+
+
+@pytest.fixture(scope="module")
+def box_volume():
+    """An off-centre box 60 x 40 x 100 mm in a 3 mm RAS grid (odd sizes)."""
+    ijk_to_ras = np.diag([3.0, 3.0, 3.0, 1.0])
+    ijk_to_ras[:3, 3] = (-60.0, -45.0, -90.0)
+    volume = np.zeros((61, 31, 41), dtype=np.int16) - 1000
+    add_box(volume, ijk_to_ras, (-30.0, -20.0, -60.0), (30.0, 20.0, 40.0), 40.0)
+    return volume, ijk_to_ras
+
+
+def test_mirror_partners_pair_right_and_left():
+    partners = mirror_partners(BODY_LANDMARKS)
+    assert [BODY_LANDMARKS[i] for i in partners] == ["HeadTop", "ShoulderL", "ShoulderR", "MiddleFingerTipL",
+                                                     "MiddleFingerTipR", "KneeL", "KneeR", "BigToeL", "BigToeR"]
+    assert mirror_partners(HAND_LANDMARKS) is None
+    assert mirror_partners(("KneeR", "HeadTop")) is None  # a side without its counterpart is no pair
+
+
+def test_consistent_network_agrees_with_its_mirror(tmp_path, box_volume):
+    single = detect_landmarks(*box_volume, _save(tmp_path, EdgesModel(), None))
+    checked = detect_landmarks(*box_volume, _save(tmp_path, EdgesModel(), 5.0))
+    assert np.isnan(single.disagreement_mm).all()
+    np.testing.assert_allclose(checked.disagreement_mm, 0.0, atol=1e-6)
+    np.testing.assert_allclose(checked.points_ras, single.points_ras, atol=1e-6)
+    assert checked.in_view.all()
+    # EdgeR on the patient's right (the box's R = +30 mm face), EdgeL on the left (R = -30 mm).
+    assert checked.points_ras[1, 0] > 25.0 and checked.points_ras[2, 0] < -25.0
+
+
+def test_guessing_network_loses_its_paired_points(tmp_path, box_volume):
+    unchecked = detect_landmarks(*box_volume, _save(tmp_path, GuessingModel(), None))
+    assert unchecked.in_view.all()
+    checked = detect_landmarks(*box_volume, _save(tmp_path, GuessingModel(), 5.0))
+    # On the flipped canvas both guesses land 10 px on the other side: 20 px apart once flipped back.
+    np.testing.assert_allclose(checked.disagreement_mm, [0.0, 2 * SHIFT_PX * 4.0, 2 * SHIFT_PX * 4.0], atol=1e-4)
+    assert checked.in_view.tolist() == [True, False, False]
+    # The point given is the mean of both estimates: the centre, not a side.
+    np.testing.assert_allclose(checked.points_ras[1, 0], checked.points_ras[0, 0], atol=1e-4)
+    description = checked.to_point_list().points[1].description
+    assert "mirror disagreement 80.0 mm" in description and "not found" in description
+    loose = detect_landmarks(*box_volume, _save(tmp_path, GuessingModel(), 100.0))
+    assert loose.in_view.all()
+
+
+@pytest.mark.parametrize("tolerance", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_mirror_tolerance_is_refused(tolerance):
+    metadata = ModelMetadata(name="m", landmarks=NAMES, canvas=SPEC, projection=ProjectionConfig(),
+                             mirror_tolerance_mm=1.0)
+    text = metadata.to_json().replace('"mirror_tolerance_mm": 1.0', f'"mirror_tolerance_mm": {json.dumps(tolerance)}')
+    with pytest.raises(ModelError, match="mirror_tolerance_mm"):
+        ModelMetadata.from_json(text)
+
+
+def test_mirror_tolerance_round_trips_and_defaults_to_none():
+    metadata = ModelMetadata(name="m", landmarks=NAMES, canvas=SPEC, projection=ProjectionConfig(),
+                             mirror_tolerance_mm=12.5)
+    assert ModelMetadata.from_json(metadata.to_json()).mirror_tolerance_mm == 12.5
+    values = json.loads(metadata.to_json())
+    del values["mirror_tolerance_mm"]  # a bundle from before the mirror check
+    assert ModelMetadata.from_json(json.dumps(values)).mirror_tolerance_mm is None
+    unchecked = dataclasses.replace(metadata, mirror_tolerance_mm=None).to_json()
+    assert json.loads(unchecked)["mirror_tolerance_mm"] is None
+
+
+def test_mirrored_training_image_swaps_sides_exactly():
+    rng = np.random.default_rng(3)
+    silhouette = rng.random((20, 13)) > 0.5
+    depth = np.where(silhouette, rng.uniform(0, 100, silhouette.shape), np.nan).astype(np.float32)
+    grid = view_pixel_to_ras("ap", np.array([40.0, 10.0, 300.0]), (7.0, 7.0))
+    image = ProjectedImage(silhouette=silhouette, depth_mm=depth, pixel_to_ras=grid, threshold=0.5, view="ap")
+    points = rng.uniform(-50, 50, (len(BODY_LANDMARKS), 3))
+    in_view = rng.random(len(BODY_LANDMARKS)) > 0.3
+    partners = mirror_partners(BODY_LANDMARKS)
+    flipped, mirrored, mirrored_in_view = _mirrored(image, points, in_view, partners)
+    np.testing.assert_array_equal(flipped.silhouette, silhouette[:, ::-1])
+    uvd, uvd_mirrored = image.ras_to_uvd(points), flipped.ras_to_uvd(mirrored)
+    np.testing.assert_allclose(uvd_mirrored[:, 0], 12 - uvd[partners, 0], atol=1e-9)
+    np.testing.assert_allclose(uvd_mirrored[:, 1:], uvd[partners, 1:], atol=1e-9)
+    np.testing.assert_array_equal(mirrored_in_view, in_view[partners])
+    again = _mirrored(flipped, mirrored, mirrored_in_view, partners)
+    np.testing.assert_allclose(again[1], points, atol=1e-9)
+    np.testing.assert_array_equal(again[0].depth_mm, depth)
