@@ -3,19 +3,23 @@
 The panel, the logic and the self-test are in LandmarkDetectorSlicer; all computation is in LandmarkDetectorLib.
 """
 
+import os
 import sys
+from pathlib import Path
 
+import slicer
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule
 
+from LandmarkDetectorLib.model import USER_MODELS_ENV
 from LandmarkDetectorSlicer.logic import LandmarkDetectorLogic
+from LandmarkDetectorSlicer.sampledata import registerSampleData
 from LandmarkDetectorSlicer.selftest import LandmarkDetectorTest
 from LandmarkDetectorSlicer.widget import LandmarkDetectorPanel
 
 __all__ = ["LandmarkDetector", "LandmarkDetectorLogic", "LandmarkDetectorTest", "LandmarkDetectorWidget"]
 
-DOCUMENTATION_URL = "https://github.com/LandmarkDetector/SlicerLandmarkDetector#readme"
 RELOADED_PACKAGES = ("LandmarkDetectorLib", "LandmarkDetectorSlicer")
 
 
@@ -37,11 +41,17 @@ class LandmarkDetector(ScriptedLoadableModule):
             "<li>Check the table: click a row to jump to its point. Landmarks that were not found are unplaced "
             "points: click their row, then click in a view to place them.</li></ol>"
             "To adapt a model to your scans, correct the points of a few volumes and use <b>Fine-tune</b>. "
-            '<a href="{documentation}">Documentation and model cards</a>.').format(documentation=DOCUMENTATION_URL)
+            "The panel links each bundled model's card (training data and measured accuracy). To try the module, "
+            "load <b>LandmarkDetectorSyntheticCT</b> or <b>LandmarkDetectorSyntheticHandMR</b> from the Sample Data "
+            "module.")
         self.parent.acknowledgementText = _(
             "The method follows G. Riegler, M. Urschler, M. Ruether, H. Bischof, D. Stern: "
             "Anatomical landmark detection in medical applications driven by synthetic data, "
             "ICCV Workshops 2015.")
+        # Models the user fine-tunes live beside Slicer's settings, unless the variable names another folder.
+        os.environ.setdefault(USER_MODELS_ENV, str(Path(slicer.app.slicerUserSettingsFilePath).parent /
+                                                   "LandmarkDetector" / "models"))
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
 class LandmarkDetectorWidget(LandmarkDetectorPanel):

@@ -177,7 +177,8 @@ def model_description(name: str) -> str:
     if accuracy:
         lines.append("<b>Measured error:</b> mean {mean:.1f} mm, median {median:.1f} mm.".format(
             mean=accuracy["mean_mm"], median=accuracy["median_mm"]))
-    lines.append('<a href="{url}">Model card</a>'.format(url=widget_constant("MODEL_CARD_URL").format(name=name)))
+    card = WIDGET_FILE.parent.parent / "Resources" / "ModelCards" / f"{name}.md"  # widget.py's MODEL_CARDS_DIR
+    lines.append(f'<a href="{card.as_uri()}">Model card</a>')
     return "<br>".join(lines)
 
 

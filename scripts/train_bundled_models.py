@@ -6,7 +6,7 @@
 Hand: trains both network families on synthetic renders (fixed seeds), evaluates each on held-out synthetic 3D
 volumes through the whole projection path (seeds never used in training) together with the mean-depth and NN(syn)
 baselines, bundles the better network into LandmarkDetector/Resources/Models/, records its SHA-256, and writes the
-model card Resources/ModelCards/<name>.md.
+model card LandmarkDetector/Resources/ModelCards/<name>.md (it ships with the module).
 
 Body: two stages. Stage 1 is the primitive-body U-Net of the hand's recipe (2400 steps; the bundled model up to
 December 2026). Stage 2 starts from its weights and trains on a mix of anny bodies (``synthetic.anny_body``) and
@@ -93,6 +93,7 @@ BODY_STAGE2 = {
         "not found.",
     ],
 }
+CARDS_DIR = REPO / "LandmarkDetector" / "Resources" / "ModelCards"
 REAL_ANATOMY_DIR = REPO / "out" / "real_anatomy" / "body"
 
 
@@ -209,7 +210,7 @@ def train_body(args: argparse.Namespace) -> None:
     export(network, config, path, name=recipe["name"], metrics=metrics, description=BODY_STAGE2["description"],
            training=training, confidence_threshold=threshold, mirror_tolerance_mm=tolerance, overwrite=True)
     record_checksum(path)
-    card = REPO / "Resources" / "ModelCards" / f"{recipe['name']}.md"
+    card = CARDS_DIR / f"{recipe['name']}.md"
     card.write_text(body_model_card(config, stage1_steps, metrics, load_model(path)))
     print(f"bundled {path} ({path.stat().st_size / 1e6:.1f} MB); model card {card}")
 
@@ -288,7 +289,7 @@ def bundle(anatomy: str, recipe: dict, results: dict, best: str) -> None:
     export(network, chosen["config"], path, name=recipe["name"], metrics=metrics, description=recipe["description"],
            training=model.metadata.training, confidence_threshold=chosen["calibration"]["threshold"], overwrite=True)
     record_checksum(path)
-    card = REPO / "Resources" / "ModelCards" / f"{recipe['name']}.md"
+    card = CARDS_DIR / f"{recipe['name']}.md"
     card.parent.mkdir(parents=True, exist_ok=True)
     card.write_text(model_card(recipe, results, best, load_model(path)))
     print(f"bundled {path} ({path.stat().st_size / 1e6:.1f} MB); model card {card}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import csv
+import dataclasses
 import functools
 import json
 import logging
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, LandmarkDetectorError
+from .errors import InputError, LandmarkDetectorError, UsageError
 from .fileio import atomic_open, check_writable_target
 from .markups import write_markups
 from .volume_io import Volume, case_name, is_volume_path, read_volume
@@ -31,6 +32,7 @@ from .volume_io import Volume, case_name, is_volume_path, read_volume
 logger = logging.getLogger(__name__)
 
 RECORDS_DIR = ".landmark-detector-batch"
+SETTINGS_FILE = "settings.json"
 READ_AHEAD = 2
 """Volumes a single-process batch reads ahead of the one it detects, each in its own thread (at most this many + 1
 in memory)."""
@@ -74,7 +76,10 @@ class BatchOptions:
 
 @dataclass
 class CaseResult:
-    """One case's record; ``status`` is "ok", "failed" or "skipped" (output already there, no record of it)."""
+    """One case's record; ``status`` is "ok", "failed" or "skipped" (output already there, no record of it).
+
+    ``earlier`` marks a case finished by an earlier run that this one skipped (resume); it is not stored.
+    """
 
     case: str
     status: str
@@ -83,6 +88,7 @@ class CaseResult:
     confidence: dict[str, float] = field(default_factory=dict)
     output: str = ""
     error: str = ""
+    earlier: bool = False
 
 
 def find_volumes(folder: str | os.PathLike[str]) -> list[BatchCase]:
@@ -184,7 +190,44 @@ def run_case(case: BatchCase, out_dir: Path, options: BatchOptions, overwrite: b
 def _write_record(out_dir: Path, case: BatchCase, result: CaseResult) -> None:
     (out_dir / RECORDS_DIR).mkdir(exist_ok=True)
     with atomic_open(record_path(out_dir, case), "w", overwrite=True) as f:
-        json.dump(asdict(result), f)
+        json.dump({k: v for k, v in asdict(result).items() if k != "earlier"}, f)
+
+
+def batch_settings(options: BatchOptions) -> dict[str, Any]:
+    """What decides a batch's outputs: the model (name and SHA-256 of its file) and the detection settings."""
+    from .model import model_file, model_name_of, sha256_of
+
+    path = model_file(options.model)
+    return {"model": model_name_of(path), "model_sha256": sha256_of(path), "output_format": options.output_format,
+            "confidence_threshold": options.confidence_threshold, "threshold": options.threshold,
+            "table_removal_mm": options.table_removal_mm}
+
+
+def check_settings(out_dir: Path, settings: dict[str, Any], *, resume: bool) -> None:
+    """Refuse to resume a batch whose outputs were made with another model or settings; record ``settings`` in
+    ``OUT/.landmark-detector-batch/settings.json`` for the next run.
+
+    Raises:
+        UsageError: ``resume`` and the recorded settings differ from ``settings`` (nothing was run).
+    """
+    path = out_dir / RECORDS_DIR / SETTINGS_FILE
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    if resume and isinstance(recorded, dict) and recorded != settings:
+        changed = "; ".join(f"{key} {recorded.get(key)!r} then, {value!r} now" for key, value in settings.items()
+                            if recorded.get(key) != value)
+        raise UsageError(f"{out_dir} holds outputs made with other settings ({changed}); resuming would mix them. "
+                         f"Resume with model {recorded.get('model')!r} and the same settings, write to another "
+                         "folder, or pass overwrite=True to redo every case.")
+    if resume and recorded is None and any(out_dir.glob(f"*.{settings['output_format']}")):
+        logger.warning("%s has no record of the model its outputs were made with (an older version wrote them); "
+                       "resuming with model %s without checking.", out_dir, settings["model"])
+    if recorded != settings:
+        path.parent.mkdir(exist_ok=True)
+        with atomic_open(path, "w", overwrite=True) as f:
+            json.dump(settings, f, indent=2)
 
 
 @functools.lru_cache(maxsize=2)
@@ -210,16 +253,16 @@ def pending_cases(cases: list[BatchCase], out_dir: Path, options: BatchOptions, 
     if done and not (resume or overwrite):
         examples = ", ".join(output_path(out_dir, c, options).name for c in done[:3])
         raise FileExistsError(f"{out_dir} already holds outputs for {len(done)} of {len(cases)} cases ({examples}"
-                              f"{', ...' if len(done) > 3 else ''}); pass --resume to skip finished cases or "
-                              "--overwrite to redo them.")
+                              f"{', ...' if len(done) > 3 else ''}); pass resume=True to skip finished cases or "
+                              "overwrite=True to redo them.")
     if overwrite:
         return cases, []
     finished = []
     for case in done:
         record = read_record(out_dir, case)
-        finished.append(record if record is not None and record.status == "ok" else
-                        CaseResult(case.name, "skipped", output=output_path(out_dir, case, options).name,
-                                   error="output already existed; no record of it"))
+        finished.append(dataclasses.replace(record, earlier=True) if record is not None and record.status == "ok"
+                        else CaseResult(case.name, "skipped", output=output_path(out_dir, case, options).name,
+                                        error="output already existed; no record of it", earlier=True))
     done_names = {c.name for c in done}
     return [c for c in cases if c.name not in done_names], finished
 
@@ -252,17 +295,23 @@ def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: 
         out_dir: output folder (created).
         options: model, device, output format, confidence threshold.
         workers: local processes (1: in this process, threads reading ahead while this case is detected).
-        resume: skip cases whose output exists; overwrite: redo them. Without either, existing outputs are an error.
+        resume: skip cases whose output exists (refused when they were made with another model or settings);
+            overwrite: redo them. Without either, existing outputs are an error.
         shard: (K, N) of this run, names the summary file ``summary-K-of-N.csv``.
         scheduler: address of a Dask distributed scheduler to run the cases on (its workers must see ``out_dir``).
         on_result: called in this process with each case's result as it finishes (progress bars).
     Returns:
-        Results of all cases (finished earlier ones included), in case order.
+        Results of all cases (finished earlier ones included, marked ``earlier``), in case order.
+    Raises:
+        FileExistsError: outputs exist and neither ``resume`` nor ``overwrite`` was given.
+        UsageError: ``resume`` in a folder made with another model or settings (``check_settings``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_writable_target(out / summary_name(shard), overwrite=True)
+    settings = batch_settings(options)
     todo, finished = pending_cases(cases, out, options, resume=resume, overwrite=overwrite)
+    check_settings(out, settings, resume=resume)
     remove_stale_temporaries(out, todo, options, out / summary_name(shard))
     if todo and not scheduler:  # a bad model is one clear error here rather than a failure per case
         cached_model(options.model, options.device, options.threads)

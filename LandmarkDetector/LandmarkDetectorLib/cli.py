@@ -7,18 +7,18 @@ without a Python traceback unless ``--debug`` is given.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
+import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError, LandmarkDetectorError
+from .errors import InputError, LandmarkDetectorError, UsageError
 from .fileio import atomic_open, check_writable_target
 
 logger = logging.getLogger("landmark_detector")
@@ -117,7 +117,7 @@ def command_project(args: argparse.Namespace) -> int:
 
 def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by detect and batch: model, device, thresholds."""
-    parser.add_argument("--model", default="wholebody-ct",
+    parser.add_argument("-m", "--model", default="wholebody-ct",
                         help="model name (see `landmark-detector models`) or .pt file (default wholebody-ct)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the network runs (default auto: CUDA when present)")
@@ -130,94 +130,132 @@ def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def format_landmarks(landmarks: Any) -> str:
-    """A plain-text table: landmark, found, confidence, R A S in mm."""
+    """A plain-text table: landmark, found, confidence, R A S in mm (no position for landmarks not found)."""
     width = max(len("landmark"), *(len(n) for n in landmarks.names))
     lines = [f"{'landmark':<{width}}  found  confidence        R        A        S"]
     for name, point, confidence, found in zip(landmarks.names, landmarks.points_ras, landmarks.confidence,
                                               landmarks.in_view, strict=True):
-        r, a, s = point
-        lines.append(f"{name:<{width}}  {'yes' if found else 'NO':<5}  {confidence:10.3f}  "
-                     f"{r:7.1f}  {a:7.1f}  {s:7.1f}")
+        position = "  ".join(f"{value:7.1f}" for value in point) if found else f"{'-':>7}  {'-':>7}  {'-':>7}"
+        lines.append(f"{name:<{width}}  {'yes' if found else 'NO':<5}  {confidence:10.3f}  {position}")
     return "\n".join(lines)
 
 
+def landmarks_json(landmarks: Any, volume: str, model: str, output: str | None, warning: str) -> dict[str, Any]:
+    """What ``detect --json`` prints: per landmark its name, found, confidence and RAS mm position (null when not
+    found)."""
+    return {
+        "volume": volume, "model": model, "output": output, "coordinate_system": "RAS", "units": "mm",
+        "confidence_threshold": landmarks.confidence_threshold, "found": int(landmarks.in_view.sum()),
+        "warning": warning or None,
+        "landmarks": [{"name": name, "found": bool(found), "confidence": round(float(confidence), 4),
+                       "position_ras": [round(float(v), 3) for v in point] if found else None}
+                      for name, point, confidence, found in zip(landmarks.names, landmarks.points_ras,
+                                                                landmarks.confidence, landmarks.in_view, strict=True)],
+    }
+
+
 def command_detect(args: argparse.Namespace) -> int:
-    """Detect the landmarks of one volume and write them as a Slicer point list."""
-    from .markups import markups_suffix, write_markups
+    """Detect the landmarks of one volume and write them as a Slicer point list (or print them as JSON)."""
+    from .images import pyplot
+    from .markups import write_markups
     from .model import load_model
-    from .pipeline import detect_landmarks, model_projection, projection_settings
+    from .pipeline import detect_landmarks, detection_warning, model_projection, projection_settings
     from .preview import draw_landmarks
     from .volume_io import case_name, read_volume
 
-    targets = [Path(args.out)] + ([Path(args.preview)] if args.preview else [])
+    if not args.out and not args.json:
+        raise UsageError("give --out FILE (.mrk.json, .fcsv or .csv) for the point list, --json to print the "
+                         "landmarks, or both.")
+    if args.preview:
+        pyplot("previews")  # a missing matplotlib stops here, before any work or file
+    targets = ([Path(args.out)] if args.out else []) + ([Path(args.preview)] if args.preview else [])
     for target in targets:  # refuse before any work, so nothing is half-written
         check_writable_target(target, args.overwrite)
-    markups_suffix(args.out)
     volume = read_volume(args.volume)
     model = load_model(args.model, args.device)
     projection = projection_settings(model, args.threshold, args.table_removal_mm)
     landmarks = detect_landmarks(volume.voxels_kji, volume.ijk_to_ras, model, args.device,
                                  confidence_threshold=args.confidence_threshold, projection=projection)
-    write_markups(args.out, landmarks.to_point_list(case_name(args.volume)), overwrite=args.overwrite)
+    if args.out:
+        write_markups(args.out, landmarks.to_point_list(case_name(args.volume)), overwrite=args.overwrite)
     if args.preview:
         spacing = min(model.metadata.canvas.pixel_spacing_mm, 3.0)  # finer than the network's view, for people
         image = model_projection(volume.voxels_kji, volume.ijk_to_ras, projection,
                                  dataclasses.replace(model.metadata.canvas, pixel_spacing_mm=spacing))
         draw_landmarks(image, landmarks, args.preview, title=f"{Path(args.volume).name}: {model.metadata.name}",
                        overwrite=args.overwrite)
+    warning = detection_warning(landmarks, model.metadata, user_threshold=args.threshold is not None)
+    if args.json:
+        json.dump(landmarks_json(landmarks, str(args.volume), model.metadata.name, args.out, warning), sys.stdout,
+                  indent=2)
+        print()
+        return 0
     print(format_landmarks(landmarks))
     print(f"{int(landmarks.in_view.sum())} of {len(landmarks.names)} landmarks found -> {args.out}"
           + (f" (preview {args.preview})" if args.preview else ""))
+    if warning:
+        logger.warning(warning)
     return 0
 
 
 def command_batch(args: argparse.Namespace) -> int:
     """Detect landmarks in every volume of a folder; exit code 1 if any case failed."""
-    from .batch import BatchOptions, find_volumes, parse_shard, run_batch, shard_cases, summary_name
+    from .batch import BatchOptions, find_volumes, run_batch, shard_cases, summary_name
+    from .progress import progress_bar
     from .volume_io import VOLUME_SUFFIXES
 
-    shard = parse_shard(args.shard) if args.shard else None
-    cases = shard_cases(find_volumes(args.input), shard)
+    cases = shard_cases(find_volumes(args.input), args.shard)
     if not cases:
         raise InputError(f"no volumes in {args.input} (looked for {', '.join(VOLUME_SUFFIXES)} files and DICOM folders)"
-                         + (f" for shard {args.shard}" if shard else "") + ".")
+                         + (f" for shard {args.shard[0]}/{args.shard[1]}" if args.shard else "") + ".")
     options = BatchOptions(model=args.model, device=args.device, output_format=args.format,
                            confidence_threshold=args.confidence_threshold, threshold=args.threshold,
                            table_removal_mm=args.table_removal_mm)
-    counts = {"ok": 0, "failed": 0, "skipped": 0}
-    with case_progress(len(cases), "batch") as bar:
+    counts = {"ok": 0, "failed": 0, "finished earlier": 0}
+    with progress_bar(len(cases), "batch", enabled=not args.quiet) as bar:
         def on_result(result: Any) -> None:
-            counts[result.status] += 1
+            counts["finished earlier" if result.earlier else result.status] += 1
             bar.update(1)
             bar.set_postfix(failed=counts["failed"], refresh=False)
 
         run_batch(cases, args.out, options, workers=args.workers, resume=args.resume, overwrite=args.overwrite,
-                  shard=shard, scheduler=args.scheduler, on_result=on_result)
-    print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped (output already there) -> "
-          f"{Path(args.out) / summary_name(shard)}")
+                  shard=args.shard, scheduler=args.scheduler, on_result=on_result)
+    done = f"{counts['ok']} ok, {counts['failed']} failed"
+    earlier = f"; {counts['finished earlier']} skipped (finished earlier)" if counts["finished earlier"] else ""
+    print(f"{done}{earlier} -> {Path(args.out) / summary_name(args.shard)}")
     return 1 if counts["failed"] else 0
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
-    """Compare predicted landmark files with reference ones; write report.json, report.md and plots."""
+    """Compare predicted landmark files with reference ones; write report.json, report.md and, with matplotlib,
+    plots."""
     from .evaluation import compare_cases, write_report
+    from .images import pyplot
     from .plots import error_bars, error_cdf
 
     names = [Path(p).resolve().name or str(p) for p in args.pred]
     methods = {(name if names.count(name) == 1 else f"{name}-{i + 1}"): p
                for i, (name, p) in enumerate(zip(names, args.pred, strict=True))}
+    try:
+        pyplot("plots")
+        plots = True
+    except InputError as error:  # Slicer's Python: the report without its pictures
+        logger.warning("%s Writing report.json and report.md without plots.", error)
+        plots = False
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    outputs = ["report.json", "report.md", "errors_by_landmark.png", "error_cdf.png"]
-    outputs += ["worst_cases.png"] if args.volumes else []
+    outputs = ["report.json", "report.md"]
+    outputs += ["errors_by_landmark.png", "error_cdf.png"] + (["worst_cases.png"] if args.volumes else []) \
+        if plots else []
     for name in outputs:  # refuse before any work, so nothing is half-written
         check_writable_target(out / name, args.overwrite)
     comparisons, warnings = compare_cases(methods, args.truth)
     stats = write_report(out, comparisons, warnings, overwrite=args.overwrite)
-    error_bars(stats, out / "errors_by_landmark.png", overwrite=args.overwrite)
-    error_cdf(comparisons, out / "error_cdf.png", overwrite=args.overwrite)
-    if args.volumes:
-        _draw_worst_cases(comparisons, methods, args, out / "worst_cases.png")
+    if plots:
+        error_bars(stats, out / "errors_by_landmark.png", overwrite=args.overwrite)
+        error_cdf(comparisons, out / "error_cdf.png", overwrite=args.overwrite)
+        if args.volumes:
+            _draw_worst_cases(comparisons, methods, args, out / "worst_cases.png")
     for method, table in stats.items():
         a = table["all"]
         summary = (f"mean {a['mean_mm']:.1f} mm, median {a['median_mm']:.1f}, p95 {a['p95_mm']:.1f}, max "
@@ -254,41 +292,12 @@ def _draw_worst_cases(comparisons: list[Any], methods: dict[str, str], args: arg
                 {c: read_markups(truth_files[c]) for c, _ in chosen}, path, overwrite=args.overwrite)
 
 
-@contextlib.contextmanager
-def case_progress(total: int, description: str) -> Iterator[Any]:
-    """A tqdm bar with log messages printed above it; plain log lines where tqdm is missing (Slicer's Python)."""
-    try:
-        from tqdm import tqdm
-        from tqdm.contrib.logging import logging_redirect_tqdm
-    except ImportError:
-        yield _LoggedProgress(total, description)
-        return
-    with tqdm(total=total, unit="case", desc=description, dynamic_ncols=True) as bar, logging_redirect_tqdm():
-        yield bar
-
-
-class _LoggedProgress:
-    """The part of tqdm's interface the commands use, as log lines about every 5% of the cases."""
-
-    def __init__(self, total: int, description: str) -> None:
-        self.total, self.description, self.n, self.postfix = total, description, 0, ""
-
-    def update(self, count: int = 1) -> None:
-        self.n += count
-        if self.n == self.total or self.n % max(1, self.total // 20) == 0:
-            logger.info("%s: %d/%d cases %s", self.description, self.n, self.total, self.postfix)
-
-    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
-        self.postfix = " ".join(f"{k}={v}" for k, v in values.items())
-
-
 def command_synth(args: argparse.Namespace) -> int:
     """Write synthetic volumes with ground-truth landmarks (DIR/<case>.<format> and DIR/<case>.mrk.json)."""
-    from tqdm import tqdm
-
+    from .progress import progress_bar
     from .synthetic.dataset import synthesize_dataset
 
-    with tqdm(total=args.count, unit="case", desc=f"synth {args.anatomy}") as bar:
+    with progress_bar(args.count, f"synth {args.anatomy}", enabled=not args.quiet) as bar:
         def progress(fraction: float, message: str) -> None:
             bar.update(round(fraction * args.count) - bar.n)
             bar.set_postfix_str(message.split("] ")[-1])
@@ -352,132 +361,204 @@ def command_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard(text: str) -> tuple[int, int]:
+    """argparse type of --shard: "K/N" with 1 <= K <= N."""
+    from .batch import parse_shard
+
+    try:
+        return parse_shard(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _point_list_file(text: str) -> str:
+    """argparse type of detect's --out: a file name with a point list extension."""
+    from .errors import FileFormatError
+    from .markups import markups_suffix
+
+    try:
+        markups_suffix(text)
+    except FileFormatError as error:
+        raise argparse.ArgumentTypeError(str(error).rstrip(".")) from None
+    return text
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    """--debug, -q and -v, accepted before and after the command. Under a command they default to SUPPRESS, so that
+    a flag given before the command is not reset by the command's parser."""
+    default = {} if top_level else {"default": argparse.SUPPRESS}
+    group = parser.add_argument_group("common options (before or after the command)")
+    group.add_argument("--debug", action="store_true", help="show Python tracebacks and debug messages", **default)
+    loudness = group.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="show only warnings, errors and the results",
+                          **default)
+    loudness.add_argument("-v", "--verbose", action="store_true", help="show debug messages too", **default)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all sub-commands."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="landmark-detector",
-        description="Detect anatomical landmarks in CT and MR volumes (Riegler et al.'s projection method).")
-    parser.add_argument("--debug", action="store_true", help="show Python tracebacks and debug messages")
+        description="Detect anatomical landmarks in CT and MR volumes (Riegler et al.'s projection method).",
+        epilog="Exit codes: 0 done, 1 failed (the message says why), 2 wrong usage.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_common_arguments(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("detect", help="detect the landmarks of one volume",
-                       description="Detect anatomical landmarks and write them as a Slicer point list (labels = "
-                                   "landmark names, confidence in the description; landmarks not found are kept "
-                                   "as unplaced points). Prints a table of the results.")
+    def command(name: str, func: Command, **kwargs: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, **kwargs)
+        p.set_defaults(func=func)
+        _add_common_arguments(p, top_level=False)
+        return p
+
+    p = command("detect", command_detect, help="detect the landmarks of one volume",
+                description="Detect anatomical landmarks and write them as a Slicer point list (labels = landmark "
+                            "names, confidence in the description; landmarks not found are kept as unplaced "
+                            "points). Prints a table of the results, or with --json a JSON document.")
     p.add_argument("volume", help="volume file (.nrrd, .nii, .nii.gz, .mha, .mhd) or DICOM series folder")
-    p.add_argument("--out", required=True, help="output point list: .mrk.json, .fcsv or .csv (by extension)")
-    p.add_argument("--preview", metavar="PNG", help="also draw the landmarks over the projection into this PNG")
+    p.add_argument("-o", "--out", type=_point_list_file,
+                   help="output point list: .mrk.json, .fcsv or .csv, by extension (default: none; needs --json)")
+    p.add_argument("--json", action="store_true",
+                   help="print the landmarks as JSON on standard output instead of the table")
+    p.add_argument("--preview", metavar="PNG", help="also draw the landmarks over the projection into this PNG "
+                                                    "(needs matplotlib; default: none)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_detection_arguments(p)
-    p.set_defaults(func=command_detect)
 
-    p = sub.add_parser("batch", help="detect landmarks in every volume of a folder",
-                       description="Run detection on every volume in INPUT (files and DICOM series folders) and "
-                                   "write OUT/<case>.mrk.json plus OUT/summary.csv (case, status, seconds, "
-                                   "confidence per landmark, error). A failing case is recorded and skipped; the "
-                                   "exit code is 1 if any case failed. Outputs are written atomically, so an "
-                                   "interrupted batch continues with --resume.",
-                       epilog="On a cluster: run one job per shard with --shard K/N into the same OUT (each writes "
-                              "summary-K-of-N.csv); afterwards `batch INPUT --out OUT --resume` writes the combined "
-                              "summary.csv. Or pass --scheduler tcp://HOST:8786 to run the cases on a Dask "
-                              "distributed cluster whose workers see INPUT and OUT.")
+    p = command("batch", command_batch, help="detect landmarks in every volume of a folder",
+                description="Run detection on every volume in INPUT (files and DICOM series folders) and write "
+                            "OUT/<case>.mrk.json plus OUT/summary.csv (case, status, seconds, confidence per "
+                            "landmark, error). A failing case is recorded and skipped; the exit code is 1 if any "
+                            "case failed. Outputs are written atomically, so an interrupted batch continues with "
+                            "--resume, which refuses a folder made with another model or settings.",
+                epilog="On a cluster: run one job per shard with --shard K/N into the same OUT (each writes "
+                       "summary-K-of-N.csv); afterwards `batch INPUT --out OUT --resume` writes the combined "
+                       "summary.csv. Or pass --scheduler tcp://HOST:8786 to run the cases on a Dask distributed "
+                       "cluster whose workers see INPUT and OUT.")
     p.add_argument("input", help="folder of volumes")
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--format", choices=("mrk.json", "fcsv", "csv"), default="mrk.json",
+    p.add_argument("-o", "--out", required=True, help="output folder (created if missing)")
+    p.add_argument("-f", "--format", choices=("mrk.json", "fcsv", "csv"), default="mrk.json",
                    help="point list format (default mrk.json)")
-    p.add_argument("--workers", type=positive_int, default=1,
-                   help="local processes (default 1: reads two volumes ahead while detecting the current one)")
+    p.add_argument("-w", "--workers", type=positive_int, default=1,
+                   help="local processes (default 1, which already reads two volumes ahead while it detects the "
+                        "current one). More pay off only with free CPU cores and a network on the CPU, when "
+                        "detection rather than reading takes the time; on a GPU keep 1")
     again = p.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="skip cases whose output exists")
+    again.add_argument("--resume", action="store_true",
+                       help="skip cases whose output exists (same model and settings only)")
     again.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
-    p.add_argument("--shard", metavar="K/N", help="take only every N-th case starting with the K-th (1 <= K <= N), "
-                                                  "e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask distributed scheduler to run the cases on")
+    p.add_argument("--shard", metavar="K/N", type=_shard,
+                   help="take only every N-th case starting with the K-th (1 <= K <= N), e.g. --shard "
+                        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (default: all cases)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask distributed scheduler to run the cases on (default: none, run here)")
     add_detection_arguments(p)
-    p.set_defaults(func=command_batch)
 
-    p = sub.add_parser("evaluate", help="accuracy report: predicted landmark files against reference ones",
-                       description="Pair cases by file name and landmarks by label (.mrk.json, .fcsv or .csv on "
-                                   "either side) and write REPORT_DIR/report.json, report.md, errors_by_landmark.png "
-                                   "(mean and standard deviation per landmark, one colour per prediction folder), "
-                                   "error_cdf.png and, with --volumes, worst_cases.png. A reference point that is "
-                                   "not defined means out of view; a predicted one that is not defined means not "
-                                   "found.")
+    p = command("evaluate", command_evaluate, help="accuracy report: predicted landmark files against reference ones",
+                description="Pair cases by file name and landmarks by label (.mrk.json, .fcsv or .csv on either "
+                            "side) and write REPORT_DIR/report.json, report.md and, with matplotlib, "
+                            "errors_by_landmark.png (mean and standard deviation per landmark, one colour per "
+                            "prediction folder), error_cdf.png and, with --volumes, worst_cases.png. A reference "
+                            "point that is not defined means out of view; a predicted one that is not defined means "
+                            "not found.")
     p.add_argument("--pred", nargs="+", required=True, metavar="DIR",
                    help="folders of predicted landmark files (one per method, named after the folder)")
     p.add_argument("--truth", required=True, metavar="DIR", help="folder of reference landmark files")
-    p.add_argument("--out", required=True, metavar="REPORT_DIR", help="output folder (created if missing)")
-    p.add_argument("--volumes", metavar="DIR", help="the cases' volumes, to draw the worst cases of the first method")
+    p.add_argument("-o", "--out", required=True, metavar="REPORT_DIR", help="output folder (created if missing)")
+    p.add_argument("--volumes", metavar="DIR", help="the cases' volumes, to draw the worst cases of the first method "
+                                                    "(default: none, no picture)")
     p.add_argument("--overwrite", action="store_true", help="replace existing report files")
-    p.set_defaults(func=command_evaluate)
 
-    p = sub.add_parser("project", help="project a volume to the silhouette and depth images the network sees",
-                       description="Write silhouette.png, depth.png and projection.json (pixel to RAS mapping).")
+    p = command("project", command_project,
+                help="project a volume to the silhouette and depth images the network sees",
+                description="Write silhouette.png, depth.png and projection.json (pixel to RAS mapping).")
     p.add_argument("volume", help="volume file (.nrrd, .nii, .nii.gz, .mha, .mhd) or DICOM series folder")
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("-o", "--out", required=True, help="output folder (created if missing)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_projection_arguments(p)
-    p.set_defaults(func=command_project)
 
-    p = sub.add_parser("synth", help="write synthetic volumes with ground-truth landmarks",
-                       description="Write CT-like whole bodies or MR-like left hands as DIR/<case>.nii.gz (or .nrrd) "
-                                   "with ground truth DIR/<case>.mrk.json; the same seed gives identical files.")
+    p = command("synth", command_synth, help="write synthetic volumes with ground-truth landmarks",
+                description="Write CT-like whole bodies or MR-like left hands as DIR/<case>.nii.gz (or .nrrd) with "
+                            "ground truth DIR/<case>.mrk.json; the same seed gives identical files.")
     p.add_argument("--anatomy", choices=("body", "hand"), required=True, help="whole-body CT or left-hand MR")
-    p.add_argument("--count", type=positive_int, required=True, help="number of cases")
+    p.add_argument("-n", "--count", type=positive_int, required=True, help="number of cases")
     p.add_argument("--seed", type=non_negative_int, default=0, help="dataset seed (default 0)")
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--format", choices=("nii.gz", "nrrd"), default="nii.gz", help="volume format (default nii.gz)")
+    p.add_argument("-o", "--out", required=True, help="output folder (created if missing)")
+    p.add_argument("-f", "--format", choices=("nii.gz", "nrrd"), default="nii.gz",
+                   help="volume format (default nii.gz)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.set_defaults(func=command_synth)
 
-    p = sub.add_parser("models", help="list the bundled and user models with their landmarks")
-    p.set_defaults(func=command_models)
+    command("models", command_models, help="list the bundled and user models with their landmarks")
 
-    p = sub.add_parser("train", help="pretrain a network on synthetic data generated on the fly",
-                       description="Train on synthetic renders; writes config.json, log.csv, checkpoint.pt and the "
-                                   "model bundle model.pt into --out. Flags override the --config JSON file.")
-    p.add_argument("--anatomy", choices=("body", "hand"), help="whole body (9 landmarks) or left hand (5)")
-    p.add_argument("--config", help="JSON file with TrainConfig fields")
-    p.add_argument("--out", required=True, help="run folder (created; must not hold a model.pt yet)")
-    p.add_argument("--architecture", choices=("heatmap-unet", "regression-cnn"))
-    p.add_argument("--steps", type=positive_int)
-    p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--lr", type=positive_float)
-    p.add_argument("--optimizer", choices=("adamw", "sgd"), help="sgd uses the paper's schedule")
-    p.add_argument("--seed", type=non_negative_int)
-    p.add_argument("--workers", type=non_negative_int, help="data-generating processes")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for the network")
-    p.set_defaults(func=command_train)
+    from_config = "default: from --config, else built in"
+    p = command("train", command_train, help="pretrain a network on synthetic data generated on the fly",
+                description="Train on synthetic renders; writes config.json, log.csv, checkpoint.pt and the model "
+                            "bundle model.pt into --out. Flags override the --config JSON file.")
+    p.add_argument("--anatomy", choices=("body", "hand"),
+                   help=f"whole body (9 landmarks) or left hand (5) ({from_config}: body)")
+    p.add_argument("--config", help="JSON file with TrainConfig fields (default: none)")
+    p.add_argument("-o", "--out", required=True, help="run folder (created; must not hold a model.pt yet)")
+    p.add_argument("--architecture", choices=("heatmap-unet", "regression-cnn"),
+                   help=f"network ({from_config}: heatmap-unet)")
+    p.add_argument("--steps", type=positive_int, help=f"optimizer steps ({from_config})")
+    p.add_argument("--batch-size", type=positive_int, help=f"samples per step ({from_config})")
+    p.add_argument("--lr", type=positive_float, help=f"initial learning rate ({from_config})")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"),
+                   help=f"sgd uses the paper's schedule ({from_config}: adamw)")
+    p.add_argument("--seed", type=non_negative_int, help=f"makes the run repeatable ({from_config})")
+    p.add_argument("-w", "--workers", type=non_negative_int, help=f"data-generating processes ({from_config})")
+    p.add_argument("--threads", type=positive_int, help=f"CPU threads for the network ({from_config})")
 
-    p = sub.add_parser("finetune", help="fine-tune a model on your annotated volumes, with cross-validation",
-                       description="DATA holds volumes with same-named landmark files (case.nii.gz + case.mrk.json, "
-                                   ".fcsv or .csv). Reports the cross-validated error per landmark, then fine-tunes "
-                                   "on all cases and saves the model.")
+    p = command("finetune", command_finetune,
+                help="fine-tune a model on your annotated volumes, with cross-validation",
+                description="DATA holds volumes with same-named landmark files (case.nii.gz + case.mrk.json, .fcsv "
+                            "or .csv). Reports the cross-validated error per landmark, then fine-tunes on all cases "
+                            "and saves the model.")
     p.add_argument("data", help="folder of annotated volumes")
-    p.add_argument("--model", default="wholebody-ct", help="model to start from: name or .pt path")
-    p.add_argument("--out", help="new model file (default: the user model folder)")
-    p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds (default 5)")
-    p.add_argument("--leave-one-out", action="store_true", help="leave-one-out cross-validation")
-    p.add_argument("--steps", type=positive_int, help="optimizer steps per fold (default 300)")
-    p.add_argument("--landmarks", help="comma-separated names for a model of your own landmarks")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("-m", "--model", default="wholebody-ct",
+                   help="model to start from: name or .pt path (default wholebody-ct)")
+    p.add_argument("-o", "--out", help="new model file (default: <model>-finetuned.pt in the user model folder)")
+    folds = p.add_mutually_exclusive_group()
+    folds.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds (default 5)")
+    folds.add_argument("--leave-one-out", action="store_true", help="leave-one-out cross-validation")
+    p.add_argument("--landmarks", help="comma-separated names for a model of your own landmarks (default: the "
+                                       "model's landmarks)")
+    p.add_argument("--steps", type=positive_int, help="optimizer steps per fold (default: FinetuneConfig's, 300)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="makes the run repeatable (default 0)")
+    p.add_argument("--threads", type=positive_int, default=2, help="CPU threads for the network (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
-    p.set_defaults(func=command_finetune)
     return parser
 
 
+_API_WORDING = re.compile(r"\b(overwrite|resume)=True(?: \(--\w+\))?")
+
+
+def cli_wording(message: str) -> str:
+    """A core message as the command line says it: the flag instead of the Python keyword (``--overwrite`` for
+    ``overwrite=True``)."""
+    return _API_WORDING.sub(lambda match: f"--{match[1]}", message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``landmark-detector``; returns the exit code."""
+    """Entry point of ``landmark-detector``; returns the exit code (0 done, 1 failed, 2 wrong usage)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s: %(message)s")
+    level = logging.DEBUG if args.debug or args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(format="%(levelname)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also when logging was set up before (a second main() in one process)
     try:
         return int(args.func(args))
-    except (LandmarkDetectorError, FileExistsError, OSError) as error:
+    except (UsageError, FileExistsError) as error:  # an existing output, a resume with other settings
         if args.debug:
             raise
-        print(f"landmark-detector {args.command}: error: {error}", file=sys.stderr)
+        print(f"landmark-detector {args.command}: error: {cli_wording(str(error))}", file=sys.stderr)
+        return 2
+    except (LandmarkDetectorError, OSError) as error:
+        if args.debug:
+            raise
+        print(f"landmark-detector {args.command}: error: {cli_wording(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("landmark-detector: interrupted", file=sys.stderr)

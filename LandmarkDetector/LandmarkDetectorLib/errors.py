@@ -19,5 +19,9 @@ class ModelError(LandmarkDetectorError, ValueError):
     """A model bundle is missing, corrupt, or its metadata is invalid."""
 
 
+class UsageError(LandmarkDetectorError, ValueError):
+    """The request conflicts with what is on disk, e.g. resuming a batch with another model; the CLI exits 2."""
+
+
 class Cancelled(LandmarkDetectorError):
     """The user cancelled a long operation; nothing was written."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -26,7 +27,7 @@ def check_writable_target(path: str | os.PathLike[str], overwrite: bool) -> Path
     if not os.access(folder, os.W_OK | os.X_OK):
         raise FileFormatError(f"cannot write {target}: folder {folder} is not writable; choose another output folder.")
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it.")
+        raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it.")
     return target
 
 
@@ -34,22 +35,37 @@ def check_writable_target(path: str | os.PathLike[str], overwrite: bool) -> Path
 def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success rename it onto ``path`` atomically.
 
-    On any error the temporary file is removed and ``path`` is left as it was.
+    The file gets the permissions ``open(path, "w")`` would give it: a new file 0o666 less the umask (and the
+    folder's default ACL), a replaced file keeps its mode. On any error the temporary file is removed and ``path``
+    is left as it was.
     """
     target = check_writable_target(path, overwrite)
-    # Keep the real suffix (e.g. ".nii.gz") so writers that choose the format by extension still work.
-    name = target.name
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{''.join(target.suffixes)}", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temporary(target)
     try:
+        mode = stat.S_IMODE((target if target.exists() else tmp).stat().st_mode)
         yield tmp
         if not overwrite and target.exists():
             raise FileExistsError(f"{target} appeared while writing; not replaced. Pass overwrite=True to replace it.")
+        os.chmod(tmp, mode)  # also when the writer replaced the temporary file by one of its own
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _create_temporary(target: Path) -> Path:
+    """Create an empty ``.<name>.<random>.tmp<suffixes>`` beside ``target``, with mode 0o666 less the umask.
+
+    Unlike ``tempfile.mkstemp`` (always 0o600), the kernel applies the umask here as for any new file. The real
+    suffixes (e.g. ".nii.gz") stay last so that writers that choose the format by extension still work.
+    """
+    while True:
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp{''.join(target.suffixes)}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
 
 
 @contextlib.contextmanager

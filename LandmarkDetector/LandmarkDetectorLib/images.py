@@ -1,11 +1,33 @@
-"""8-bit pictures of projections for people to look at (PNG previews, montages)."""
+"""8-bit pictures of projections for people to look at (PNG previews, montages), and matplotlib, which draws them."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from .errors import InputError
 from .projection import ProjectedImage
+
+MATPLOTLIB_INSTALL = ("pip install matplotlib (in Slicer, from its Python console: "
+                      "slicer.util.pip_install(\"matplotlib\"))")
+
+
+def pyplot(what: str = "pictures") -> Any:
+    """matplotlib.pyplot with the file-only Agg backend.
+
+    Raises:
+        InputError: matplotlib is not installed (Slicer's Python lacks it); the message says how to install it.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError(f"{what} need matplotlib, which is not installed: {MATPLOTLIB_INSTALL}.") from None
+    return plt
 
 
 def silhouette_to_uint8(silhouette: NDArray[np.bool_]) -> NDArray[np.uint8]:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import sys
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -219,9 +220,21 @@ def available_devices() -> dict[str, str]:
 
 
 def user_models_dir() -> Path:
-    """Folder for models the user trained: $LANDMARK_DETECTOR_MODELS or ~/.local/share/LandmarkDetector/models."""
+    """Folder for models the user trained or fine-tuned: $LANDMARK_DETECTOR_MODELS when set (the Slicer module sets
+    it to a folder beside Slicer's settings), else LandmarkDetector/models in the platform's folder for user data:
+    %LOCALAPPDATA% on Windows, ~/Library/Application Support on macOS, $XDG_DATA_HOME (default ~/.local/share)
+    elsewhere."""
     configured = os.environ.get(USER_MODELS_ENV)
-    return Path(configured) if configured else Path.home() / ".local" / "share" / "LandmarkDetector" / "models"
+    if configured:
+        return Path(configured)
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        xdg = os.environ.get("XDG_DATA_HOME", "")
+        base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"  # relative: invalid per XDG
+    return base / "LandmarkDetector" / "models"
 
 
 def available_models() -> dict[str, Path]:

@@ -12,9 +12,9 @@ from . import geometry
 from .errors import InputError
 from .framing import Canvas, CanvasSpec, canvas_origin_uv, frame
 from .markups import PointList
-from .model import LandmarkModel, load_model
+from .model import LandmarkModel, ModelMetadata, load_model
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
-from .projection import ProjectedImage, ProjectionConfig, project_volume
+from .projection import CT_AIR_THRESHOLD_HU, ProjectedImage, ProjectionConfig, project_volume
 from .symmetry import mirror_partners, unmirror
 
 MIN_EXTENT_FRACTION = 0.05
@@ -26,6 +26,13 @@ EDGE_MARGIN_PX = 0.5
 A landmark is in view when it lies inside the volume's extent (voxel centres +- half a voxel), so one right at the
 edge of a scan (the toes on the last slice, the vertex on the first) is in view; it must not be lost to the
 network's sub-pixel error. Such a point is reported found and moved onto the volume's edge (``into_volume``)."""
+LOW_CONFIDENCE_MARGIN = 0.5
+"""A found landmark has low confidence below threshold + this share of the way from the threshold to 1 (0.925 for a
+threshold of 0.85, 0.75 for 0.5), so that every model, whatever its threshold, can flag landmarks to check."""
+SMALL_FIELD_FRACTION = 0.25
+"""A silhouette whose longer side spans less than this fraction of the model's canvas (same axis) is much smaller
+than the anatomy the model was made for."""
+_MODEL_MODALITY = {"body": "CT", "hand": "MR"}  # the synthetic anatomy a model was trained on -> its scans' modality
 
 _VIEW_AXIS_NAMES = {"ap": ("left-right", "superior-inferior"), "lr": ("anterior-posterior", "superior-inferior")}
 
@@ -43,6 +50,7 @@ class Landmarks:
         canvas: what the network saw, for previews.
         disagreement_mm: (N,) distance between the network's estimates on the canvas and on its left-right mirror,
             mm (NaN for models without a mirror check); large where the network is guessing.
+        confidence_threshold: the threshold ``in_view`` was decided with.
     """
 
     names: tuple[str, ...]
@@ -51,6 +59,12 @@ class Landmarks:
     in_view: NDArray[np.bool_]
     canvas: Canvas | None = None
     disagreement_mm: NDArray[np.float64] | None = None
+    confidence_threshold: float = 0.5
+
+    @property
+    def low_confidence_below(self) -> float:
+        """Found landmarks with a confidence below this are worth checking (see LOW_CONFIDENCE_MARGIN)."""
+        return self.confidence_threshold + LOW_CONFIDENCE_MARGIN * (1.0 - self.confidence_threshold)
 
     def to_point_list(self, name: str = "Landmarks") -> PointList:
         """Markups point list: labels = names, confidence (and mirror disagreement) in the description, not-found
@@ -255,4 +269,37 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
         found &= ~(disagreement > metadata.mirror_tolerance_mm)  # NaN (no pairs) passes
     points_ras[found] = into_volume(points_ras[found], ijk_to_ras, np.shape(volume_kji))
     return Landmarks(names=metadata.landmarks, points_ras=points_ras, confidence=probability,
-                     in_view=found, canvas=canvas, disagreement_mm=disagreement)
+                     in_view=found, canvas=canvas, disagreement_mm=disagreement,
+                     confidence_threshold=threshold)
+
+
+def detection_warning(landmarks: Landmarks, metadata: ModelMetadata, user_threshold: bool = False) -> str:
+    """One line for people when a detection looks wrong as a whole; "" when it does not.
+
+    Says when no landmark was found, when the volume seems another modality than the model's (a CT model given a
+    volume without air near -1000 HU, or an MR model given a CT), or when the body spans far less than the model's
+    anatomy (see SMALL_FIELD_FRACTION). The modality is told from the automatic threshold (CT when air is near
+    -1000 HU), so not when the model or the caller (``user_threshold``) sets the threshold.
+    """
+    name, spec = metadata.name, metadata.canvas
+    modality = _MODEL_MODALITY.get(str(metadata.training.get("config", {}).get("anatomy")))
+    image = landmarks.canvas.image if landmarks.canvas is not None else None
+    problems = []
+    if image is not None and modality and metadata.projection.threshold is None and not user_threshold:
+        looks_ct = image.threshold == CT_AIR_THRESHOLD_HU
+        if looks_ct != (modality == "CT"):
+            problems.append(f"the volume looks like {'CT' if looks_ct else 'MR (no air near -1000 HU)'} but model "
+                            f"{name} is for {modality}")
+    if image is not None and image.silhouette.any():
+        rows, cols = np.flatnonzero(image.silhouette.any(axis=1)), np.flatnonzero(image.silhouette.any(axis=0))
+        su, sv = image.pixel_spacing_mm
+        size_mm = ((cols[-1] - cols[0] + 1) * su, (rows[-1] - rows[0] + 1) * sv)
+        field_mm = (spec.width * spec.pixel_spacing_mm, spec.height * spec.pixel_spacing_mm)
+        if max(size / field for size, field in zip(size_mm, field_mm, strict=True)) < SMALL_FIELD_FRACTION:
+            problems.append(f"the body spans only {size_mm[0]:.0f} x {size_mm[1]:.0f} mm, far less than the "
+                            f"{field_mm[0]:.0f} x {field_mm[1]:.0f} mm that model {name} covers")
+    if not landmarks.in_view.any():
+        problems.insert(0, "no landmark was found")
+    if not problems:
+        return ""
+    return "; ".join(problems) + ". Check that the volume and the model go together."

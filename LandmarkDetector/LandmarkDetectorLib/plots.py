@@ -7,26 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
 from .evaluation import Comparison
 from .fileio import atomic_path
-from .images import depth_to_uint8
+from .images import depth_to_uint8, pyplot
 from .projection import ProjectedImage
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InputError("plots need matplotlib: pip install matplotlib") from None
-    return plt
-
-
 def _save(figure: Any, path: str | os.PathLike[str], overwrite: bool) -> None:
-    plt = _pyplot()
+    plt = pyplot("plots")
     try:
         figure.tight_layout()
         with atomic_path(path, overwrite=overwrite) as tmp:
@@ -38,7 +26,7 @@ def _save(figure: Any, path: str | os.PathLike[str], overwrite: bool) -> None:
 def error_bars(stats: dict[str, dict[str, dict[str, Any]]], path: str | os.PathLike[str], *,
                overwrite: bool = False) -> None:
     """Mean and standard deviation of the 3D error per landmark, one colour per method (the paper's Fig. 2)."""
-    plt = _pyplot()
+    plt = pyplot("plots")
     methods = list(stats)
     labels = [k for k in dict.fromkeys(k for m in methods for k in stats[m]) if k != "all"]
     width = 0.8 / len(methods)
@@ -57,7 +45,7 @@ def error_bars(stats: dict[str, dict[str, dict[str, Any]]], path: str | os.PathL
 
 def error_cdf(comparisons: list[Comparison], path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
     """Cumulative share of landmarks (in view and found) within each 3D error, one curve per method."""
-    plt = _pyplot()
+    plt = pyplot("plots")
     figure, axes = plt.subplots(figsize=(6.0, 4.0))
     for method in dict.fromkeys(c.method for c in comparisons):
         errors = np.sort([c.error_mm for c in comparisons if c.method == method and np.isfinite(c.error_mm)])
@@ -80,7 +68,7 @@ def worst_cases(cases: list[tuple[str, float]], images: dict[str, ProjectedImage
         cases: (case, mean error in mm) to draw, in order.
         images: case -> projection; predicted, truth: case -> PointList.
     """
-    plt = _pyplot()
+    plt = pyplot("plots")
     columns = min(3, len(cases))
     rows = (len(cases) + columns - 1) // columns
     figure, axes_grid = plt.subplots(rows, columns, figsize=(4.0 * columns, 6.0 * rows), squeeze=False)
@@ -105,4 +93,14 @@ def worst_cases(cases: list[tuple[str, float]], images: dict[str, ProjectedImage
         axes.set_title(f"{case}: mean {mean_mm:.1f} mm", fontsize=9)
         axes.set_xticks([])
         axes.set_yticks([])
+    axes_grid[0, 0].legend(handles=worst_cases_legend(plt), loc="lower right", fontsize=7, framealpha=0.7)
     _save(figure, path, overwrite)
+
+
+def worst_cases_legend(plt: Any) -> list[Any]:
+    """Legend entries of ``worst_cases``: what its markers and lines mean."""
+    return [plt.Line2D([], [], marker="+", color="cyan", linestyle="none", markersize=8, markeredgewidth=2,
+                       label="reference (in view)"),
+            plt.Line2D([], [], marker="o", color="red", markerfacecolor="none", linestyle="none", markersize=6,
+                       label="prediction (found)"),
+            plt.Line2D([], [], color="yellow", linewidth=1, label="error")]

@@ -7,7 +7,6 @@ from typing import Literal
 
 from .markups import PointList
 from .pipeline import Landmarks
-from .preview import LOW_CONFIDENCE
 
 RowLevel = Literal["found", "low", "not_found", "placed"]
 
@@ -20,14 +19,16 @@ class ResultRow:
         name: landmark name.
         confidence: the network's in-view probability.
         position_ras: world RAS in mm; None while the point is unplaced.
-        level: "found"; "low" (found, confidence below LOW_CONFIDENCE); "not_found" (unplaced point);
-            "placed" (not found by the network, placed by hand since).
+        level: "found"; "low" (found, confidence below ``Landmarks.low_confidence_below``); "not_found" (unplaced
+            point); "placed" (not found by the network, placed by hand since).
+        point_index: the index of its point in the point list.
     """
 
     name: str
     confidence: float
     position_ras: tuple[float, float, float] | None
     level: RowLevel
+    point_index: int = 0
 
     def cells(self) -> list[str]:
         """Landmark, confidence (3 decimals), R, A, S (mm, 1 decimal; empty while unplaced)."""
@@ -36,21 +37,27 @@ class ResultRow:
 
 
 def result_rows(landmarks: Landmarks, points: PointList) -> list[ResultRow]:
-    """The rows of a detection's table, one per landmark that ``points`` still holds.
+    """The rows of a detection's table, one per landmark that ``points`` still holds, matched by label.
 
     Args:
         landmarks: the detection.
-        points: its point list as it is now, in the detection's order (the user may have moved, placed or
-            removed points since); points in "preview" status count as unplaced.
+        points: its point list as it is now (the user may have moved, placed, reordered or removed points since);
+            points in "preview" status count as unplaced.
     Returns:
-        Rows in landmark order, at most one per point.
+        Rows in landmark order, one per landmark whose label is in ``points`` (its first point of that label).
     """
+    indices: dict[str, int] = {}
+    for index, point in enumerate(points.points):
+        indices.setdefault(point.label, index)
     rows = []
-    for name, confidence, found, point in zip(landmarks.names, landmarks.confidence, landmarks.in_view,
-                                              points.points, strict=False):
-        if point.status != "defined":
-            rows.append(ResultRow(name, float(confidence), None, "not_found"))
+    for name, confidence, found in zip(landmarks.names, landmarks.confidence, landmarks.in_view, strict=True):
+        index = indices.get(name)
+        if index is None:
             continue
-        level: RowLevel = "placed" if not found else "low" if confidence < LOW_CONFIDENCE else "found"
-        rows.append(ResultRow(name, float(confidence), point.position_ras, level))
+        point = points.points[index]
+        if point.status != "defined":
+            rows.append(ResultRow(name, float(confidence), None, "not_found", index))
+            continue
+        level: RowLevel = "placed" if not found else "low" if confidence < landmarks.low_confidence_below else "found"
+        rows.append(ResultRow(name, float(confidence), point.position_ras, level, index))
     return rows

@@ -50,8 +50,19 @@ def is_volume_path(path: str | os.PathLike[str]) -> bool:
     """True for a file with a volume ending, or a folder that holds DICOM files."""
     p = Path(path)
     if p.is_dir():
-        return bool(_sitk().ImageSeriesReader.GetGDCMSeriesIDs(str(p)))
+        return bool(_dicom_series_ids(_sitk(), p))
     return p.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def _dicom_series_ids(sitk: Any, folder: Path) -> tuple[str, ...]:
+    """The DICOM series in ``folder``, without ITK's "No Series were found" warning on standard error (our own
+    message says it better)."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def case_name(path: str | os.PathLike[str]) -> str:
@@ -76,6 +87,9 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
         raise FileFormatError(f"{p} does not exist; check the path.")
     if not os.access(p, os.R_OK):
         raise FileFormatError(f"{p} is not readable (permission denied); check its permissions.")
+    if p.is_file() and p.stat().st_size == 0:
+        raise FileFormatError(f"{p} is empty (0 bytes): it was not written or copied completely; export or copy it "
+                              "again.")
     try:
         image = _read_dicom_series(sitk, p) if p.is_dir() else sitk.ReadImage(str(p))
     except RuntimeError as error:
@@ -261,7 +275,7 @@ def _gzip_length(path: Path) -> int:
 
 
 def _read_dicom_series(sitk: Any, folder: Path) -> Any:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    series = _dicom_series_ids(sitk, folder)
     if not series:
         raise FileFormatError(f"{folder} is a folder without DICOM series; give a volume file or a DICOM folder.")
     files = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series}

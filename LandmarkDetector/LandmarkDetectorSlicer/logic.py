@@ -18,8 +18,8 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 from LandmarkDetectorLib import InputError, LandmarkModel, Landmarks, detect_landmarks, load_model
 from LandmarkDetectorLib.images import depth_to_uint8
 from LandmarkDetectorLib.markups import MarkupsPoint, PointList, write_markups
-from LandmarkDetectorLib.model import DEFAULT_MODEL, model_file, user_model_path
-from LandmarkDetectorLib.pipeline import projection_settings
+from LandmarkDetectorLib.model import DEFAULT_MODEL, model_file, read_metadata, user_model_path
+from LandmarkDetectorLib.pipeline import detection_warning, projection_settings
 from LandmarkDetectorLib.volume_io import write_volume
 
 from .parameters import LandmarkDetectorParameterNode
@@ -139,6 +139,13 @@ class LandmarkDetectorLogic(ScriptedLoadableModuleLogic):
         landmarks = self.detectLandmarks(inputVolume, model, device, confidenceThreshold, threshold, tableRemovalMm,
                                          progress, shouldCancel)
         return self.updatePointList(landmarks, outputPoints, self.pointListName(inputVolume))
+
+    @staticmethod
+    def detectionWarning(landmarks: Landmarks, model: Union[str, LandmarkModel], userThreshold: bool = False) -> str:
+        """One line when the detection as a whole looks wrong (nothing found, another modality, a small field of
+        view); "" when it does not. ``userThreshold``: the body/air threshold was set by hand."""
+        metadata = model.metadata if isinstance(model, LandmarkModel) else read_metadata(model_file(model))
+        return detection_warning(landmarks, metadata, user_threshold=userThreshold)
 
     @staticmethod
     def pointListName(inputVolume: vtkMRMLScalarVolumeNode) -> str:

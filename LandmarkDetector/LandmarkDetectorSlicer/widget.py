@@ -1,6 +1,7 @@
 """The module's panel: wires LandmarkDetector.ui to the parameter node and the logic."""
 
 import importlib.util
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
@@ -30,7 +31,7 @@ from LandmarkDetectorLib.results import result_rows
 from .logic import LandmarkDetectorLogic
 from .parameters import LandmarkDetectorParameterNode
 
-MODEL_CARD_URL = "https://github.com/LandmarkDetector/SlicerLandmarkDetector/blob/main/Resources/ModelCards/{name}.md"
+MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "ModelCards"  # shipped with the module
 LOAD_MODEL_FILE = ""  # model list entry that opens a file dialog (no model has an empty name)
 ROW_COLORS = {"not_found": "#f4c7c3", "low": "#fce8b2"}  # results table background of landmarks to check
 POINT_EVENTS = (vtkMRMLMarkupsFiducialNode.PointModifiedEvent, vtkMRMLMarkupsFiducialNode.PointPositionDefinedEvent,
@@ -55,6 +56,11 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._landmarks: Optional[Landmarks] = None
         self._resultPoints: Optional[vtkMRMLMarkupsFiducialNode] = None
         self._finetuneCases: list[tuple[str, str]] = []  # (volume node ID, point list node ID)
+        self._resultRows: list = []  # the results table's rows (ResultRow), each naming its control point
+        self._devicesFound = False  # the device list names the GPU PyTorch found (asked at the first run)
+        self._running = ""  # title of the detection or fine-tuning under way; "" when idle
+        self._cancelRequested = False  # set when the scene closes under a run
+        self._warning = ""  # one line when the detection as a whole looks wrong (see pipeline.detection_warning)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -90,6 +96,7 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self._cancelRequested = bool(self._running)  # a run under way stops at its next check, writing nothing
         self.setParameterNode(None)
         self._showResults(None, None)
 
@@ -138,9 +145,10 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if value in items:
             comboBox.setCurrentIndex(items.index(value))
 
-    def _populateDevices(self) -> None:
-        """Device list: automatic, then what PyTorch finds (CPU and GPU choices when PyTorch is not installed)."""
-        found = available_devices()
+    def _populateDevices(self, found: Optional[dict[str, str]] = None) -> None:
+        """Device list: automatic, then what PyTorch found (``found``; CPU and GPU choices before PyTorch is asked:
+        importing it and initialising CUDA takes seconds, so the panel opens without it)."""
+        found = found or {}
         labels = {"auto": _("Automatic (GPU if found)"), "cpu": _("CPU"), "cuda": _("GPU")}
         labels.update({device: _("GPU: {name}").format(name=name) for device, name in found.items() if device != "cpu"})
         self._deviceItems = ["auto", *(found or ["cpu", "cuda"])]
@@ -148,7 +156,9 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for device in self._deviceItems:
             self.ui.deviceComboBox.addItem(labels[device])
         self.ui.deviceComboBox.toolTip = (_("PyTorch finds: {devices}.").format(devices=", ".join(found.values()))
-                                          if found else _("PyTorch is not installed yet."))
+                                          if found else _("The devices PyTorch finds are listed after the first run."))
+        self._selectItem(self.ui.deviceComboBox, self._deviceItems, self._parameterNode.device if self._parameterNode
+                         else "auto")
 
     def _populateModels(self) -> None:
         """Model list: bundled and user models, model files loaded in this session, and "Load model file..."."""
@@ -192,9 +202,9 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if accuracy and accuracy.get("mean_mm") is not None and accuracy.get("median_mm") is not None:
             lines.append(_("<b>Measured error:</b> mean {mean:.1f} mm, median {median:.1f} mm.").format(
                 mean=accuracy["mean_mm"], median=accuracy["median_mm"]))
-        if (BUNDLED_DIR / f"{model}.pt").is_file():
-            lines.append('<a href="{url}">{text}</a>'.format(url=MODEL_CARD_URL.format(name=model),
-                                                            text=_("Model card")))
+        card = MODEL_CARDS_DIR / f"{model}.md"
+        if (BUNDLED_DIR / f"{model}.pt").is_file() and card.is_file():
+            lines.append('<a href="{url}">{text}</a>'.format(url=card.as_uri(), text=_("Model card")))
         return "<br>".join(lines)
 
     def onModelActivated(self, index: int) -> None:
@@ -214,7 +224,30 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.device = self._deviceItems[index]
 
     def _torchReady(self) -> bool:
-        """Whether PyTorch can be used; offers PyTorch's one-click install (PyTorch extension) when it is missing."""
+        """Whether PyTorch can be used: offers PyTorch's one-click install (PyTorch extension) when it is missing,
+        then imports it (once per session) and lists the devices it finds; a PyTorch that fails to load is shown as
+        an error, and the panel stays usable."""
+        if not self._torchInstalled():
+            return False
+        if self._devicesFound:
+            return True
+        with slicer.util.WaitCursor():
+            try:
+                found, failure = available_devices(), None  # imports torch and initialises CUDA: seconds
+            except Exception as error:  # a broken torch install raises anything from OSError to RuntimeError
+                found, failure = {}, error
+        if failure is not None:
+            logging.error("PyTorch could not be loaded", exc_info=failure)
+            slicer.util.errorDisplay(_("PyTorch is installed but could not be loaded ({error}). Reinstall it: "
+                                       "uninstall and install the 'PyTorch' extension from the Extensions Manager, "
+                                       "restart Slicer, and click the button again.").format(error=failure))
+            return False
+        self._devicesFound = True
+        self._populateDevices(found)
+        return True
+
+    def _torchInstalled(self) -> bool:
+        """Whether PyTorch is installed; offers to install it through the PyTorch extension when it is not."""
         try:
             import PyTorchUtils
         except ModuleNotFoundError:
@@ -226,12 +259,14 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
         if torchLogic.torchInstalled():
             return True
+        if not slicer.util.confirmOkCancelDisplay(_("Landmark Detector needs PyTorch, which is not installed yet. "
+                                                    "Install it now (a large download)?")):
+            return False
         with slicer.util.tryWithErrorDisplay(_("PyTorch could not be installed."), waitCursor=True):
-            if torchLogic.installTorch(askConfirmation=True) is None:
-                slicer.util.errorDisplay(_("Landmark Detector needs PyTorch, which was not installed."))
-                return False
-        self._populateDevices()
-        return True
+            if torchLogic.installTorch(askConfirmation=False) is not None:
+                return True
+        slicer.util.errorDisplay(_("Landmark Detector needs PyTorch, which was not installed."))
+        return False
 
     def _overrides(self) -> dict[str, Any]:
         """The Advanced settings the user ticked, as detect() arguments."""
@@ -245,6 +280,8 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDetectButton(self) -> None:
         """Detect with a progress dialog; the scene changes only when detection succeeded."""
+        if self._running:
+            return
         parameterNode = self._parameterNode
         outputPoints = parameterNode.outputPoints
         if outputPoints and outputPoints.GetNumberOfControlPoints() and not slicer.util.confirmOkCancelDisplay(
@@ -253,26 +290,30 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if not self._torchReady():
             return
-        with slicer.util.tryWithErrorDisplay(_("Landmark detection failed."), waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Landmark detection failed.")):
+            inputVolume, model = parameterNode.inputVolume, parameterNode.model
             try:
                 landmarks = self._withProgress(_("Detecting landmarks"), lambda progress, shouldCancel: (
-                    self.logic.detectLandmarks(parameterNode.inputVolume, parameterNode.model, parameterNode.device,
-                                               **self._overrides(), progress=progress,
-                                               shouldCancel=shouldCancel)))
+                    self.logic.detectLandmarks(inputVolume, model, parameterNode.device, **self._overrides(),
+                                               progress=progress, shouldCancel=shouldCancel)))
             except Cancelled:
                 slicer.util.showStatusMessage(_("Cancelled; no landmarks added."), 5000)
                 return
-            points = self.logic.updatePointList(landmarks, outputPoints,
-                                                self.logic.pointListName(parameterNode.inputVolume))
+            points = self.logic.updatePointList(landmarks, outputPoints, self.logic.pointListName(inputVolume))
             if parameterNode.showProjection:
-                self.logic.addProjectionVolume(landmarks, _("{volume} projection").format(
-                    volume=parameterNode.inputVolume.GetName()))
+                self.logic.addProjectionVolume(landmarks, _("{volume} projection").format(volume=inputVolume.GetName()))
             self._showResults(landmarks, points)
+            self._warning = self.logic.detectionWarning(landmarks, model, userThreshold=parameterNode.useThreshold)
+            self._fillResultsTable()
 
-    @staticmethod
-    def _withProgress(title: str, work: Callable[[Callable[[float, str], None], Callable[[], bool]], Any]) -> Any:
-        """Run work(progress, shouldCancel) with a progress dialog whose Cancel button stops it."""
+    def _withProgress(self, title: str, work: Callable[[Callable[[float, str], None], Callable[[], bool]], Any]) -> Any:
+        """Run work(progress, shouldCancel) under an application-modal progress dialog whose Cancel button stops it.
+
+        While it runs, the Detect and Fine-tune buttons do nothing and closing the scene cancels the work.
+        """
         dialog = slicer.util.createProgressDialog(windowTitle=title, labelText=title, maximum=100)
+        dialog.setWindowModality(qt.Qt.ApplicationModal)  # no second run, no scene close from the main window
+        self._running, self._cancelRequested = title, False
 
         def progress(fraction: float, message: str) -> None:
             dialog.value = round(100 * fraction)
@@ -281,18 +322,19 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         def shouldCancel() -> bool:
             slicer.app.processEvents()  # long steps check this often: it keeps the dialog responsive
-            return dialog.wasCanceled
+            return dialog.wasCanceled or self._cancelRequested
 
         try:
             return work(progress, shouldCancel)
         finally:
+            self._running = ""
             dialog.close()
 
     def _showResults(self, landmarks: Optional[Landmarks], points: Optional[vtkMRMLMarkupsFiducialNode]) -> None:
         """Show a detection in the table, and keep the table in step with its point list."""
         for event in POINT_EVENTS if self._resultPoints is not None else ():
             self.removeObserver(self._resultPoints, event, self._fillResultsTable)
-        self._landmarks, self._resultPoints = landmarks, points
+        self._landmarks, self._resultPoints, self._warning = landmarks, points, ""
         for event in POINT_EVENTS if points is not None else ():
             self.addObserver(points, event, self._fillResultsTable)
         self._fillResultsTable()
@@ -300,6 +342,7 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _fillResultsTable(self, caller=None, event=None) -> None:
         points = self._resultPoints
         rows = [] if points is None else result_rows(self._landmarks, self.logic.pointListFromNode(points))
+        self._resultRows = rows
         table = self.ui.resultsTable
         table.setRowCount(len(rows))
         tips = {"not_found": _("Not found. Click the row, then click in a view to place this landmark."),
@@ -315,19 +358,24 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.resultsLabel.text = ""
             return
         found = sum(result.level != "not_found" for result in rows)
-        self.ui.resultsLabel.text = _("{found} of {total} landmarks placed in point list '{name}'.").format(
+        text = _("{found} of {total} landmarks placed in point list '{name}'.").format(
             found=found, total=len(rows), name=points.GetName())
+        self.ui.resultsLabel.text = text + (" " + self._warning if self._warning else "")
 
     def onResultClicked(self, row: int, column: int) -> None:
-        """Jump the views to a placed landmark, or start placing a landmark that was not found."""
+        """Jump the views to a placed landmark, or start placing a landmark that was not found (the row's point is
+        found by its label, so reordering the points keeps the rows right)."""
         points = self._resultPoints
-        if points is None or points.GetScene() is None or row >= points.GetNumberOfControlPoints():
+        if points is None or points.GetScene() is None or row >= len(self._resultRows):
+            return
+        index = self._resultRows[row].point_index
+        if index >= points.GetNumberOfControlPoints():
             return
         markupsLogic = slicer.modules.markups.logic()
-        if points.GetNthControlPointPositionStatus(row) == points.PositionDefined:
-            markupsLogic.JumpSlicesToNthPointInMarkup(points.GetID(), row, True)
+        if points.GetNthControlPointPositionStatus(index) == points.PositionDefined:
+            markupsLogic.JumpSlicesToNthPointInMarkup(points.GetID(), index, True)
         else:
-            points.SetControlPointPlacementStartIndex(row)
+            points.SetControlPointPlacementStartIndex(index)
             markupsLogic.SetActiveList(points)
             markupsLogic.StartPlaceMode(False)
 
@@ -356,9 +404,11 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onFinetuneButton(self) -> None:
         """Fine-tune the selected model on the listed cases, save it as a user model and select it."""
+        if self._running:
+            return
         parameterNode = self._parameterNode
         name = parameterNode.finetuneModelName
-        with slicer.util.tryWithErrorDisplay(_("Fine-tuning failed."), waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Fine-tuning failed.")):
             overwrite = user_model_path(name).exists()
             if overwrite and not slicer.util.confirmOkCancelDisplay(
                     _("A model named '{name}' exists. Replace it?").format(name=name)):

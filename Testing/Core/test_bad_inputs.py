@@ -340,7 +340,7 @@ CATALOGUE = [
     Row("missing file", lambda tmp, hand: tmp / "nope.nii.gz", FileFormatError, "does not exist"),
     Row("folder without DICOM files", lambda tmp, hand: tmp, FileFormatError, "folder without DICOM series"),
     Row("text file named .nrrd", file_of("notes.nrrd", "patient list\n"), FileFormatError, "cannot read"),
-    Row("empty 0-byte .nii.gz", file_of("empty.nii.gz", b""), FileFormatError, "cannot read"),
+    Row("empty 0-byte .nii.gz", file_of("empty.nii.gz", b""), FileFormatError, "is empty (0 bytes)"),
     Row("random bytes named .mha", file_of("noise.mha", np.random.default_rng(2).bytes(5000)), FileFormatError,
         "cannot read"),
     Row("a photo (RGB PNG)", image_file("photo.png", photo), InputError, "3 components per voxel"),
@@ -412,8 +412,9 @@ CATALOGUE = [
     Row("output folder missing", GOOD, FileFormatError, "does not exist; create it first", out="no/such/p.mrk.json"),
     Row("output folder not writable", GOOD, FileFormatError, "is not writable", out="locked/p.mrk.json",
         skip=NO_PERMISSIONS * ROOT),
-    Row("output file exists", GOOD, FileExistsError, "already exists", out="exists.mrk.json"),
-    Row("unknown output format", GOOD, FileFormatError, "unsupported markups file extension", out="p.txt"),
+    Row("output file exists", GOOD, FileExistsError, "already exists", out="exists.mrk.json", exit_code=2),
+    Row("unknown output format", GOOD, FileFormatError, "unsupported markups file extension", out="p.txt",
+        exit_code=2),
     Row("model file that is not a model", GOOD, ModelError, "not a TorchScript model bundle",
         args=("--model", "{tmp}/notes.pt")),
     Row("unknown model name", GOOD, ModelError, "unknown model 'hand-ct'", args=("--model", "hand-ct")),
@@ -505,12 +506,10 @@ def test_command_line(row, folder, hand, monkeypatch, cached_model, capsys):
     if "--model" not in args:
         args += ["--model", "hand-mr"]
     before = out.read_bytes() if out.is_file() else None
-    if row.code == 2:
-        with pytest.raises(SystemExit) as exit_info:
-            main(["detect", str(made), "--out", str(out), "--device", "cpu", *args])
-        code = exit_info.value.code
-    else:
+    try:
         code = main(["detect", str(made), "--out", str(out), "--device", "cpu", *args])
+    except SystemExit as exit_info:  # argparse's usage errors
+        code = exit_info.code
     printed = capsys.readouterr()
     assert code == row.code, printed.err
     assert "Traceback" not in printed.err

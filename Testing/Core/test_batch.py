@@ -123,8 +123,9 @@ def test_batch_never_overwrites_without_being_asked(tmp_path, good_folder, capsy
     out = tmp_path / "out"
     out.mkdir()
     (out / "hand_1.mrk.json").write_text("the user's own file")
-    assert main(["batch", str(good_folder), "--out", str(out), *MODEL]) == 1
-    assert "--resume" in capsys.readouterr().err
+    assert main(["batch", str(good_folder), "--out", str(out), *MODEL]) == 2  # wrong usage
+    error = capsys.readouterr().err
+    assert "--resume" in error and "--overwrite" in error and "=True" not in error
     assert (out / "hand_1.mrk.json").read_text() == "the user's own file"
     assert not (out / "hand_0.mrk.json").exists()  # refused before running anything
     assert main(["batch", str(good_folder), "--out", str(out), "--resume", *MODEL]) == 0

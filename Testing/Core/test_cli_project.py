@@ -50,8 +50,8 @@ def test_project_refuses_to_overwrite(sphere_file, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "depth.png").write_text("mine")
-    assert main(["project", str(sphere_file), "--out", str(out)]) == 1
-    assert "already exists" in capsys.readouterr().err
+    assert main(["project", str(sphere_file), "--out", str(out)]) == 2  # wrong usage
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert (out / "depth.png").read_text() == "mine"
     assert not (out / "silhouette.png").exists()
     assert main(["project", str(sphere_file), "--out", str(out), "--overwrite"]) == 0

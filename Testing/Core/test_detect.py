@@ -139,8 +139,9 @@ def test_detect_preview_is_a_png(tmp_path, hand_file):
 def test_detect_refuses_to_overwrite_and_changes_nothing(tmp_path, hand_file, capsys):
     out = tmp_path / "mine.mrk.json"
     out.write_text("my own points")
-    assert main(["detect", str(hand_file), "--model", "hand-mr", "--out", str(out)]) == 1
-    assert "already exists" in capsys.readouterr().err
+    assert main(["detect", str(hand_file), "--model", "hand-mr", "--out", str(out)]) == 2  # wrong usage
+    error = capsys.readouterr().err
+    assert "already exists; pass --overwrite to replace it" in error and "overwrite=True" not in error
     assert out.read_text() == "my own points"
     assert main(["detect", str(hand_file), "--model", "hand-mr", "--out", str(out), "--overwrite"]) == 0
     assert len(read_markups(out).points) == 5
@@ -163,9 +164,10 @@ def test_detect_bad_options_fail_clearly(tmp_path, hand_file, capsys, arguments,
 
 
 def test_detect_needs_a_known_output_format(tmp_path, hand_file, capsys):
-    assert main(["detect", str(hand_file), "--model", "hand-mr", "--out", str(tmp_path / "x.txt")]) == 1
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, found before reading anything
+        main(["detect", str(hand_file), "--model", "hand-mr", "--out", str(tmp_path / "x.txt")])
+    assert exit_info.value.code == 2
     assert "unsupported markups file extension" in capsys.readouterr().err
-
 
 
 def test_slicer_batch_script_runs_the_command_line(tmp_path, hand_file):

@@ -95,7 +95,7 @@ def test_evaluate_command_writes_report_and_plots(tmp_path, folders, capsys):
     assert "## pred" in markdown and "## second" in markdown and "## Warnings" in markdown
     for name in ("errors_by_landmark.png", "error_cdf.png"):
         assert sitk.GetArrayFromImage(sitk.ReadImage(str(out / name))).std() > 5
-    assert main(["evaluate", "--pred", str(pred), "--truth", str(truth), "--out", str(out)]) == 1  # no overwrite
+    assert main(["evaluate", "--pred", str(pred), "--truth", str(truth), "--out", str(out)]) == 2  # no overwrite
     assert "already exists" in capsys.readouterr().err
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,14 @@ import torch
 
 from LandmarkDetectorLib.errors import ModelError
 from LandmarkDetectorLib.framing import CanvasSpec
-from LandmarkDetectorLib.model import METADATA_FILE, ModelMetadata, load_model, read_metadata, save_model
+from LandmarkDetectorLib.model import (
+    METADATA_FILE,
+    ModelMetadata,
+    load_model,
+    read_metadata,
+    save_model,
+    user_models_dir,
+)
 from LandmarkDetectorLib.projection import ProjectionConfig
 from LandmarkDetectorLib.training.networks import HeatmapUNet, RegressionCNN
 
@@ -304,3 +313,20 @@ def test_network_runs_on_its_cpu_threads_and_restores_torchs(tmp_path):
         assert seen == [1, 2] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize(("platform", "environment", "expected"), [
+    ("linux", {}, "~/.local/share/LandmarkDetector/models"),
+    ("linux", {"XDG_DATA_HOME": "/data/me"}, "/data/me/LandmarkDetector/models"),
+    ("linux", {"XDG_DATA_HOME": "relative/path"}, "~/.local/share/LandmarkDetector/models"),  # invalid: ignored
+    ("darwin", {}, "~/Library/Application Support/LandmarkDetector/models"),
+    ("win32", {"LOCALAPPDATA": "/Users/me/AppData/Local"}, "/Users/me/AppData/Local/LandmarkDetector/models"),
+    ("darwin", {"LANDMARK_DETECTOR_MODELS": "/shared/models"}, "/shared/models"),  # the override wins everywhere
+])
+def test_user_models_folder_follows_the_platform(monkeypatch, platform, environment, expected):
+    for name in ("LANDMARK_DETECTOR_MODELS", "XDG_DATA_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "platform", platform)
+    assert user_models_dir() == Path(os.path.expanduser(expected))

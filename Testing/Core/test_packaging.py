@@ -82,9 +82,9 @@ def test_catalog_entry_is_valid_and_agrees_with_cmake():
     assert entry["$schema"].rstrip("#") == CATALOG_SCHEMA_URL
     assert entry["category"] == extension_setting("EXTENSION_CATEGORY")
     assert entry["build_dependencies"] == extension_setting("EXTENSION_DEPENDS").split()
-    assert entry["scm_url"] == extension_setting("EXTENSION_HOMEPAGE").split("#")[0]
-    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", entry["scm_url"])
-    assert entry.get("build_subdirectory", ".") == "." and entry.get("scm_type", "git") == "git"
+    assert entry.get("build_subdirectory", ".") == "."
+    # Until the repository is published the entry builds this checkout: a local source folder that exists.
+    assert entry["scm_type"] == "local" and (REPO / entry["scm_url"] / "CMakeLists.txt").is_file()
 
 
 def test_catalog_constraints_reject_what_the_index_rejects():
@@ -95,9 +95,27 @@ def test_catalog_constraints_reject_what_the_index_rejects():
         assert not validator.is_valid(bad), bad
 
 
-def test_icon_and_screenshot_urls_name_files_of_this_repository():
-    repository = extension_setting("EXTENSION_HOMEPAGE").split("#")[0].removeprefix("https://github.com/")
-    prefix = f"https://raw.githubusercontent.com/{repository}/main/"
-    for url in [extension_setting("EXTENSION_ICONURL"), *extension_setting("EXTENSION_SCREENSHOTURLS").split()]:
-        assert url.startswith(prefix), url
-        assert (REPO / url.removeprefix(prefix)).is_file(), url
+UNPUBLISHED = "github.com/LandmarkDetector"  # the repository these files once named, which does not exist
+
+
+def test_no_link_to_a_repository_that_does_not_exist():
+    """Links go to files that ship (the model cards) or are left out until the repository is published."""
+    files = [REPO / "CMakeLists.txt", REPO / "LandmarkDetector.json", REPO / "pyproject.toml", REPO / "README.md",
+             *MODULE.rglob("*.py"), *MODULE.rglob("*.md"), *(REPO / "scripts").glob("*.py")]
+    assert [f.name for f in files if UNPUBLISHED in f.read_text(encoding="utf-8")] == []
+    assert "[project.urls]" not in (REPO / "pyproject.toml").read_text()
+    top = (REPO / "CMakeLists.txt").read_text()
+    assert not re.search(r"set\(EXTENSION_(HOMEPAGE|ICONURL|SCREENSHOTURLS)\b", top)
+
+
+def test_model_cards_ship_with_the_module():
+    listed = cmake_list("MODULE_PYTHON_RESOURCES")
+    for model in (MODULE / "Resources" / "Models").glob("*.pt"):
+        assert f"Resources/ModelCards/{model.stem}.md" in listed, model.stem
+
+
+def test_readme_shows_how_to_get_the_cpu_build_of_the_pinned_torch():
+    pinned = re.search(r'torch = \["torch==([\d.]+)"\]', (REPO / "pyproject.toml").read_text())[1]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert f"pip install torch=={pinned} --index-url https://download.pytorch.org/whl/cpu" in readme
+    assert "CUDA build" in readme

@@ -146,7 +146,7 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hand_s3_0000.mrk.json", "hand_s3_0000.nii.gz",
                                                          "hand_s3_0001.mrk.json", "hand_s3_0001.nii.gz"]
     before = _digests(tmp_path)
-    assert cli.main(args) == 1  # refuses to overwrite
+    assert cli.main(args) == 2  # refuses to overwrite: wrong usage
     assert cli.main(args + ["--overwrite"]) == 0
     assert _digests(tmp_path) == before
     with pytest.raises(SystemExit):

@@ -93,6 +93,23 @@ def test_missing_and_wrong_files(tmp_path):
         read_volume(tmp_path / "empty_dir")
 
 
+def test_a_folder_without_dicom_gives_our_message_only(tmp_path, capfd):
+    """ITK's own warning ("No Series were found", printed by its C++ code) stays out of the way of ours."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here\n")
+    assert not is_volume_path(tmp_path / "notes")
+    with pytest.raises(FileFormatError, match="folder without DICOM series"):
+        read_volume(tmp_path / "notes")
+    assert "WARNING" not in capfd.readouterr().err
+    assert sitk.ProcessObject.GetGlobalWarningDisplay()  # ITK's warnings are back on for everything else
+
+
+def test_an_empty_file_is_called_empty(tmp_path):
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    with pytest.raises(FileFormatError, match=r"empty\.nii\.gz is empty \(0 bytes\)"):
+        read_volume(tmp_path / "empty.nii.gz")
+
+
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
 @pytest.mark.parametrize("keep", [0.5, 0.98])
 def test_truncated_files_are_refused(tmp_path, suffix, keep):

@@ -10,15 +10,17 @@ import importlib.util
 import re
 import sys
 import types
+import urllib.request
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
 import slicer
 import standins
 
-from LandmarkDetectorLib import InputError, load_model
-from LandmarkDetectorLib.model import BUNDLED_DIR, default_model
+from LandmarkDetectorLib import InputError, detect_landmarks, load_model, read_volume
+from LandmarkDetectorLib.model import BUNDLED_DIR, USER_MODELS_ENV, default_model, user_models_dir
 from LandmarkDetectorLib.results import result_rows
 from LandmarkDetectorLib.synthetic.dataset import synthesize_case
 
@@ -55,7 +57,7 @@ def widget(module):
     widget.cleanup()  # as Slicer does when the panel is destroyed
 
 
-def test_module_file_loads_without_torch_and_describes_the_module(module):
+def test_module_file_loads_without_torch_and_describes_the_module(module, monkeypatch, tmp_path):
     top_level = set()
     for path in SLICER_FILES:
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
@@ -64,10 +66,14 @@ def test_module_file_loads_without_torch_and_describes_the_module(module):
             elif isinstance(node, ast.ImportFrom) and node.module:
                 top_level.add(node.module)
     assert not {name for name in top_level if name.startswith(("torch", "LandmarkDetectorLib.training"))}
+    monkeypatch.setattr(slicer.app, "slicerUserSettingsFilePath", str(tmp_path / "Slicer.ini"), raising=False)
+    monkeypatch.delenv(USER_MODELS_ENV, raising=False)
     parent = types.SimpleNamespace()
     module.LandmarkDetector(parent)
     assert parent.title == "Landmark Detector" and "Riegler" in parent.acknowledgementText
-    assert "<a href=" in parent.helpText and "Detect landmarks" in parent.helpText
+    assert "Detect landmarks" in parent.helpText and "Sample Data" in parent.helpText
+    assert "http" not in parent.helpText  # no link to a web page that may not exist
+    assert user_models_dir() == tmp_path / "LandmarkDetector" / "models"  # beside Slicer's settings
 
 
 def test_ui_file_and_code_agree(module):
@@ -238,3 +244,167 @@ def test_reload_imports_both_packages_afresh(module, widget, monkeypatch):
         for name in [n for n in sys.modules if n.split(".")[0] in packages]:
             del sys.modules[name]
         sys.modules.update(loaded)
+
+
+def test_panel_opens_without_torch_and_a_broken_torch_is_reported(module, monkeypatch):
+    """Opening the panel asks PyTorch nothing (importing it and initialising CUDA takes seconds); the first run does,
+    and a PyTorch that fails to load is an error message, not a blank panel."""
+    widget_module = sys.modules["LandmarkDetectorSlicer.widget"]
+    asked = []
+
+    def broken_torch():
+        asked.append(True)
+        raise OSError("libtorch_cpu.so: cannot open shared object file")
+
+    monkeypatch.setattr(widget_module, "available_devices", broken_torch)
+    errors = []
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kwargs: errors.append(text))
+    widget = module.LandmarkDetectorWidget()
+    widget.setup()
+    assert not asked and widget._deviceItems == ["auto", "cpu", "cuda"]
+    parameters = widget._parameterNode
+    parameters.inputVolume = slicer.util.addVolumeFromArray(*cut_hand(), "Palm")
+    parameters.model = "hand-mr"
+    widget.ui.detectButton.click()
+    assert asked and len(errors) == 1 and "could not be loaded" in errors[0] and "libtorch_cpu" in errors[0]
+    assert slicer.mrmlScene.GetFirstNodeByName("Palm landmarks") is None
+    monkeypatch.setattr(widget_module, "available_devices", lambda: {"cpu": "CPU", "cuda": "NVIDIA H200"})
+    widget.ui.detectButton.click()  # PyTorch works now: its devices are listed
+    assert widget._deviceItems == ["auto", "cpu", "cuda"] and "NVIDIA H200" in widget.ui.deviceComboBox.toolTip
+    widget.cleanup()
+
+
+class RecordingDialog(standins.ProgressDialog):
+    """A progress dialog that records its window modality."""
+
+    modality = None
+
+    def setWindowModality(self, modality) -> None:
+        self.modality = modality
+
+
+def test_a_run_blocks_a_second_run_and_a_scene_close_cancels_it(module, widget, monkeypatch):
+    dialogs = []
+    qt = sys.modules["LandmarkDetectorSlicer.widget"].qt
+    monkeypatch.setattr(qt, "Qt", types.SimpleNamespace(ApplicationModal="application-modal", WaitCursor=None),
+                        raising=False)
+    monkeypatch.setattr(slicer.util, "createProgressDialog",
+                        lambda *args, **kwargs: dialogs.append(RecordingDialog()) or dialogs[-1])
+    parameters = widget._parameterNode
+    parameters.inputVolume = slicer.util.addVolumeFromArray(*cut_hand(), "Palm")
+    parameters.model = "hand-mr"
+    logic, calls = widget.logic, []
+    detect = logic.detectLandmarks
+
+    def detect_and_click_again(*args, progress, shouldCancel, **kwargs):
+        calls.append("detect")
+        widget.ui.detectButton.click()  # ignored while this one runs
+        widget.ui.finetuneButton.click()
+        assert not shouldCancel()
+        slicer.mrmlScene.InvokeEvent(slicer.mrmlScene.StartCloseEvent)  # the scene closes under the run
+        assert shouldCancel()
+        return detect(*args, progress=progress, shouldCancel=shouldCancel, **kwargs)
+
+    monkeypatch.setattr(logic, "detectLandmarks", detect_and_click_again)
+    monkeypatch.setattr(logic, "finetune", lambda *args, **kwargs: calls.append("finetune"))
+    widget.ui.detectButton.click()
+    assert calls == ["detect"] and len(dialogs) == 1 and dialogs[0].modality == "application-modal"
+    assert slicer.mrmlScene.GetFirstNodeByName("Palm landmarks") is None  # cancelled: nothing added
+    assert widget._running == ""
+
+
+def test_wait_cursor_only_around_work_without_questions(module, widget, monkeypatch, tmp_path):
+    """No dialog that asks something (confirm, progress with Cancel) appears under the wait cursor."""
+    waiting = []
+
+    class Wait:
+        def __enter__(self):
+            waiting.append(True)
+
+        def __exit__(self, *exc):
+            waiting.pop()
+
+    real_try = slicer.util.tryWithErrorDisplay
+
+    def try_with_error_display(message=None, show=True, waitCursor=False):
+        return Wait() if waitCursor else real_try(message, show=show)
+
+    def ask(*args, **kwargs):
+        assert not waiting, "a question under the wait cursor"
+        return True
+
+    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", try_with_error_display)
+    monkeypatch.setattr(slicer.util, "WaitCursor", Wait)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", ask)
+    monkeypatch.setattr(slicer.util, "createProgressDialog", lambda *a, **k: ask() and standins.ProgressDialog())
+    monkeypatch.setenv("LANDMARK_DETECTOR_MODELS", str(tmp_path))
+    parameters = widget._parameterNode
+    volume = slicer.util.addVolumeFromArray(*cut_hand(), "Palm")
+    parameters.inputVolume, parameters.model = volume, "hand-mr"
+    parameters.outputPoints = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Mine")
+    parameters.outputPoints.AddControlPoint(1.0, 2.0, 3.0)  # replacing it asks first
+    widget.ui.detectButton.click()
+    assert parameters.outputPoints.GetNumberOfControlPoints() == 5
+    (tmp_path / "my-model.pt").write_bytes(BUNDLED_DIR.joinpath("hand-mr.pt").read_bytes())  # replacing it asks
+    parameters.finetuneModelName = "my-model"
+    widget._finetuneCases = [(volume.GetID(), parameters.outputPoints.GetID())] * 2
+    monkeypatch.setattr(widget.logic, "finetune", lambda *args, **kwargs: (tmp_path / "my-model.pt", ""))
+    widget.ui.finetuneButton.click()
+    assert not waiting
+
+
+def test_results_follow_the_points_by_label_after_reordering(module, widget):
+    parameters = widget._parameterNode
+    parameters.inputVolume = slicer.util.addVolumeFromArray(*cut_hand(), "Palm")
+    parameters.model = "hand-mr"
+    widget.ui.detectButton.click()
+    points = slicer.mrmlScene.GetFirstNodeByName("Palm landmarks")
+    unplaced = next(i for i in range(5) if points.GetNthControlPointPositionStatus(i) != points.PositionDefined)
+    name = points.GetNthControlPointLabel(unplaced)
+    points.SwapControlPoints(unplaced, 4 if unplaced != 4 else 0)  # the user reorders the points
+    row = [r.name for r in widget._resultRows].index(name)
+    assert widget._resultRows[row].level == "not_found"
+    widget.ui.resultsTable.emit("cellClicked(int,int)", row, 0)
+    assert points.GetNthControlPointLabel(points.GetControlPointPlacementStartIndex()) == name
+
+
+def test_model_card_link_names_a_file_that_ships(module, widget):
+    widget._parameterNode.model = "hand-mr"
+    link = re.search(r'href="([^"]+)"', widget.ui.modelInfoLabel.text)[1]
+    assert link.startswith("file://") and Path(urllib.request.url2pathname(link[len("file://"):])).is_file()
+    assert "github.com" not in widget.ui.modelInfoLabel.text
+
+
+def test_sample_data_is_made_on_first_use(module, monkeypatch, tmp_path):
+    registered = []
+    monkeypatch.setitem(sys.modules, "SampleData", types.SimpleNamespace(SampleDataLogic=types.SimpleNamespace(
+        registerCustomSampleDataSource=lambda **kwargs: registered.append(kwargs))))
+    monkeypatch.setattr(slicer.app, "cachePath", str(tmp_path), raising=False)
+    loaded = []
+    monkeypatch.setattr(slicer.util, "loadVolume", lambda path, properties: loaded.append((path, properties)))
+    sampledata = sys.modules["LandmarkDetectorSlicer.sampledata"]
+    sampledata.registerSampleData()
+    assert [r["sampleName"] for r in registered] == ["LandmarkDetectorSyntheticCT", "LandmarkDetectorSyntheticHandMR"]
+    hand = registered[1]
+    hand["customDownloader"](types.SimpleNamespace())  # Sample Data calls it with the source
+    path, properties = loaded[0]
+    assert properties == {"name": "LandmarkDetectorSyntheticHandMR"} and Path(path).parent.parent == tmp_path
+    volume = read_volume(path)
+    assert volume.voxels_kji.ndim == 3
+    landmarks = detect_landmarks(volume.voxels_kji, volume.ijk_to_ras, cached_load_model("hand-mr"), "cpu")
+    assert landmarks.in_view.all()  # something to click "Detect landmarks" on
+    modified = Path(path).stat().st_mtime_ns
+    hand["customDownloader"](types.SimpleNamespace())
+    assert loaded[1][0] == path and Path(path).stat().st_mtime_ns == modified  # made once, then read from the cache
+
+
+def test_a_detection_that_looks_wrong_says_so_under_the_table(module, widget):
+    parameters = widget._parameterNode
+    parameters.inputVolume = slicer.util.addVolumeFromArray(*cut_hand(), "Palm")
+    parameters.model = "wholebody-ct"  # a CT body model for a hand MR
+    widget.ui.detectButton.click()
+    label = widget.ui.resultsLabel.text
+    assert "looks like MR" in label and "wholebody-ct is for CT" in label and "\n" not in label
+    parameters.model = "hand-mr"
+    widget.ui.detectButton.click()
+    assert "looks like" not in widget.ui.resultsLabel.text

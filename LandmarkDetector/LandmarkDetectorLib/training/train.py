@@ -26,7 +26,7 @@ from ..fileio import atomic_open, atomic_path
 from ..framing import CanvasSpec
 from ..model import ModelMetadata, save_model
 from ..pipeline import landmark_found
-from ..progress import CancelCheck, check_cancel
+from ..progress import CancelCheck, check_cancel, progress_bar
 from ..projection import ProjectionConfig
 from .data import KINDS, Augmentation, Batch, SyntheticSource
 from .losses import LossWeights, Targets, landmark_loss
@@ -212,7 +212,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress_bar: bool = True
     Args:
         config: the run's settings.
         out_dir: output folder (created); refuses one that already holds a finished model.pt.
-        progress_bar: show a tqdm bar.
+        progress_bar: show progress (a tqdm bar, or log lines where tqdm is missing).
         should_cancel: checked every step.
         initial_state: network weights to start from (e.g. a pretrained model's state_dict).
     Returns:
@@ -295,9 +295,7 @@ def export(network: torch.nn.Module, config: TrainConfig, path: Path, *, name: s
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, unit="step", dynamic_ncols=True)
+    return progress_bar(total, "train", unit="step", enabled=enabled)
 
 
 def _append_csv(path: Path, columns: list[str], row: dict[str, Any]) -> None:

@@ -1,0 +1,67 @@
+"""Atomic writes give files the permissions any other tool would: 0o666 less the umask for a new file, the old mode
+for a replaced one (as ``open(path, "w")`` does), never tempfile's owner-only 0o600."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+
+import numpy as np
+import pytest
+
+from LandmarkDetectorLib.fileio import atomic_open, atomic_path
+from LandmarkDetectorLib.markups import PointList, write_markups
+from LandmarkDetectorLib.volume_io import write_png, write_volume
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for the test and restore it afterwards."""
+    previous = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(previous)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002], ids=lambda m: f"umask-{m:03o}")
+def test_new_files_get_0o666_less_the_umask(tmp_path, umask, mask):
+    umask(mask)
+    with atomic_open(tmp_path / "a.json") as f:
+        f.write("{}")
+    write_markups(tmp_path / "p.mrk.json", PointList.from_arrays(["A"], np.zeros((1, 3))))
+    write_volume(tmp_path / "v.nii.gz", np.zeros((3, 4, 5), np.int16), np.eye(4))
+    write_png(tmp_path / "i.png", np.zeros((4, 5), np.uint8))
+    for name in ("a.json", "p.mrk.json", "v.nii.gz", "i.png"):
+        assert mode(tmp_path / name) == 0o666 & ~mask, name
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path, umask):
+    umask(0o077)  # the mode comes from the old file, not from the umask
+    for old_mode in (0o644, 0o664, 0o600):
+        path = tmp_path / f"{old_mode:o}.csv"
+        path.write_text("old")
+        path.chmod(old_mode)
+        with atomic_open(path, overwrite=True) as f:
+            f.write("new")
+        assert path.read_text() == "new" and mode(path) == old_mode
+
+
+def test_a_writer_that_recreates_its_file_gets_the_mode_too(tmp_path, umask):
+    umask(0o022)
+    with atomic_path(tmp_path / "x.bin") as tmp:
+        tmp.unlink()  # as writers that delete and create their output do (os.open with mode 0o600)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600))
+    assert mode(tmp_path / "x.bin") == 0o644
+
+
+def test_no_temporary_file_is_left_on_error(tmp_path):
+    with pytest.raises(RuntimeError), atomic_open(tmp_path / "a.txt") as f:
+        f.write("half")
+        raise RuntimeError("writer failed")
+    assert list(tmp_path.iterdir()) == []
