@@ -34,3 +34,31 @@ def save_centroid_model(path, spec: CanvasSpec = SPEC, projection: ProjectionCon
     metadata = ModelMetadata(name="centroid", landmarks=("Centroid",), canvas=spec, projection=projection,
                              architecture="analytic", description="silhouette centroid (tests)")
     save_model(CentroidModel(), metadata, path)
+
+
+class ConfidenceModel(nn.Module):
+    """Every landmark at the silhouette centroid (as CentroidModel), each with its own fixed in-view logit."""
+
+    def __init__(self, logits: list[float]):
+        super().__init__()
+        self.centroid = CentroidModel()
+        self.register_buffer("logits", torch.tensor(logits, dtype=torch.float32))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        uv, depth, _ = self.centroid(x)
+        n = self.logits.shape[0]
+        return uv.expand(-1, n, -1), depth.expand(-1, n), self.logits.expand(x.shape[0], n)
+
+
+CONFIDENCE_LOGITS = {"Above": 3.0, "AtThreshold": 1.5, "JustBelow": 1.49, "Between": 0.5, "Below": -1.0}
+"""Landmark -> logit of ``save_confidence_model``; its threshold is the probability of "AtThreshold" (0.818), so that
+"Between" (0.622) is found by a fixed 0.5 but not by the model's threshold."""
+CALIBRATED_THRESHOLD = float(torch.sigmoid(torch.tensor(CONFIDENCE_LOGITS["AtThreshold"])))
+
+
+def save_confidence_model(path, spec: CanvasSpec = SPEC, projection: ProjectionConfig = PROJECTION) -> None:
+    """A model whose calibrated confidence threshold is exactly the network's probability for "AtThreshold"."""
+    metadata = ModelMetadata(name="confident", landmarks=tuple(CONFIDENCE_LOGITS), canvas=spec,
+                             projection=projection, confidence_threshold=CALIBRATED_THRESHOLD,
+                             architecture="analytic", description="fixed confidences (tests)")
+    save_model(ConfidenceModel(list(CONFIDENCE_LOGITS.values())), metadata, path)

@@ -168,7 +168,7 @@ def run_case(case: BatchCase, out_dir: Path, options: BatchOptions, overwrite: b
         landmarks = detect_landmarks(voxels.voxels_kji, voxels.ijk_to_ras, model, options.device,
                                      confidence_threshold=options.confidence_threshold,
                                      projection=projection_settings(model, options.threshold, options.table_removal_mm))
-        result = CaseResult(case.name, "ok", found=int(landmarks.in_view.sum()), output=target.name,
+        result = CaseResult(case.name, "ok", found=int(landmarks.found.sum()), output=target.name,
                             confidence={n: round(float(c), 4) for n, c in zip(landmarks.names, landmarks.confidence,
                                                                                strict=True)})
         check_writable_target(target, overwrite)

@@ -134,7 +134,7 @@ def format_landmarks(landmarks: Any) -> str:
     width = max(len("landmark"), *(len(n) for n in landmarks.names))
     lines = [f"{'landmark':<{width}}  found  confidence        R        A        S"]
     for name, point, confidence, found in zip(landmarks.names, landmarks.points_ras, landmarks.confidence,
-                                              landmarks.in_view, strict=True):
+                                              landmarks.found, strict=True):
         position = "  ".join(f"{value:7.1f}" for value in point) if found else f"{'-':>7}  {'-':>7}  {'-':>7}"
         lines.append(f"{name:<{width}}  {'yes' if found else 'NO':<5}  {confidence:10.3f}  {position}")
     return "\n".join(lines)
@@ -145,12 +145,12 @@ def landmarks_json(landmarks: Any, volume: str, model: str, output: str | None, 
     found)."""
     return {
         "volume": volume, "model": model, "output": output, "coordinate_system": "RAS", "units": "mm",
-        "confidence_threshold": landmarks.confidence_threshold, "found": int(landmarks.in_view.sum()),
+        "confidence_threshold": landmarks.confidence_threshold, "found": int(landmarks.found.sum()),
         "warning": warning or None,
         "landmarks": [{"name": name, "found": bool(found), "confidence": round(float(confidence), 4),
                        "position_ras": [round(float(v), 3) for v in point] if found else None}
                       for name, point, confidence, found in zip(landmarks.names, landmarks.points_ras,
-                                                                landmarks.confidence, landmarks.in_view, strict=True)],
+                                                                landmarks.confidence, landmarks.found, strict=True)],
     }
 
 
@@ -191,7 +191,7 @@ def command_detect(args: argparse.Namespace) -> int:
         print()
         return 0
     print(format_landmarks(landmarks))
-    print(f"{int(landmarks.in_view.sum())} of {len(landmarks.names)} landmarks found -> {args.out}"
+    print(f"{int(landmarks.found.sum())} of {len(landmarks.names)} landmarks found -> {args.out}"
           + (f" (preview {args.preview})" if args.preview else ""))
     if warning:
         logger.warning(warning)

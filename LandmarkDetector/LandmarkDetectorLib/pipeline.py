@@ -45,18 +45,18 @@ class Landmarks:
         names: landmark names, in model order.
         points_ras: (N, 3) positions in RAS mm (also given for landmarks judged not in view).
         confidence: (N,) probability that each landmark is in the scanned field of view.
-        in_view: (N,) bool, the landmark is found: confidence >= the model's (or the caller's) threshold, placed
+        found: (N,) bool, the landmark is found: confidence >= the model's (or the caller's) threshold, placed
             inside the scanned field, and (for models with a mirror check) its mirror disagreement within tolerance.
         canvas: what the network saw, for previews.
         disagreement_mm: (N,) distance between the network's estimates on the canvas and on its left-right mirror,
             mm (NaN for models without a mirror check); large where the network is guessing.
-        confidence_threshold: the threshold ``in_view`` was decided with.
+        confidence_threshold: the threshold ``found`` was decided with.
     """
 
     names: tuple[str, ...]
     points_ras: NDArray[np.float64]
     confidence: NDArray[np.float64]
-    in_view: NDArray[np.bool_]
+    found: NDArray[np.bool_]
     canvas: Canvas | None = None
     disagreement_mm: NDArray[np.float64] | None = None
     confidence_threshold: float = 0.5
@@ -72,8 +72,8 @@ class Landmarks:
         disagreement = np.full(len(self.names), np.nan) if self.disagreement_mm is None else self.disagreement_mm
         descriptions = [f"confidence {c:.3f}" + ("" if np.isnan(d) else f"; mirror disagreement {d:.1f} mm")
                         + ("" if ok else "; not found")
-                        for c, d, ok in zip(self.confidence, disagreement, self.in_view, strict=True)]
-        return PointList.from_arrays(self.names, self.points_ras, descriptions=descriptions, defined=self.in_view,
+                        for c, d, ok in zip(self.confidence, disagreement, self.found, strict=True)]
+        return PointList.from_arrays(self.names, self.points_ras, descriptions=descriptions, defined=self.found,
                                      name=name)
 
 
@@ -269,7 +269,7 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
         found &= ~(disagreement > metadata.mirror_tolerance_mm)  # NaN (no pairs) passes
     points_ras[found] = into_volume(points_ras[found], ijk_to_ras, np.shape(volume_kji))
     return Landmarks(names=metadata.landmarks, points_ras=points_ras, confidence=probability,
-                     in_view=found, canvas=canvas, disagreement_mm=disagreement,
+                     found=found, canvas=canvas, disagreement_mm=disagreement,
                      confidence_threshold=threshold)
 
 
@@ -298,7 +298,7 @@ def detection_warning(landmarks: Landmarks, metadata: ModelMetadata, user_thresh
         if max(size / field for size, field in zip(size_mm, field_mm, strict=True)) < SMALL_FIELD_FRACTION:
             problems.append(f"the body spans only {size_mm[0]:.0f} x {size_mm[1]:.0f} mm, far less than the "
                             f"{field_mm[0]:.0f} x {field_mm[1]:.0f} mm that model {name} covers")
-    if not landmarks.in_view.any():
+    if not landmarks.found.any():
         problems.insert(0, "no landmark was found")
     if not problems:
         return ""

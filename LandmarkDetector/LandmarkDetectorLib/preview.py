@@ -37,12 +37,12 @@ def preview_figure(image: ProjectedImage, landmarks: Landmarks, *, title: str = 
     height, width = image.shape
     extent = (-0.5 * du, (width - 0.5) * du, (height - 0.5) * dv, -0.5 * dv)
     uvd = image.ras_to_uvd(landmarks.points_ras)
-    missing = [name for name, found in zip(landmarks.names, landmarks.in_view, strict=True) if not found]
+    missing = [name for name, found in zip(landmarks.names, landmarks.found, strict=True) if not found]
     aspect = (height * dv) / max(width * du, 1.0)
     figure, axes = plt.subplots(figsize=(6.0 + 1.8 * bool(missing), min(max(6.0 * aspect, 4.0), 12.0)), dpi=110)
     axes.imshow(depth_to_uint8(image), cmap="gray", extent=extent, interpolation="nearest", vmin=0, vmax=255)
     for name, (u, v, _), confidence, found in zip(landmarks.names, uvd, landmarks.confidence,
-                                                   landmarks.in_view, strict=True):
+                                                   landmarks.found, strict=True):
         if not found:
             continue
         x, y = u * du, v * dv

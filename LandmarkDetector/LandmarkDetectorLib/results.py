@@ -50,7 +50,7 @@ def result_rows(landmarks: Landmarks, points: PointList) -> list[ResultRow]:
     for index, point in enumerate(points.points):
         indices.setdefault(point.label, index)
     rows = []
-    for name, confidence, found in zip(landmarks.names, landmarks.confidence, landmarks.in_view, strict=True):
+    for name, confidence, found in zip(landmarks.names, landmarks.confidence, landmarks.found, strict=True):
         index = indices.get(name)
         if index is None:
             continue

@@ -475,7 +475,7 @@ def test_python_api(row, folder, hand, hand_model):
         landmarks = detect_landmarks(voxels, matrix, model, "cpu", projection=projection, **options)
         write_markups(out, landmarks.to_point_list())
     if row.error is None:
-        assert landmarks.names == hand.names and landmarks.in_view.all()
+        assert landmarks.names == hand.names and landmarks.found.all()
         check_found(landmarks.points_ras, truth)
 
 

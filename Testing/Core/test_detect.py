@@ -50,7 +50,7 @@ def cut_off_fingers(scan):
 def test_api_detects_synthetic_hand_within_the_model_card(hand_model, hand_scan):
     result = detect_landmarks(hand_scan.voxels_kji, hand_scan.ijk_to_ras, hand_model, device="cpu")
     assert result.names == hand_scan.landmark_names
-    assert result.points_ras.shape == (5, 3) and result.confidence.shape == (5,) and result.in_view.all()
+    assert result.points_ras.shape == (5, 3) and result.confidence.shape == (5,) and result.found.all()
     errors = np.linalg.norm(result.points_ras - hand_scan.landmarks_ras, axis=1)
     card = hand_model.metadata.metrics["evaluation"]["heatmap-unet"]["model"]["all"]
     assert errors.max() < card["max_mm"] + 2.0, errors
@@ -67,7 +67,7 @@ def test_landmarks_outside_the_field_of_view_are_not_found(hand_model, hand_scan
     voxels, ijk_to_ras = cut_off_fingers(hand_scan)
     assert not landmarks_in_view(hand_scan.landmarks_ras, ijk_to_ras, voxels.shape).any()
     result = detect_landmarks(voxels, ijk_to_ras, hand_model, "cpu")
-    assert not result.in_view[1:].any(), result.confidence  # the four fingers; the thumb may lie near the cut
+    assert not result.found[1:].any(), result.confidence  # the four fingers; the thumb may lie near the cut
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(hand_model, hand_scan):

@@ -34,17 +34,17 @@ def palm(hand_model):
     case = synthesize_case("hand", SEED, 0)
     keep = case.voxels_kji.shape[1] * 55 // 100
     landmarks = detect_landmarks(np.ascontiguousarray(case.voxels_kji[:, :keep]), case.ijk_to_ras, hand_model, "cpu")
-    assert landmarks.in_view.any() and not landmarks.in_view.all(), landmarks.confidence
+    assert landmarks.found.any() and not landmarks.found.all(), landmarks.confidence
     return landmarks
 
 
 def test_table_and_json_give_no_position_for_landmarks_not_found(palm):
     lines = format_landmarks(palm).splitlines()[1:]
-    for line, found, point in zip(lines, palm.in_view, palm.points_ras, strict=True):
+    for line, found, point in zip(lines, palm.found, palm.points_ras, strict=True):
         assert (f"{point[0]:7.1f}" in line) == bool(found), line
         assert line.endswith("-") != bool(found), line
     document = landmarks_json(palm, "palm.nrrd", "hand-mr", None, "")
-    assert [p["position_ras"] is None for p in document["landmarks"]] == list(~palm.in_view)
+    assert [p["position_ras"] is None for p in document["landmarks"]] == list(~palm.found)
 
 
 def test_preview_shows_the_volume_and_lists_the_landmarks_not_found(palm):
@@ -56,9 +56,9 @@ def test_preview_shows_the_volume_and_lists_the_landmarks_not_found(palm):
         height, width = image.shape
         assert axes.get_xlim() == pytest.approx((-0.5 * du, (width - 0.5) * du))  # nothing widens the picture
         assert sorted(axes.get_ylim()) == pytest.approx([-0.5 * dv, (height - 0.5) * dv])
-        assert len(axes.lines) == int(palm.in_view.sum())  # one circle per found landmark, no crosses
+        assert len(axes.lines) == int(palm.found.sum())  # one circle per found landmark, no crosses
         listed = next(t.get_text() for t in axes.texts if t.get_text().startswith("not found"))
-        assert listed.splitlines()[1:] == [n for n, found in zip(palm.names, palm.in_view, strict=True) if not found]
+        assert listed.splitlines()[1:] == [n for n, found in zip(palm.names, palm.found, strict=True) if not found]
     finally:
         pyplot().close(figure)
 
@@ -86,7 +86,7 @@ def test_rows_follow_points_by_label_when_the_user_reorders_them():
 
 def test_a_detection_that_looks_wrong_says_so_in_one_line(palm, hand_model):
     assert detection_warning(palm, hand_model.metadata) == ""  # a hand MR for the hand model: nothing to say
-    nothing = dataclasses.replace(palm, in_view=np.zeros_like(palm.in_view))
+    nothing = dataclasses.replace(palm, found=np.zeros_like(palm.found))
     assert detection_warning(nothing, hand_model.metadata).startswith("no landmark was found.")
     body = read_metadata(model_file("wholebody-ct"))
     warning = detection_warning(palm, body)

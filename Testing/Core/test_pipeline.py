@@ -36,7 +36,7 @@ def test_sphere_centroid_lands_on_the_sphere(centroid_model, index):
     # The mean surface depth over a sphere's disk lies 2/3 of the radius in front of (anterior to) its centre.
     expected = CENTRE_RAS + np.array([0.0, 2 * RADIUS_MM / 3, 0.0])
     np.testing.assert_allclose(result.points_ras[0], expected, atol=1.0)
-    assert result.names == ("Centroid",) and result.in_view.tolist() == [True]
+    assert result.names == ("Centroid",) and result.found.tolist() == [True]
     assert result.confidence[0] > 0.99
     points = result.to_point_list()
     assert points.points[0].status == "defined" and "confidence" in points.points[0].description
@@ -109,6 +109,6 @@ def test_landmark_at_the_edge_of_the_scan_is_found_on_the_edge(tmp_path, index):
     lowest_row_s = probe.points_ras[0, 2]
     rows_to_edge = (lowest_row_s - edge_s) / SPEC.pixel_spacing_mm  # canvas rows grow towards inferior
     just_past = detect(rows_to_edge + 0.4)
-    assert just_past.in_view.tolist() == [True]
+    assert just_past.found.tolist() == [True]
     assert just_past.points_ras[0, 2] == pytest.approx(edge_s, abs=1e-6)
-    assert detect(rows_to_edge + 0.6).in_view.tolist() == [False]
+    assert detect(rows_to_edge + 0.6).found.tolist() == [False]

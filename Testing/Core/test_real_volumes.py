@@ -60,7 +60,7 @@ def test_partial_view_ct_reports_its_landmarks_not_found(shared_dir, wholebody):
 
     volume = read_volume(shared_dir / "data" / "totalseg-example-ct" / "example_ct.nii.gz")
     result = detect_landmarks(volume.voxels_kji, volume.ijk_to_ras, wholebody, "cpu")
-    assert not result.in_view.any(), dict(zip(result.names, result.confidence.round(3), strict=True))
+    assert not result.found.any(), dict(zip(result.names, result.confidence.round(3), strict=True))
 
 
 @pytest.mark.parametrize("relative", ["totalseg-example-mr/example_mr_sm.nii.gz",
@@ -75,4 +75,4 @@ def test_mr_slab_and_head_give_clear_results(shared_dir, wholebody, relative):
     assert result.points_ras.shape == (9, 3) and np.isfinite(result.points_ras).all()
     ijk = np.c_[result.points_ras, np.ones(9)] @ np.linalg.inv(volume.ijk_to_ras).T
     inside = np.all((ijk[:, :3] > -0.5) & (ijk[:, :3] < np.array(volume.voxels_kji.shape[::-1]) - 0.5), axis=1)
-    assert not (result.in_view & ~inside).any()
+    assert not (result.found & ~inside).any()

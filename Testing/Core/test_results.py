@@ -12,7 +12,7 @@ from LandmarkDetectorLib.results import ResultRow, result_rows
 
 def test_rows_follow_the_point_list_as_it_is_now():
     landmarks = Landmarks(names=("A", "B", "C", "D"), points_ras=np.zeros((4, 3)),
-                          confidence=np.array([0.95, 0.6, 0.2, 0.1]), in_view=np.array([True, True, False, False]))
+                          confidence=np.array([0.95, 0.6, 0.2, 0.1]), found=np.array([True, True, False, False]))
     points = PointList((MarkupsPoint("A", (1.0, -2.25, 3.0)), MarkupsPoint("B", (4.0, 5.0, 6.0)),
                         MarkupsPoint("C", (0.0, 0.0, 0.0), status="undefined"),
                         MarkupsPoint("D", (7.0, 8.0, 9.0))))  # D: not found, then placed by the user

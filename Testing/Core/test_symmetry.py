@@ -90,24 +90,24 @@ def test_consistent_network_agrees_with_its_mirror(tmp_path, box_volume):
     assert np.isnan(single.disagreement_mm).all()
     np.testing.assert_allclose(checked.disagreement_mm, 0.0, atol=1e-6)
     np.testing.assert_allclose(checked.points_ras, single.points_ras, atol=1e-6)
-    assert checked.in_view.all()
+    assert checked.found.all()
     # EdgeR on the patient's right (the box's R = +30 mm face), EdgeL on the left (R = -30 mm).
     assert checked.points_ras[1, 0] > 25.0 and checked.points_ras[2, 0] < -25.0
 
 
 def test_guessing_network_loses_its_paired_points(tmp_path, box_volume):
     unchecked = detect_landmarks(*box_volume, _save(tmp_path, GuessingModel(), None))
-    assert unchecked.in_view.all()
+    assert unchecked.found.all()
     checked = detect_landmarks(*box_volume, _save(tmp_path, GuessingModel(), 5.0))
     # On the flipped canvas both guesses land 10 px on the other side: 20 px apart once flipped back.
     np.testing.assert_allclose(checked.disagreement_mm, [0.0, 2 * SHIFT_PX * 4.0, 2 * SHIFT_PX * 4.0], atol=1e-4)
-    assert checked.in_view.tolist() == [True, False, False]
+    assert checked.found.tolist() == [True, False, False]
     # The point given is the mean of both estimates: the centre, not a side.
     np.testing.assert_allclose(checked.points_ras[1, 0], checked.points_ras[0, 0], atol=1e-4)
     description = checked.to_point_list().points[1].description
     assert "mirror disagreement 80.0 mm" in description and "not found" in description
     loose = detect_landmarks(*box_volume, _save(tmp_path, GuessingModel(), 100.0))
-    assert loose.in_view.all()
+    assert loose.found.all()
 
 
 @pytest.mark.parametrize("tolerance", [0.0, -1.0, float("nan"), float("inf")])

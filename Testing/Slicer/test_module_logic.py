@@ -159,7 +159,7 @@ def test_not_found_landmarks_are_unplaced_and_the_list_round_trips_through_slice
     points = module.LandmarkDetectorLogic().detect(volume, model=hand_model, device="cpu")
     detected = control_points(points)
     statuses = [p[2] for p in detected]
-    found = detect_landmarks(voxels, ijk_to_world, hand_model, "cpu").in_view
+    found = detect_landmarks(voxels, ijk_to_world, hand_model, "cpu").found
     assert not found.all()
     assert statuses == [STATUS_DEFINED if ok else STATUS_UNDEFINED for ok in found], detected
     for _label, description, status, _position in detected:

@@ -392,7 +392,7 @@ def test_sample_data_is_made_on_first_use(module, monkeypatch, tmp_path):
     volume = read_volume(path)
     assert volume.voxels_kji.ndim == 3
     landmarks = detect_landmarks(volume.voxels_kji, volume.ijk_to_ras, cached_load_model("hand-mr"), "cpu")
-    assert landmarks.in_view.all()  # something to click "Detect landmarks" on
+    assert landmarks.found.all()  # something to click "Detect landmarks" on
     modified = Path(path).stat().st_mtime_ns
     hand["customDownloader"](types.SimpleNamespace())
     assert loaded[1][0] == path and Path(path).stat().st_mtime_ns == modified  # made once, then read from the cache

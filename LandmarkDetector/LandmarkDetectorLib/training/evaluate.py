@@ -122,7 +122,7 @@ def evaluate_synthetic_volumes(model: LandmarkModel, anatomy: str, seed: int, co
         for method, points in predictions.items():
             parts = _error_parts(dataclasses.replace(result, points_ras=points), truth)
             errors[method][index] = np.where(in_view[:, None], parts, np.nan)
-        inside[index], confidence[index], truth_in_view[index] = result.in_view, result.confidence, in_view
+        inside[index], confidence[index], truth_in_view[index] = result.found, result.confidence, in_view
         disagreement[index] = result.disagreement_mm
         report(progress, (index + 1) / count, f"Evaluated {index + 1}/{count} volumes")
     return {"names": names, "errors": errors, "truth_in_view": truth_in_view, "inside": inside,
@@ -161,7 +161,7 @@ def evaluate_annotated_volumes(model: LandmarkModel, pairs: list[tuple[Path, Pat
                 truth[n] = point.position_ras
         truth_in_view[index] = np.isfinite(truth).all(axis=1)
         errors[index] = _error_parts(result, truth)
-        inside[index], confidence[index] = result.in_view, result.confidence
+        inside[index], confidence[index] = result.found, result.confidence
         disagreement[index] = result.disagreement_mm
         report(progress, (index + 1) / count, f"Evaluated {index + 1}/{count} volumes")
     return {"names": names, "cases": [volume_path.name for volume_path, _ in pairs], "errors": {"model": errors},

@@ -1,0 +1,117 @@
+"""The thresholds that decide what is found and what is body: the model's calibrated confidence threshold (not 0.5)
+and the caller's override, through the API, ``detect`` and ``batch``; table removal in millimetres, not voxels."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from analytic_model import CALIBRATED_THRESHOLD, CONFIDENCE_LOGITS, save_confidence_model
+
+from LandmarkDetectorLib.cli import main
+from LandmarkDetectorLib.markups import read_markups
+from LandmarkDetectorLib.model import load_model
+from LandmarkDetectorLib.pipeline import detect_landmarks, landmark_found
+from LandmarkDetectorLib.projection import ProjectionConfig, project_volume
+from LandmarkDetectorLib.volume_io import write_volume
+
+from phantoms import AIR_HU, add_box, make_ijk_to_ras, rotation, spheres_volume
+
+NAMES = tuple(CONFIDENCE_LOGITS)
+FOUND_BY_MODEL = [True, True, False, False, False]  # Above, AtThreshold, JustBelow, Between, Below
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "confident.pt"
+    save_confidence_model(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sphere():
+    shape = (31, 33, 35)
+    ijk_to_ras = make_ijk_to_ras(np.diag([-1.0, -1.0, 1.0]), (2.0, 2.0, 2.0), shape, (0.0, 0.0, 0.0))
+    return spheres_volume(shape, ijk_to_ras, (0.0, 0.0, 0.0), 20.0), ijk_to_ras
+
+
+def test_the_model_threshold_is_not_a_half():
+    assert 0.8 < CALIBRATED_THRESHOLD < 0.85
+
+
+@pytest.mark.parametrize("override, expected", [
+    (None, FOUND_BY_MODEL),
+    (0.6, [True, True, True, True, False]),
+    (0.9, [True, False, False, False, False]),
+    (0.0, [True] * 5),
+    (1.0, [False] * 5),
+])
+def test_detection_finds_what_reaches_the_threshold(model_path, sphere, override, expected):
+    landmarks = detect_landmarks(*sphere, load_model(model_path), "cpu", confidence_threshold=override)
+    assert landmarks.names == NAMES
+    assert landmarks.found.tolist() == expected, landmarks.confidence
+    assert landmarks.confidence[1] == CALIBRATED_THRESHOLD  # exactly: "found" is probability >= threshold
+    assert landmarks.confidence_threshold == (CALIBRATED_THRESHOLD if override is None else override)
+    assert [p.status for p in landmarks.to_point_list().points] == \
+        ["defined" if f else "undefined" for f in expected]
+
+
+def test_landmark_found_compares_with_the_threshold_given():
+    in_field = np.ones((1, 10, 10), dtype=bool)
+    uv = np.full((1, 4, 2), 5.0)
+    probability = np.array([[0.8, np.nextafter(0.8, 0.0), 0.6, 0.95]])
+    np.testing.assert_array_equal(landmark_found(uv, probability, in_field, 0.8), [[True, False, False, True]])
+    np.testing.assert_array_equal(landmark_found(uv, probability, in_field, 0.6), [[True, True, True, True]])
+
+
+@pytest.fixture(scope="module")
+def sphere_folder(tmp_path_factory, sphere):
+    folder = tmp_path_factory.mktemp("spheres")
+    write_volume(folder / "ball.nrrd", *sphere)
+    return folder
+
+
+@pytest.mark.parametrize("flags, expected", [([], FOUND_BY_MODEL), (["--confidence-threshold", "0.6"],
+                                                                    [True, True, True, True, False])])
+def test_command_line_detect_and_batch_use_the_threshold(tmp_path, model_path, sphere_folder, flags, expected):
+    model = ["-m", str(model_path), "--device", "cpu"]
+    out = tmp_path / "ball.mrk.json"
+    assert main(["detect", str(sphere_folder / "ball.nrrd"), "-o", str(out), *model, *flags]) == 0
+    assert [p.status == "defined" for p in read_markups(out).points] == expected
+    assert main(["batch", str(sphere_folder), "-o", str(tmp_path / "batch"), *model, *flags]) == 0
+    assert [p.status == "defined" for p in read_markups(tmp_path / "batch" / "ball.mrk.json").points] == expected
+    with open(tmp_path / "batch" / "summary.csv", newline="") as f:
+        assert next(csv.DictReader(f))["found"] == str(sum(expected))
+
+
+def slab_volume(direction, step_mm: float, thickness_mm: float, plate_mm: float):
+    """A box 'body' ``thickness_mm`` thick along A (the AP rays) and a plate ``plate_mm`` thick below it, with
+    voxels ``step_mm`` long along A and 4 mm across."""
+    spacing = [4.0, 4.0, 4.0]
+    axis = int(np.argmax(np.abs(direction[1])))  # the voxel axis along A
+    spacing[axis] = step_mm
+    shape_kji = [25, 25, 25]
+    shape_kji[2 - axis] = int(round(120.0 / step_mm))
+    ijk_to_ras = make_ijk_to_ras(direction, tuple(spacing), tuple(shape_kji), (0.0, 0.0, 0.0))
+    volume = np.full(shape_kji, AIR_HU, dtype=np.int16)
+    add_box(volume, ijk_to_ras, (-20, 40 - thickness_mm, -20), (20, 40, 20), 40)  # body, 40 x 40 mm across
+    add_box(volume, ijk_to_ras, (-100, -50, -100), (100, -50 + plate_mm, 100), 300)  # plate over the whole field
+    return volume, ijk_to_ras
+
+
+@pytest.mark.parametrize("direction", [np.diag([-1.0, -1.0, 1.0]), rotation((0, 0, 1), 90) @ np.diag([1.0, 1, -1]),
+                                       rotation((1, 1, 1), 120)], ids=["lps", "permuted", "cycled"])
+@pytest.mark.parametrize("step_mm, body_mm, plate_mm", [(3.0, 30.0, 9.0), (0.5, 30.0, 10.0)])
+def test_table_removal_counts_millimetres_not_voxels(direction, step_mm, body_mm, plate_mm):
+    """With 3 mm voxels along the rays, the 30 mm body is 10 voxels (fewer than 15) and must stay; with 0.5 mm
+    voxels, the 10 mm plate is 20 voxels (more than 15) and must go."""
+    volume, ijk_to_ras = slab_volume(direction, step_mm, body_mm, plate_mm)
+    body_only = np.where(volume == 300, AIR_HU, volume).astype(np.int16)
+    for pixels in (None, 4.0):
+        config = ProjectionConfig(threshold=-500, table_removal_mm=15.0, pixel_spacing_mm=pixels)
+        image = project_volume(volume, ijk_to_ras, config)
+        expected = project_volume(body_only, ijk_to_ras, ProjectionConfig(threshold=-500, table_removal_mm=0.0,
+                                                                          pixel_spacing_mm=pixels))
+        assert 0.05 < expected.silhouette.mean() < 0.5
+        np.testing.assert_array_equal(image.silhouette, expected.silhouette)
