@@ -6,6 +6,8 @@ view: for a sphere that is the sphere's centre in the image plane, 2/3 of the ra
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 
@@ -51,14 +53,23 @@ class ConfidenceModel(nn.Module):
 
 
 CONFIDENCE_LOGITS = {"Above": 3.0, "AtThreshold": 1.5, "JustBelow": 1.49, "Between": 0.5, "Below": -1.0}
-"""Landmark -> logit of ``save_confidence_model``; its threshold is the probability of "AtThreshold" (0.818), so that
-"Between" (0.622) is found by a fixed 0.5 but not by the model's threshold."""
-CALIBRATED_THRESHOLD = float(torch.sigmoid(torch.tensor(CONFIDENCE_LOGITS["AtThreshold"])))
+"""Landmark -> logit of ``save_confidence_model``: probabilities 0.953, 0.818, 0.816, 0.622 and 0.269."""
 
 
-def save_confidence_model(path, spec: CanvasSpec = SPEC, projection: ProjectionConfig = PROJECTION) -> None:
-    """A model whose calibrated confidence threshold is exactly the network's probability for "AtThreshold"."""
+def save_confidence_model(path, spec: CanvasSpec = SPEC, projection: ProjectionConfig = PROJECTION) -> float:
+    """Save a ConfidenceModel whose calibrated threshold is exactly the probability the network gives "AtThreshold"
+    (0.818, so that "Between" is found by a fixed 0.5 but not by the model's threshold); returns that threshold.
+
+    The threshold is read back from the loaded network: torch's vectorized and scalar sigmoids may differ in the last
+    bit, so it is not computed apart.
+    """
+    from LandmarkDetectorLib.model import load_model
+
     metadata = ModelMetadata(name="confident", landmarks=tuple(CONFIDENCE_LOGITS), canvas=spec,
-                             projection=projection, confidence_threshold=CALIBRATED_THRESHOLD,
-                             architecture="analytic", description="fixed confidences (tests)")
-    save_model(ConfidenceModel(list(CONFIDENCE_LOGITS.values())), metadata, path)
+                             projection=projection, architecture="analytic", description="fixed confidences (tests)")
+    module = ConfidenceModel(list(CONFIDENCE_LOGITS.values()))
+    save_model(module, metadata, path)
+    blank = torch.zeros((1, 3, spec.height, spec.width)).numpy()
+    threshold = float(load_model(path, "cpu").predict(blank)[2][0, list(CONFIDENCE_LOGITS).index("AtThreshold")])
+    save_model(module, dataclasses.replace(metadata, confidence_threshold=threshold), path, overwrite=True)
+    return threshold

@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ READ_AHEAD = 2
 """Volumes a single-process batch reads ahead of the one it detects, each in its own thread (at most this many + 1
 in memory)."""
 OUTPUT_FORMATS = ("mrk.json", "fcsv", "csv")
+_NOT_STORED = ("earlier", "traceback", "unexpected")  # CaseResult fields that are not written in a case's record
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,9 @@ class BatchOptions:
 class CaseResult:
     """One case's record; ``status`` is "ok", "failed" or "skipped" (output already there, no record of it).
 
-    ``earlier`` marks a case finished by an earlier run that this one skipped (resume); it is not stored.
+    ``earlier`` marks a case finished by an earlier run that this one skipped (resume); ``traceback`` (a failure's
+    Python traceback) and ``unexpected`` (the failure is not an error of the input or the files but a bug to report)
+    travel back to the process that runs the batch, which logs them (``run_batch``); none of the three is stored.
     """
 
     case: str
@@ -89,6 +93,8 @@ class CaseResult:
     output: str = ""
     error: str = ""
     earlier: bool = False
+    traceback: str = ""
+    unexpected: bool = False
 
 
 def find_volumes(folder: str | os.PathLike[str]) -> list[BatchCase]:
@@ -176,10 +182,10 @@ def run_case(case: BatchCase, out_dir: Path, options: BatchOptions, overwrite: b
         _write_record(out_dir, case, result)
         write_markups(target, landmarks.to_point_list(case.name), overwrite=overwrite)
     except Exception as error:  # a bad case never stops the batch; its message goes to the summary
-        message = str(error) if isinstance(error, (LandmarkDetectorError, OSError)) else \
-            f"{type(error).__name__}: {error}"
-        logger.debug("case %s failed", case.name, exc_info=True)
-        result = CaseResult(case.name, "failed", seconds=round(time.perf_counter() - start, 3), error=message)
+        expected = isinstance(error, (LandmarkDetectorError, OSError))
+        result = CaseResult(case.name, "failed", seconds=round(time.perf_counter() - start, 3),
+                            error=str(error) if expected else f"{type(error).__name__}: {error}",
+                            traceback=traceback.format_exc(), unexpected=not expected)
         try:
             _write_record(out_dir, case, result)
         except OSError as record_error:
@@ -190,7 +196,7 @@ def run_case(case: BatchCase, out_dir: Path, options: BatchOptions, overwrite: b
 def _write_record(out_dir: Path, case: BatchCase, result: CaseResult) -> None:
     (out_dir / RECORDS_DIR).mkdir(exist_ok=True)
     with atomic_open(record_path(out_dir, case), "w", overwrite=True) as f:
-        json.dump({k: v for k, v in asdict(result).items() if k != "earlier"}, f)
+        json.dump({k: v for k, v in asdict(result).items() if k not in _NOT_STORED}, f)
 
 
 def batch_settings(options: BatchOptions) -> dict[str, Any]:
@@ -329,7 +335,11 @@ def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: 
         for result in stream:
             results[result.case] = result
             if result.status == "failed":
+                # The traceback of a bug is shown with the failure; that of a bad input with --verbose or --debug.
                 logger.warning("%s failed: %s", result.case, result.error)
+                if result.traceback:
+                    logger.log(logging.ERROR if result.unexpected else logging.DEBUG, "%s failed:\n%s", result.case,
+                               result.traceback.rstrip())
             if on_result:
                 on_result(result)
     finally:  # also after Ctrl+C: the summary lists what finished

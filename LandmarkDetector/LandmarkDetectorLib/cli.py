@@ -126,7 +126,21 @@ def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=finite_float,
                         help="body/air intensity threshold (default: the model's setting, automatic)")
     parser.add_argument("--table-removal-mm", type=non_negative_float,
-                        help="minimum body thickness along a ray, removes the CT table (default: the model's)")
+                        help="minimum body thickness along a ray, removes the CT table (default: the model's"
+                             f"{_bundled_values(lambda m: f'{m.projection.table_removal_mm:g}')}; 0 disables)")
+
+
+def _bundled_values(value: Callable[[Any], str]) -> str:
+    """": VALUE for NAME, ..." over the bundled models' metadata (read without torch), for help texts."""
+    from .model import BUNDLED_DIR, MODEL_SUFFIX, read_metadata
+
+    values = []
+    for path in sorted(BUNDLED_DIR.glob(f"*{MODEL_SUFFIX}")):
+        try:
+            values.append(f"{value(read_metadata(path))} for {path.stem}")
+        except LandmarkDetectorError:  # a damaged bundle is reported when it is used, not in the help
+            continue
+    return ": " + ", ".join(values) if values else ""
 
 
 def format_landmarks(landmarks: Any) -> str:

@@ -28,8 +28,6 @@ def lps_to_ras(points_lps: ArrayLike) -> NDArray[np.float64]:
     return points
 
 
-ras_to_lps = lps_to_ras
-
 
 def apply_affine(matrix: ArrayLike, points: ArrayLike) -> NDArray[np.float64]:
     """Apply a 4x4 homogeneous matrix to points of shape (..., 3)."""

@@ -336,12 +336,13 @@ def _check_bundled_checksum(path: Path) -> None:
                          "changed; reinstall the extension.")
 
 
-def load_model(name_or_path: str | os.PathLike[str], device: str = "cpu") -> LandmarkModel:
+def load_model(name_or_path: str | os.PathLike[str], device: str = "auto") -> LandmarkModel:
     """Load a model bundle by name (bundled or user model) or by file path, and validate it.
 
     Args:
         name_or_path: e.g. "wholebody-ct", "hand-mr", or a path to a .pt bundle.
-        device: "cpu", "cuda" or "auto".
+        device: "auto" (CUDA when present, else the CPU; ``detect_landmarks``'s default too, so that it does not
+            load the model again), "cpu" or "cuda".
     Raises:
         ModelError: unknown name, missing file, not a bundle, bad metadata, wrong outputs.
     """

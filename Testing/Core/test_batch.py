@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from LandmarkDetectorLib import batch
+from LandmarkDetectorLib import batch, pipeline
 from LandmarkDetectorLib.batch import (
     READ_AHEAD,
     RECORDS_DIR,
@@ -117,6 +118,39 @@ def test_batch_of_good_and_bad_cases(tmp_path, mixed_folder, scans, capsys):
         assert errors.max() < 8.0, (index, errors)
     assert sorted(p.name for p in out.iterdir()) == [
         RECORDS_DIR, "hand_0.mrk.json", "hand_1.mrk.json", "hand_2.mrk.json", "hand_3.mrk.json", "summary.csv"]
+
+
+def failure_logs(records, case: str) -> list[tuple[int, bool]]:
+    """(level, has a traceback) of each log record about ``case`` failing."""
+    return [(r.levelno, "Traceback (most recent call last)" in r.getMessage()) for r in records
+            if r.getMessage().startswith(f"{case} failed")]
+
+
+def test_a_failed_cases_traceback_is_logged_where_people_see_it(tmp_path, mixed_folder, monkeypatch, caplog):
+    """A bad input gets a one-line warning and its traceback at DEBUG (shown by -v and --debug); a bug (an unexpected
+    exception) gets its traceback at ERROR, shown whatever the flags, as ``detect`` shows it."""
+    cases = [c for c in find_volumes(mixed_folder) if c.name in ("hand_1", "notes")]
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(pipeline, "detect_landmarks", bug)
+    with caplog.at_level(logging.DEBUG, logger="LandmarkDetectorLib.batch"):
+        results = run_batch(cases, tmp_path / "out", BatchOptions(model="hand-mr", device="cpu"))
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert failure_logs(caplog.records, "notes") == [(logging.WARNING, False), (logging.DEBUG, True)]
+    assert failure_logs(caplog.records, "hand_1") == [(logging.WARNING, False), (logging.ERROR, True)]
+    assert "ZeroDivisionError: a bug" in caplog.text
+    record = (tmp_path / "out" / RECORDS_DIR / "hand_1.json").read_text()
+    assert "Traceback" not in record and "unexpected" not in record
+
+
+@pytest.mark.slow
+def test_a_worker_processs_failure_is_logged_by_the_batch(tmp_path, mixed_folder, caplog):
+    cases = [c for c in find_volumes(mixed_folder) if c.name == "notes"]
+    with caplog.at_level(logging.DEBUG, logger="LandmarkDetectorLib.batch"):
+        run_batch(cases, tmp_path / "out", BatchOptions(model="hand-mr", device="cpu"), workers=2)
+    assert failure_logs(caplog.records, "notes") == [(logging.WARNING, False), (logging.DEBUG, True)]
 
 
 def test_batch_never_overwrites_without_being_asked(tmp_path, good_folder, capsys):

@@ -235,6 +235,27 @@ def test_batch_workers_help_says_when_more_workers_pay_off():
     assert "pay off only" in workers.help and "GPU" in workers.help and "-w" in workers.option_strings
 
 
+def test_detection_help_names_each_bundled_models_table_removal():
+    """detect and batch use the model's table removal (0 for hand-mr), not the projection's default of 15 mm."""
+    for name in ("detect", "batch"):
+        action = next(a for a in subcommands()[name]._actions if "--table-removal-mm" in a.option_strings)
+        for path in sorted(model_module.BUNDLED_DIR.glob("*.pt")):
+            value = model_module.read_metadata(path).projection.table_removal_mm
+            assert f"{value:g} for {path.stem}" in action.help, action.help
+
+
+def test_load_model_defaults_to_the_device_detection_defaults_to():
+    """With different defaults, detect_landmarks(volume, matrix, load_model(name)) on a GPU machine would load the
+    model again at every call; the README says "auto"."""
+    import inspect
+
+    from LandmarkDetectorLib import detect_landmarks
+
+    device = inspect.signature(_LOAD_MODEL).parameters["device"].default
+    assert device == inspect.signature(detect_landmarks).parameters["device"].default == "auto"
+    assert f'device="{device}" by default' in README.read_text(encoding="utf-8")
+
+
 def test_worst_cases_picture_has_a_legend(tmp_path, monkeypatch, hand_scan):
     from LandmarkDetectorLib import plots
     from LandmarkDetectorLib.markups import PointList

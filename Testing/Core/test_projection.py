@@ -7,7 +7,6 @@ import pytest
 
 from LandmarkDetectorLib.errors import Cancelled, InputError
 from LandmarkDetectorLib.projection import (
-    BACKGROUND_DEPTH,
     ProjectionConfig,
     _nearest,
     _trilinear,
@@ -187,7 +186,7 @@ def test_depth_normalization_matches_the_paper():
     body = norm[image.silhouette]
     assert body.mean() == pytest.approx(0.0, abs=1e-5)
     assert body.std() == pytest.approx(1.0, abs=1e-5)
-    assert np.all(norm[~image.silhouette] == BACKGROUND_DEPTH)
+    assert np.all(norm[~image.silhouette] == 3.0)  # Riegler et al.: background depth 3
     assert np.all(np.isnan(image.depth_mm[~image.silhouette]))
     d = np.array([12.5, 40.0])
     np.testing.assert_allclose(image.denormalize_depth(image.normalize_depth(d)), d)

@@ -7,7 +7,7 @@ import csv
 
 import numpy as np
 import pytest
-from analytic_model import CALIBRATED_THRESHOLD, CONFIDENCE_LOGITS, save_confidence_model
+from analytic_model import CONFIDENCE_LOGITS, save_confidence_model
 
 from LandmarkDetectorLib.cli import main
 from LandmarkDetectorLib.markups import read_markups
@@ -30,14 +30,19 @@ def model_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def calibrated(model_path):
+    return load_model(model_path).metadata.confidence_threshold
+
+
+@pytest.fixture(scope="module")
 def sphere():
     shape = (31, 33, 35)
     ijk_to_ras = make_ijk_to_ras(np.diag([-1.0, -1.0, 1.0]), (2.0, 2.0, 2.0), shape, (0.0, 0.0, 0.0))
     return spheres_volume(shape, ijk_to_ras, (0.0, 0.0, 0.0), 20.0), ijk_to_ras
 
 
-def test_the_model_threshold_is_not_a_half():
-    assert 0.8 < CALIBRATED_THRESHOLD < 0.85
+def test_the_model_threshold_is_not_a_half(calibrated):
+    assert 0.8 < calibrated < 0.85
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -47,12 +52,12 @@ def test_the_model_threshold_is_not_a_half():
     (0.0, [True] * 5),
     (1.0, [False] * 5),
 ])
-def test_detection_finds_what_reaches_the_threshold(model_path, sphere, override, expected):
+def test_detection_finds_what_reaches_the_threshold(model_path, calibrated, sphere, override, expected):
     landmarks = detect_landmarks(*sphere, load_model(model_path), "cpu", confidence_threshold=override)
     assert landmarks.names == NAMES
     assert landmarks.found.tolist() == expected, landmarks.confidence
-    assert landmarks.confidence[1] == CALIBRATED_THRESHOLD  # exactly: "found" is probability >= threshold
-    assert landmarks.confidence_threshold == (CALIBRATED_THRESHOLD if override is None else override)
+    assert landmarks.confidence[1] == calibrated  # exactly: "found" is probability >= threshold
+    assert landmarks.confidence_threshold == (calibrated if override is None else override)
     assert [p.status for p in landmarks.to_point_list().points] == \
         ["defined" if f else "undefined" for f in expected]
 
