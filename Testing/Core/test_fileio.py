@@ -1,16 +1,20 @@
-"""Atomic writes give files the permissions any other tool would: 0o666 less the umask for a new file, the old mode
-for a replaced one (as ``open(path, "w")`` does), never tempfile's owner-only 0o600."""
+"""Atomic writes: every writer replaces its target in one rename (a reader sees the old file or the whole new one; a
+failure leaves the old file and no temporary), and files get the permissions any other tool would give them: 0o666
+less the umask for a new file, the old mode for a replaced one (as ``open(path, "w")`` does), never tempfile's
+owner-only 0o600."""
 
 from __future__ import annotations
 
 import os
 import stat
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from LandmarkDetectorLib.fileio import atomic_open, atomic_path
+from LandmarkDetectorLib.framing import CanvasSpec
 from LandmarkDetectorLib.markups import PointList, write_markups
 from LandmarkDetectorLib.volume_io import write_png, write_volume
 
@@ -65,3 +69,67 @@ def test_no_temporary_file_is_left_on_error(tmp_path):
         f.write("half")
         raise RuntimeError("writer failed")
     assert list(tmp_path.iterdir()) == []
+
+
+def _write_model(path):
+    from analytic_model import CentroidModel
+
+    from LandmarkDetectorLib.model import ModelMetadata, save_model
+    from LandmarkDetectorLib.projection import ProjectionConfig
+
+    metadata = ModelMetadata(name="m", landmarks=("Centroid",), canvas=CanvasSpec(16, 16, 2.0),
+                             projection=ProjectionConfig())
+    save_model(CentroidModel(), metadata, path, overwrite=True)
+
+
+def _write_text(path):
+    with atomic_open(path, overwrite=True) as f:
+        f.write("new " * 10_000)
+
+
+POINTS = PointList.from_arrays(["A", "B"], np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+WRITERS = {
+    "points.mrk.json": lambda p: write_markups(p, POINTS, overwrite=True),
+    "points.fcsv": lambda p: write_markups(p, POINTS, overwrite=True),
+    "points.csv": lambda p: write_markups(p, POINTS, overwrite=True),
+    "volume.nii.gz": lambda p: write_volume(p, np.ones((3, 4, 5), np.int16), np.eye(4), overwrite=True),
+    "volume.nrrd": lambda p: write_volume(p, np.ones((3, 4, 5), np.int16), np.eye(4), overwrite=True),
+    "image.png": lambda p: write_png(p, np.ones((4, 5), np.uint8), overwrite=True),
+    "model.pt": _write_model,
+    "text.json": _write_text,
+}
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_readers_see_the_old_file_or_the_whole_new_one(tmp_path, monkeypatch, name):
+    """Every writer puts its whole output in a temporary file beside the target and renames it over the target in
+    one step, so that the target is untouched until then (a killed writer leaves the old file)."""
+    target = tmp_path / name
+    target.write_bytes(b"OLD")
+    replace, renamed = os.replace, []
+
+    def spy(source, destination):
+        assert Path(destination) == target and Path(source).parent == tmp_path and Path(source) != target
+        assert target.read_bytes() == b"OLD", "the target was written before the rename"
+        renamed.append(Path(source).read_bytes())
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", spy)
+    WRITERS[name](target)
+    assert len(renamed) == 1 and target.read_bytes() == renamed[0] != b"OLD"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_a_failed_rename_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, name):
+    target = tmp_path / name
+    target.write_bytes(b"OLD")
+
+    def full_disk(source, destination):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        WRITERS[name](target)
+    assert target.read_bytes() == b"OLD"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
