@@ -18,11 +18,14 @@ import numpy as np
 import pytest
 import slicer
 import standins
+from analytic_model import save_confidence_model
 
 from LandmarkDetectorLib import InputError, detect_landmarks, load_model, read_volume
 from LandmarkDetectorLib.model import BUNDLED_DIR, USER_MODELS_ENV, default_model, user_models_dir
 from LandmarkDetectorLib.results import result_rows
 from LandmarkDetectorLib.synthetic.dataset import synthesize_case
+
+from phantoms import make_ijk_to_ras, spheres_volume
 
 UI_FILE = standins.MODULE_FILE.parent / "Resources" / "UI" / "LandmarkDetector.ui"
 SLICER_FILES = [standins.MODULE_FILE, *sorted((standins.MODULE_FILE.parent / "LandmarkDetectorSlicer").glob("*.py"))]
@@ -408,3 +411,103 @@ def test_a_detection_that_looks_wrong_says_so_under_the_table(module, widget):
     parameters.model = "hand-mr"
     widget.ui.detectButton.click()
     assert "looks like" not in widget.ui.resultsLabel.text
+
+
+@pytest.fixture
+def answer_cancel(monkeypatch):
+    """Every confirmation dialog answers Cancel; the questions asked are recorded."""
+    asked = []
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay",
+                        lambda text, *args, **kwargs: asked.append(text) or False)
+    return asked
+
+
+def test_cancelling_the_replacement_of_a_point_list_changes_nothing(module, widget, answer_cancel, monkeypatch):
+    parameters = widget._parameterNode
+    parameters.inputVolume = slicer.util.addVolumeFromArray(*cut_hand(), "Palm")
+    parameters.model = "hand-mr"
+    mine = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Mine")
+    mine.AddControlPoint(1.0, 2.0, 3.0)
+    parameters.outputPoints = mine
+    ran = []
+    monkeypatch.setattr(widget.logic, "detectLandmarks", lambda *args, **kwargs: ran.append(True))
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    widget.ui.detectButton.click()
+    assert len(answer_cancel) == 1 and "Replace the 1 points of 'Mine'" in answer_cancel[0]
+    assert not ran and slicer.mrmlScene.GetNumberOfNodes() == nodes
+    assert mine.GetNumberOfControlPoints() == 1 and list(mine.GetNthControlPointPosition(0)) == [1.0, 2.0, 3.0]
+    assert widget.ui.resultsTable.rowCount == 0
+
+
+def test_cancelling_the_replacement_of_a_model_saves_nothing(module, widget, answer_cancel, monkeypatch, tmp_path):
+    monkeypatch.setenv(USER_MODELS_ENV, str(tmp_path))
+    existing = tmp_path / "my-model.pt"
+    existing.write_bytes(BUNDLED_DIR.joinpath("hand-mr.pt").read_bytes())
+    before = existing.read_bytes()
+    parameters = widget._parameterNode
+    parameters.model, parameters.finetuneModelName = "hand-mr", "my-model"
+    volume = slicer.util.addVolumeFromArray(np.ones((6, 7, 8), np.int16), name="CT")
+    points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "CT points")
+    widget._finetuneCases = [(volume.GetID(), points.GetID())] * 2
+    ran = []
+    monkeypatch.setattr(widget.logic, "finetune", lambda *args, **kwargs: ran.append(True))
+    widget.ui.finetuneButton.click()
+    assert len(answer_cancel) == 1 and "'my-model' exists" in answer_cancel[0]
+    assert not ran and existing.read_bytes() == before and sorted(tmp_path.iterdir()) == [existing]
+    assert parameters.model == "hand-mr"
+
+
+def test_declining_to_install_pytorch_detects_nothing(module, widget, answer_cancel, monkeypatch):
+    installs = []
+    torch_logic = types.SimpleNamespace(torchInstalled=lambda: False,
+                                        installTorch=lambda **kwargs: installs.append(kwargs))
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=lambda: torch_logic))
+    parameters = widget._parameterNode
+    parameters.inputVolume = slicer.util.addVolumeFromArray(*cut_hand(), "Palm")
+    parameters.model = "hand-mr"
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    widget.ui.detectButton.click()
+    assert len(answer_cancel) == 1 and "Install it now" in answer_cancel[0]
+    assert not installs and slicer.mrmlScene.GetNumberOfNodes() == nodes
+
+
+class CancelledDialog(standins.ProgressDialog):
+    """A progress dialog whose Cancel button was pressed."""
+
+    wasCanceled = True
+
+
+def test_cancel_in_the_progress_dialog_adds_nothing(module, widget, monkeypatch):
+    monkeypatch.setattr(slicer.util, "createProgressDialog", lambda *args, **kwargs: CancelledDialog())
+    messages = []
+    monkeypatch.setattr(slicer.util, "showStatusMessage", lambda text, *args: messages.append(text))
+    parameters = widget._parameterNode
+    parameters.inputVolume = slicer.util.addVolumeFromArray(*cut_hand(), "Palm")
+    parameters.model = "hand-mr"
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    widget.ui.detectButton.click()
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes and messages == ["Cancelled; no landmarks added."]
+    assert widget._running == ""
+
+
+def test_the_confidence_threshold_override_decides_what_is_found(module, widget, monkeypatch, tmp_path):
+    """A model calibrated at 0.818 (not 0.5): unticked, the panel uses it; ticked, the value set in Advanced."""
+    monkeypatch.setenv(USER_MODELS_ENV, str(tmp_path))
+    save_confidence_model(tmp_path / "confident.pt")
+    shape = (31, 33, 35)
+    ijk_to_ras = make_ijk_to_ras(np.eye(3), (2.0, 2.0, 2.0), shape, (0.0, 0.0, 0.0))
+    parameters = widget._parameterNode
+    parameters.inputVolume = slicer.util.addVolumeFromArray(spheres_volume(shape, ijk_to_ras, (0, 0, 0), 20.0),
+                                                            ijk_to_ras, "Ball")
+    parameters.model, parameters.device = "confident", "cpu"
+    parameters.confidenceThreshold = 0.6
+    statuses = {}
+    for use in (False, True):
+        parameters.useConfidenceThreshold = use
+        widget.ui.detectButton.click()
+        points = slicer.mrmlScene.GetFirstNodeByName("Ball landmarks" + ("_1" if use else ""))
+        statuses[use] = {points.GetNthControlPointLabel(i): points.GetNthControlPointPositionStatus(i) ==
+                         points.PositionDefined for i in range(points.GetNumberOfControlPoints())}
+    assert statuses[False] == {"Above": True, "AtThreshold": True, "JustBelow": False, "Between": False,
+                               "Below": False}
+    assert statuses[True] == {"Above": True, "AtThreshold": True, "JustBelow": True, "Between": True, "Below": False}
