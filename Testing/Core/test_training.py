@@ -25,7 +25,7 @@ from LandmarkDetectorLib.training.evaluate import (
 )
 from LandmarkDetectorLib.training.finetune import FinetuneConfig, find_cases, finetune, trainable_network
 from LandmarkDetectorLib.training.losses import gaussian_targets
-from LandmarkDetectorLib.training.train import TrainConfig, train
+from LandmarkDetectorLib.training.train import TrainConfig, train, validation_set
 
 HAND_SPEC = CanvasSpec(height=48, width=48, pixel_spacing_mm=6.0)
 
@@ -53,6 +53,39 @@ def test_training_smoke_run_writes_config_log_checkpoint_and_bundle(tiny_hand_mo
     assert model.metadata.training["config"]["seed"] == 3
     with pytest.raises(FileExistsError):
         train(TrainConfig.from_dict(config), out, progress_bar=False)
+
+
+def _mean_3d_error_mm(uv, depth, data, spec: CanvasSpec) -> float:
+    """Mean 3D error over the in-view landmarks of ``data`` (canvas pixels and normalized depth -> mm)."""
+    located = data.in_view & data.known
+    planar = np.linalg.norm(uv - data.uv, axis=-1) * spec.pixel_spacing_mm
+    depth_mm = np.abs(depth - data.depth) * data.depth_std_mm[:, None]
+    return float(np.sqrt(planar ** 2 + depth_mm ** 2)[located].mean())
+
+
+@pytest.mark.slow
+def test_training_learns_more_than_the_mean_position(tmp_path):
+    """A small regression CNN, 200 steps on synthetic hands (about 20 s on one thread): the training loss falls at
+    every logged step, and on held-out samples (the run's validation seed) the exported model's 3D error beats
+    predicting each landmark's mean position (measured on other samples) by more than 10%: 16.2 against 19.7 mm."""
+    config = TrainConfig(anatomy="hand", architecture="regression-cnn", canvas=HAND_SPEC,
+                         projection=ProjectionConfig(table_removal_mm=0.0), steps=200, batch_size=16, lr=3e-3,
+                         validate_every=50, validation_size=64, workers=0, threads=1, seed=5,
+                         augmentation=NO_AUGMENTATION)
+    path = train(config, tmp_path / "run", progress_bar=False)
+    losses = [float(row["train_loss"]) for row in csv.DictReader(open(tmp_path / "run" / "log.csv"))]
+    assert len(losses) == 4 and all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.5 * losses[0], losses
+    held_out = validation_set(config)
+    others = SyntheticSource("hand", HAND_SPEC, NO_AUGMENTATION).batch(256, np.random.default_rng(99))
+    located = others.in_view & others.known
+    mean_uv = np.array([others.uv[located[:, n], n].mean(axis=0) for n in range(others.uv.shape[1])])
+    mean_depth = np.array([others.depth[located[:, n], n].mean() for n in range(others.uv.shape[1])])
+    baseline = _mean_3d_error_mm(np.broadcast_to(mean_uv, held_out.uv.shape),
+                                 np.broadcast_to(mean_depth, held_out.depth.shape), held_out, HAND_SPEC)
+    uv, depth, _ = load_model(path, "cpu").predict(held_out.inputs)
+    trained = _mean_3d_error_mm(uv, depth, held_out, HAND_SPEC)
+    assert trained < 0.9 * baseline, (trained, baseline)
 
 
 def test_synthetic_batches_put_landmarks_on_the_body():
