@@ -37,6 +37,8 @@ BACKGROUND_DEPTH = 3.0
 """Normalized depth given to background pixels (Riegler et al.)."""
 
 CT_AIR_THRESHOLD_HU = -500.0
+CT_AIR_MAX_HU = -900.0
+"""A volume whose 0.5th percentile is at most this is a CT (air near -1000 HU)."""
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,12 @@ def auto_threshold(volume_kji: NDArray[Any], max_samples: int = 250_000) -> floa
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         raise InputError("the volume has no finite voxel values (all NaN or infinite); check the file.")
+    # CT, even when (almost) all of it is air (then no body is found, rather than noise): its 0.5th percentile is at
+    # most -900. Counting decides that without sorting when more samples than the percentile's upper rank are below.
+    if np.count_nonzero(sample < CT_AIR_MAX_HU) > int(np.floor(0.005 * (sample.size - 1))) + 1:
+        return CT_AIR_THRESHOLD_HU
     low, high = np.percentile(sample, [0.5, 99.5])
-    if low <= -900.0:  # CT, even when (almost) all of it is air: then no body is found, rather than noise
+    if low <= CT_AIR_MAX_HU:
         return CT_AIR_THRESHOLD_HU
     if sample.min() == sample.max():
         raise InputError(f"the volume is constant (every voxel sampled is {low:g}): a blank image with no body to "
@@ -325,11 +331,19 @@ def _project_aligned(volume: NDArray[Any], ijk_to_ras: NDArray[np.float64], maps
     thr = _threshold_for_dtype(threshold, volume.dtype)
     floating = np.issubdtype(volume.dtype, np.floating)
     gap = _surface_gap(config, step_mm, d_map.reversed)
-    mask = None
+    mask, buffer = None, None
     for start in range(0, n_slabs, slab_size):
         check_cancel(should_cancel)
         stop = min(start + slab_size, n_slabs)
-        slab = _gather(_gather(volume, slab_picks[start:stop], slab_axis), other_picks, other_axis)
+        slices = slab_picks[start:stop]
+        if _evenly_spaced(slices) and _evenly_spaced(other_picks):
+            slab = _gather(_gather(volume, slices, slab_axis), other_picks, other_axis)
+        else:
+            shape = list(volume.shape)
+            shape[slab_axis], shape[other_axis] = slices.size, other_picks.size
+            if buffer is None or buffer.shape != tuple(shape):
+                buffer = np.empty(shape, dtype=volume.dtype)
+            slab = _take_slices(volume, slab_axis, slices, other_picks, other_axis, buffer)
         if mask is None or mask.shape != slab.shape:
             mask = np.empty(slab.shape, dtype=np.bool_)
         np.greater(slab, thr, out=mask)
@@ -358,11 +372,32 @@ def _threshold_for_dtype(threshold: float, dtype: np.dtype[Any]) -> Any:
     return dtype.type(threshold)
 
 
+def _evenly_spaced(indices: NDArray[np.intp]) -> bool:
+    """Whether ``indices`` (not empty) form a slice: one index, or a constant non-zero step."""
+    steps = np.diff(indices)
+    return indices.size == 1 or bool(steps[0] != 0 and (steps == steps[0]).all())
+
+
+def _take_slices(volume: NDArray[Any], slice_axis: int, slices: NDArray[np.intp], indices: NDArray[np.intp],
+                 axis: int, out: NDArray[Any]) -> NDArray[Any]:
+    """The volume's ``slices`` along ``slice_axis`` and, in each, its ``indices`` along ``axis``, into ``out``.
+
+    numpy's take from a strided view, or of whole slices, copies them first; slice by slice, each picked slice is
+    read once and only its picked rows or columns are copied (3.5x faster at a model's 10 mm pixels of a CT).
+    """
+    axis_in_slice = axis - (axis > slice_axis)
+    for n, picked in enumerate(slices):
+        source: list[Any] = [slice(None)] * volume.ndim
+        target: list[Any] = [slice(None)] * volume.ndim
+        source[slice_axis], target[slice_axis] = int(picked), n
+        np.take(volume[tuple(source)], indices, axis=axis_in_slice, out=out[tuple(target)], mode="clip")
+    return out
+
+
 def _gather(array: NDArray[Any], indices: NDArray[np.intp], axis: int) -> NDArray[Any]:
     """``np.take(array, indices, axis)``, as a view without copying when the indices are evenly spaced."""
-    steps = np.diff(indices)
-    if indices.size and (indices.size == 1 or (steps[0] != 0 and (steps == steps[0]).all())):
-        step = int(steps[0]) if indices.size > 1 else 1
+    if indices.size and _evenly_spaced(indices):
+        step = int(indices[1] - indices[0]) if indices.size > 1 else 1
         stop = int(indices[-1]) + step
         index: list[Any] = [slice(None)] * array.ndim
         index[axis] = slice(int(indices[0]), stop if stop >= 0 else None, step)

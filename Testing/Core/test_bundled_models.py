@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from LandmarkDetectorLib.model import BUNDLED_DIR, load_model
+from LandmarkDetectorLib.model import BUNDLED_DIR, load_model, sha256_of
 from LandmarkDetectorLib.pipeline import detect_landmarks
 from LandmarkDetectorLib.synthetic.anatomy import BODY_LANDMARKS, HAND_LANDMARKS
 from LandmarkDetectorLib.synthetic.dataset import synthesize_case
@@ -34,10 +35,21 @@ def test_bundled_model_is_valid_small_and_has_a_card(name):
 
 HELD_OUT_SEED = 777_001  # not a seed of the models' training, calibration or evaluation
 HELD_OUT_CASES = 10
+REFERENCE = REPO / "Testing" / "Data" / "reference_detections.json"
+_HELD_OUT: dict[str, list] = {}
+
+
+def held_out(name: str) -> list:
+    """(scan, detection) for each held-out volume of a bundled model, computed once per session."""
+    if name not in _HELD_OUT:
+        model = load_model(name, "cpu")
+        scans = [synthesize_case(EXPECTED[name][0], HELD_OUT_SEED, index) for index in range(HELD_OUT_CASES)]
+        _HELD_OUT[name] = [(scan, detect_landmarks(scan.voxels_kji, scan.ijk_to_ras, model, "cpu")) for scan in scans]
+    return _HELD_OUT[name]
 
 
 def plausible_count(n: int, rate: float) -> float:
-    """The most events of probability ``rate`` in ``n`` trials that chance explains: mean + 3 standard deviations + 1."""
+    """The most events of chance ``rate`` in ``n`` trials that chance explains: mean + 3 standard deviations + 1."""
     return n * rate + 3 * math.sqrt(n * rate * (1 - rate)) + 1
 
 
@@ -52,9 +64,7 @@ def test_bundled_model_detects_as_its_card_says(name):
     card, rates = evaluation["model"], evaluation["detection"]
     errors, beyond_p95 = [], 0
     counts = {"in view": 0, "lost": 0, "out of view": 0, "wrongly found": 0}
-    for index in range(HELD_OUT_CASES):
-        scan = synthesize_case(EXPECTED[name][0], HELD_OUT_SEED, index)
-        result = detect_landmarks(scan.voxels_kji, scan.ijk_to_ras, model, "cpu")
+    for scan, result in held_out(name):
         assert result.names == scan.landmark_names
         counts["in view"] += int(scan.in_view.sum())
         counts["lost"] += int((scan.in_view & ~result.found).sum())
@@ -69,3 +79,19 @@ def test_bundled_model_detects_as_its_card_says(name):
                                                           1 - rates["out_of_view_reported_not_found"]), counts
     assert beyond_p95 <= plausible_count(len(errors), 0.05), (beyond_p95, len(errors))
     assert np.median(errors) <= 1.5 * card["all"]["median_mm"], (np.median(errors), card["all"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_model_detects_as_before(name):
+    """The same landmarks (to 0.01 mm) and found flags as the reference stored before a change that must not alter
+    results (``scripts/store_reference_detections.py``; last stored before issue 15's faster projection)."""
+    reference = json.loads(REFERENCE.read_text())
+    stored = reference["models"].get(name)
+    if stored is None or stored["sha256"] != sha256_of(BUNDLED_DIR / f"{name}.pt"):
+        pytest.skip(f"{REFERENCE.name} holds no detections of this {name} bundle; store them with "
+                    "scripts/store_reference_detections.py run on the code to compare with")
+    assert (reference["seed"], reference["cases"]) == (HELD_OUT_SEED, HELD_OUT_CASES)
+    for (_, result), before in zip(held_out(name), stored["detections"], strict=True):
+        assert result.found.tolist() == before["found"]
+        np.testing.assert_allclose(result.points_ras, before["points_ras"], rtol=0, atol=0.01)

@@ -74,7 +74,7 @@ def test_training_learns_more_than_the_mean_position(tmp_path):
                          augmentation=NO_AUGMENTATION)
     path = train(config, tmp_path / "run", progress_bar=False)
     losses = [float(row["train_loss"]) for row in csv.DictReader(open(tmp_path / "run" / "log.csv"))]
-    assert len(losses) == 4 and all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
+    assert len(losses) == 4 and all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False)), losses
     assert losses[-1] < 0.5 * losses[0], losses
     held_out = validation_set(config)
     others = SyntheticSource("hand", HAND_SPEC, NO_AUGMENTATION).batch(256, np.random.default_rng(99))
