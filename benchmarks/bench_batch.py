@@ -68,8 +68,8 @@ def main() -> None:
                 for _ in pool.map(lambda case: read_volume(case.path).ijk_to_ras, cases):
                     pass
 
-        def batch(run: int) -> None:
-            results = run_batch(cases, work / f"out{run}", options)
+        def batch(run: str) -> None:
+            results = run_batch(cases, work / f"out-{run}", options)
             failed = [r for r in results if r.status != "ok"]
             if failed:
                 raise SystemExit(f"{len(failed)} cases failed, e.g. {failed[0].case}: {failed[0].error}")
@@ -84,7 +84,7 @@ def main() -> None:
             times: dict[str, list[float]] = {name: [] for name in names}
             read_all()  # warm: the files are in the page cache; cold: each step below drops it first
             for run in range(args.repeat):
-                for name, work_fn in (*steps.items(), ("batch", lambda r=run: batch(r))):
+                for name, work_fn in (*steps.items(), ("batch", lambda r=f"{cache}{run}": batch(r))):
                     if cache == "cold":
                         drop_file_cache()
                     start = time.perf_counter()

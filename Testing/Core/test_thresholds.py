@@ -12,7 +12,7 @@ from analytic_model import CONFIDENCE_LOGITS, save_confidence_model
 from LandmarkDetectorLib.cli import main
 from LandmarkDetectorLib.markups import read_markups
 from LandmarkDetectorLib.model import load_model
-from LandmarkDetectorLib.pipeline import detect_landmarks, landmark_found
+from LandmarkDetectorLib.pipeline import detect_landmarks, landmark_found, projection_settings
 from LandmarkDetectorLib.projection import ProjectionConfig, project_volume
 from LandmarkDetectorLib.volume_io import write_volume
 
@@ -120,3 +120,25 @@ def test_table_removal_counts_millimetres_not_voxels(direction, step_mm, body_mm
                                                                           pixel_spacing_mm=pixels))
         assert 0.05 < expected.silhouette.mean() < 0.5
         np.testing.assert_array_equal(image.silhouette, expected.silhouette)
+
+
+def test_found_reaches_half_a_pixel_beyond_the_scanned_field_and_no_further():
+    """In-field rows 2-7 and columns 1-6 (not square, so rows and columns cannot be swapped unseen)."""
+    in_field = np.zeros((1, 10, 8), dtype=bool)
+    in_field[0, 2:8, 1:7] = True
+    edge = 1e-9
+    uv = np.array([[[0.5, 4.0], [0.5 - edge, 4.0], [6.5, 4.0], [6.5 + edge, 4.0],
+                    [3.0, 1.5], [3.0, 1.5 - edge], [3.0, 7.5], [3.0, 7.5 + edge]]])
+    found = landmark_found(uv, np.ones((1, 8)), in_field, 0.5)
+    np.testing.assert_array_equal(found, [[True, False, True, False, True, False, True, False]])
+    nothing = landmark_found(uv, np.ones((1, 8)), np.zeros_like(in_field), 0.5)
+    assert not nothing.any()
+
+
+def test_projection_settings_replace_only_what_is_given(model_path):
+    model = load_model(model_path)
+    assert projection_settings(model) == model.metadata.projection
+    changed = projection_settings(model, threshold=-300.0, table_removal_mm=7.5)
+    assert (changed.threshold, changed.table_removal_mm) == (-300.0, 7.5)
+    assert changed.surface_min_mm == model.metadata.projection.surface_min_mm
+    assert projection_settings(model, table_removal_mm=0.0).threshold == model.metadata.projection.threshold
