@@ -366,11 +366,13 @@ def _probe_vertices(model: _AnnyModel) -> dict[str, Any]:
     trunk = weight_of(["root", "pelvis.L", "pelvis.R", "spine05", "spine04", "spine03", "spine02", "spine01"]) >= 0.5
     hip_z = q[m.bone("upperleg01.L"), 2]
     shoulder_z = q[m.bone("upperarm01.L"), 2]
-    grid = np.empty((len(TRUNK_LEVELS), len(TRUNK_OFFSETS_M)), dtype=np.int64)
+    grid = np.empty((len(TRUNK_LEVELS), len(TRUNK_FRACTIONS)), dtype=np.int64)
     for i, level in enumerate(TRUNK_LEVELS):
         z = hip_z + level * (shoulder_z - hip_z)
-        for j, x in enumerate(TRUNK_OFFSETS_M):
-            band = np.flatnonzero(trunk & (np.abs(v[:, 2] - z) < 0.015) & (np.abs(v[:, 0] - x) < 0.015))
+        at_level = trunk & (np.abs(v[:, 2] - z) < 0.015)
+        half_width = np.abs(v[at_level, 0]).max()
+        for j, fraction in enumerate(TRUNK_FRACTIONS):
+            band = np.flatnonzero(at_level & (np.abs(v[:, 0] - fraction * half_width) < 0.015))
             grid[i, j] = band[np.argmin(v[band, 1])]
     probes["trunk_front"] = grid
     head = m.head_vertices
@@ -384,12 +386,12 @@ def _probe_vertices(model: _AnnyModel) -> dict[str, Any]:
 THIGH_FRACTIONS = np.array([0.1, 0.25, 0.4, 0.55, 0.7])
 """Fractions of the hip-knee distance at which the thigh probes lie."""
 
-TRUNK_LEVELS = np.array([-0.02, 0.1, 0.2, 0.3, 0.42, 0.55, 0.68])
+TRUNK_LEVELS = np.array([0.0, 0.08, 0.18, 0.28, 0.4, 0.55, 0.68])
 """Trunk probe levels as fractions from the hip joints (0) to the shoulder joints (1): groin (0-1), belly (2-4),
 chest (5-6)."""
 
-TRUNK_OFFSETS_M = np.array([-0.12, -0.06, 0.0, 0.06, 0.12])
-"""Lateral offsets (anny x, metres, + = subject's left) of the trunk probes."""
+TRUNK_FRACTIONS = np.array([-0.8, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8])
+"""Lateral positions of the trunk probes as fractions of the trunk's half-width (+ = subject's left)."""
 
 
 def _posed_points(skeleton: _Skeleton, heads: NDArray[np.float64], rest: NDArray[np.float64],
@@ -466,7 +468,7 @@ def _pose(model: _AnnyModel, rng: np.random.Generator, skeleton: _Skeleton, rest
     jitter = rng.random((count, 2, 6))
     trunk_level = np.choose(np.clip(codes - 2, 0, 2), [rng.integers(0, 2, (count, 2)), rng.integers(2, 5, (count, 2)),
                                                          rng.integers(5, 7, (count, 2))])
-    offset_choice = rng.integers(0, 5, (count, 2))
+    offset_choice = np.maximum(rng.integers(0, 5, (count, 2)), codes == 2)  # not at the side of the hip over the groin
     thigh_choice = rng.integers(0, 3, (count, 2)) + (codes == 1)
     pronation = rng.uniform(-10.0, 80.0, (count, 2)) * deg
     for k, side in enumerate(_SIDES):
@@ -510,8 +512,10 @@ def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], 
     palm = np.linalg.norm(q[:, bone("finger3-1")] - q[:, bone("wrist")], axis=1)[:, None]
     side_probe = probe(probes[f"thigh_side.{side}"][thigh_choice])
     front_probe = probe(probes[f"thigh_front.{side}"][thigh_choice])
-    lateral_offsets = s * np.array([0.12, 0.06, 0.0, -0.06, -0.12])  # own side first; the last two cross over
-    column = np.searchsorted(TRUNK_OFFSETS_M, lateral_offsets[offset_choice] - 1e-9)
+    # The hand centre lies on its own side of the midline (fingers pointing medially); the fingertips cross it
+    # when the centre is near the midline.
+    centre_fraction = s * np.array([0.8, 0.6, 0.4, 0.2, 0.0])[offset_choice]
+    column = np.searchsorted(TRUNK_FRACTIONS, centre_fraction - 1e-9)
     trunk_probe = probe(probes["trunk_front"][trunk_level, column])
     head_top = probe(np.full(count, probes["head_top"]))
     head_back = probe(np.full(count, probes["head_back"]))
