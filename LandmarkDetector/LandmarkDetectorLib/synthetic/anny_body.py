@@ -25,15 +25,17 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import LandmarkDetectorError
+from ..errors import InputError, LandmarkDetectorError
 from .anatomy import BODY_LANDMARKS
+from .mesh import voxelize_mesh
+from .scan import CTScanConfig, SyntheticScan, _index_box, ct_geometry, ct_volume
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +136,12 @@ class _AnnyModel:
     """The anny model with what posing needs: bone indices, reference directions, landmark vertex sets."""
 
     def __init__(self) -> None:
+        try:
+            import warp  # anny skins with warp when it is installed; keep warp's start-up banner off stdout
+
+            warp.config.log_level = warp.LOG_WARNING
+        except ImportError:
+            pass
         try:
             import anny
             from anny.models.model_data import CURRENT_DATA_VERSION
@@ -720,3 +728,88 @@ def mirror_bodies(bodies: AnnyBodies) -> AnnyBodies:
     return AnnyBodies((bodies.vertices_ras * flip.astype(np.float32)).astype(np.float32),
                       np.ascontiguousarray(bodies.faces[:, [0, 2, 1]]), bodies.landmarks_ras[:, MIRROR_ORDER] * flip,
                       infos)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CT volumes
+
+
+def anny_ct_scan(body: AnnyBodies, rng: np.random.Generator, config: CTScanConfig | None = None) -> SyntheticScan:
+    """A CT-like volume (int16 HU) of one body, with the scan conditions of ``scan.ct_scan``.
+
+    Patient position (head or feet first; prone when the body was posed prone), file convention, oblique grids,
+    table and mattress, field-of-view cuts and noise are drawn as for the primitive bodies. The body's interior comes
+    from the mesh (``mesh.voxelize_mesh``): a subcutaneous fat layer as thick as the body's BMI suggests (from a
+    distance transform), soft tissue inside it, and two lungs (ellipsoids in the chest). No bones: the projection
+    thresholds soft tissue, and the landmarks are defined on the surface and joints, not on bone intensities.
+
+    Args:
+        body: one body (``bodies[i]``).
+        rng: random generator for the scan conditions, intensities and noise.
+        config: ranges of the scan conditions.
+    Returns:
+        SyntheticScan; ``info`` has the scan conditions and the body's description.
+    Raises:
+        InputError: ``body`` holds more or fewer than one body.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    if len(body) != 1:
+        raise InputError(f"anny_ct_scan takes one body (bodies[i]), got {len(body)}.")
+    vertices = body.vertices_ras[0].astype(np.float64)
+    points = body.landmarks_ras[0]
+    landmarks = dict(zip(BODY_LANDMARKS, points, strict=True))
+    info = body.info[0]
+    low, high = vertices.min(axis=0), vertices.max(axis=0)
+    geometry = ct_geometry(rng, config or CTScanConfig(), low, high, landmarks, prone=info.get("prone"))
+    fat_mm = _fat_thickness_mm(info)
+    lungs = _lung_ellipsoids(vertices, landmarks, info.get("height_mm", float(np.ptp(vertices[:, 2]))))
+
+    def paint(labels: NDArray[np.uint8], first_label: int) -> NDArray[np.uint8]:
+        inside = voxelize_mesh(vertices, body.faces, geometry.ijk_to_ras, geometry.shape_kji)
+        if not inside.any():
+            return labels
+        box = tuple(slice(int(np.min(w)), int(np.max(w)) + 1) for w in np.nonzero(inside))
+        crop = inside[box]
+        depth = distance_transform_edt(crop, sampling=geometry.spacing_mm[::-1])
+        tissue = np.where(depth > fat_mm, first_label + 1, first_label).astype(np.uint8)
+        ras_to_ijk = np.linalg.inv(geometry.ijk_to_ras)
+        for centre, radii in lungs:
+            lung_box = _index_box(centre - radii, centre + radii, ras_to_ijk, geometry.shape_kji)
+            if lung_box is None:
+                continue
+            sub = tuple(slice(max(a.start, b.start) - b.start, min(a.stop, b.stop) - b.start)
+                        for a, b in zip(lung_box, box, strict=True))
+            if any(t.stop <= t.start for t in sub):
+                continue
+            k, j, i = (np.arange(t.start + b.start, t.stop + b.start, dtype=np.float64) for t, b in
+                       zip(sub, box, strict=True))
+            grid = np.stack(np.meshgrid(i, j, k, indexing="ij"), axis=-1).transpose(2, 1, 0, 3)  # [k, j, i, ijk]
+            ras = grid @ geometry.ijk_to_ras[:3, :3].T + geometry.ijk_to_ras[:3, 3]
+            in_lung = np.sum(((ras - centre) / radii) ** 2, axis=-1) < 1.0
+            tissue[sub][in_lung & (depth[sub] > fat_mm + 10.0)] = first_label + 2
+        labels[box] = np.where(crop, tissue, labels[box])
+        return labels
+
+    scan = ct_volume(rng, geometry, low, high, paint, ["fat", "muscle", "lung"], BODY_LANDMARKS, points)
+    return replace(scan, info={**scan.info, "generator": "anny", "fat_mm": round(fat_mm, 1),
+                               "body": {k: v for k, v in info.items() if k != "generator"}})
+
+
+def _fat_thickness_mm(info: dict[str, Any]) -> float:
+    """Subcutaneous fat thickness from BMI and sex (women more), plus any layer added to reach high BMIs."""
+    bmi = float(info.get("bmi", 24.0))
+    base = float(np.clip(2.4 * (bmi - 16.5), 3.0, 45.0)) * (1.25 if info.get("sex") == "female" else 0.9)
+    return base + float(info.get("subcutaneous_extra_mm", 0.0))
+
+
+def _lung_ellipsoids(vertices_ras: NDArray[np.float64], landmarks_ras: dict[str, NDArray[np.float64]],
+                     height_mm: float) -> list[tuple[NDArray[np.float64], NDArray[np.float64]]]:
+    """(centre, radii) RAS mm of the two lungs: below the shoulders, half the shoulder span apart, mid-chest depth."""
+    right, left = landmarks_ras["ShoulderR"], landmarks_ras["ShoulderL"]
+    half_span = abs(right[0] - left[0]) / 2
+    z = (right[2] + left[2]) / 2 - 0.12 * height_mm
+    chest = vertices_ras[(np.abs(vertices_ras[:, 0]) < 0.5 * half_span) & (np.abs(vertices_ras[:, 2] - z) < 40.0)]
+    back, front = (chest[:, 1].min(), chest[:, 1].max()) if len(chest) else (0.0, 200.0)
+    radii = np.array([0.42 * half_span, 0.3 * (front - back), 0.1 * height_mm])
+    return [(np.array([side * 0.5 * half_span, (back + front) / 2, z]), radii) for side in (1.0, -1.0)]
