@@ -11,6 +11,7 @@ import pytest
 
 from LandmarkDetectorLib.errors import InputError
 from LandmarkDetectorLib.projection import ProjectionConfig, project_volume, view_pixel_to_ras
+from LandmarkDetectorLib.synthetic import mesh as mesh_module
 from LandmarkDetectorLib.synthetic.mesh import render_mesh, render_mesh_batch, voxelize_mesh
 from LandmarkDetectorLib.synthetic.scan import PATIENT_POSITIONS, grid_covering
 from LandmarkDetectorLib.synthetic.shapes import rotate, unit
@@ -337,7 +338,9 @@ def test_render_matches_projection_of_the_voxelized_mesh(orientation: str) -> No
     assert np.percentile(np.abs(diff), 95) < 0.55
 
 
-def test_batch_render_equals_single_renders() -> None:
+@pytest.mark.parametrize("group_triangles", [2000, 1 << 17])
+def test_batch_render_equals_single_renders(group_triangles: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mesh_module, "GROUP_TRIANGLES", group_triangles)  # groups of 1 mesh, or all 4 at once
     rng = np.random.default_rng(4)
     bodies = [_body_like(2, rng.uniform(0.8, 1.1), rng.normal(size=3) * 30) for _ in range(4)]
     grids = np.stack([view_pixel_to_ras(view, [400.0, -300.0, 1800.0] * np.array([1, 1 - 2 * (view == "lr"), 1]),
