@@ -364,3 +364,23 @@ def test_bad_inputs_raise_input_errors() -> None:
         voxelize_mesh(vertices * 1e6, faces, np.eye(4), (10, 10, 10))
     with pytest.raises(InputError, match="finite"):
         render_mesh_batch(vertices[None] * np.nan, faces, np.eye(4), (10, 10))
+
+
+def test_front_faces_give_the_first_crossing_of_overlapping_and_hollow_meshes() -> None:
+    """The renderer tests only faces turned to the ray; its depth is the first crossing of any face (the entry,
+    where the winding number leaves 0) for overlapping components, reversed inner ones and mirrored grids."""
+    body = _body_like(3)
+    hollow = _join(_sphere([0.0, 0.0, 1250.0], 150.0), _sphere([20.0, 10.0, 1250.0], 80.0, level=2))
+    hollow = (hollow[0], np.concatenate([hollow[1][:1280], hollow[1][1280:, ::-1]]))
+    grids = np.stack([view_pixel_to_ras("ap", [600.0, -200.0, 1800.0], (9.0, 9.0)),
+                      view_pixel_to_ras("lr", [-200.0, -600.0, 1800.0], (9.0, 9.0)) @ np.diag([-1.0, 1, 1, 1])])
+    for vertices, faces in (body, hollow):
+        for grid in grids:
+            rendered = render_mesh_batch(vertices[None], faces, grid, (220, 140))[0]
+            r2p = np.linalg.inv(grid)
+            uvd = (r2p[:3, :3] @ vertices.T + r2p[:3, 3:])[None]
+            first = np.full(220 * 140, np.inf, dtype=np.float32)
+            for _, iu, iv, d, _ in mesh_module._crossings(uvd[:, 0], uvd[:, 1], uvd[:, 2], faces, (140, 220)):
+                np.minimum.at(first, iv * 140 + iu, d.astype(np.float32))
+            assert np.isfinite(rendered).sum() > 500
+            np.testing.assert_array_equal(rendered, first.reshape(220, 140))
