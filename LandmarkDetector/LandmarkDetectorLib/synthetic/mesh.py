@@ -127,8 +127,9 @@ def render_mesh_batch(vertices_ras: ArrayLike, faces: ArrayLike, pixel_to_ras: A
     of that and +-1 behind it. Components inside the solid do not show. Only faces turned towards the ray (by the
     sign of each mesh's volume) are tested; the first crossing is one of them wherever no part of the mesh has
     the opposite orientation to the rest, outside of it (that is, the winding number has one sign everywhere:
-    true for overlapping components, and for cavities cut by reversed components). Rays through edges and
-    vertices follow ``voxelize_mesh``'s tie rule, so a closed mesh shows no pinholes.
+    true for overlapping components, and for cavities cut by reversed components; a mesh of volume 0 shows
+    nothing). Rays through edges and vertices follow ``voxelize_mesh``'s tie rule, so a closed mesh shows no
+    pinholes.
 
     Args:
         vertices_ras: (B, V, 3) vertex positions, RAS mm.
