@@ -16,7 +16,8 @@ batched) run in numpy before the single skinning pass.
 
 Landmarks (DESIGN.md section 2): HeadTop, MiddleFingerTip and BigToe are skin vertices (the farthest along the head's
 superior axis or the distal bone's direction, among the vertices that bone mostly moves); ShoulderR/L and KneeR/L are
-joint centres placed from rig joints by SHOULDER_RULE and KNEE_RULE (see their docstrings for the calibration).
+joint centres placed from rig joints by SHOULDER_RULE and KNEE_RULE (calibrated on the mesh50_XCAT phantom, see their
+docstrings; ``fit_landmark_rules`` refits them from reference points).
 """
 
 from __future__ import annotations
@@ -62,13 +63,18 @@ HAND_PLACES = {"beside": 0.30, "thigh": 0.20, "groin": 0.15, "belly": 0.25, "che
 
 P_PRONE = 0.12
 
-SHOULDER_RULE = np.array([19.0, 0.0, 17.0])
+SHOULDER_RULE = np.array([0.3, 16.8, 12.7])
 """Humeral head centre from the rig's shoulder joint (``upperarm01`` head): offset (lateral, anterior, superior) in mm
-for a 1750 mm body (scaled with stature), in the axes of the clavicle bone (they follow a raised shoulder)."""
+for a 1750 mm body (scaled with height), in the axes of the clavicle (they follow a raised shoulder). Calibrated on the
+mesh50_XCAT phantom by ``scripts/calibrate_anny_landmarks.py`` (Resources/RealAnatomy/body/ANNY_CALIBRATION.md): an
+anny man of its stature, BMI and pose gets its humeral heads 49 mm below the shoulder skin above them, 46 mm medial of
+the lateral skin and at 0.70 of the depth from the back (phantom: 47-51 mm, 45-47 mm, 0.70)."""
 
-KNEE_RULE = np.array([0.0, 0.0, -26.0])
-"""Knee joint centre from the rig's knee joint (``lowerleg01`` head): offset (lateral, anterior, superior) in mm for a
-1750 mm body, in the axes of the shank (``lowerleg01``)."""
+KNEE_RULE = np.array([14.4, -15.4, -50.1])
+"""Knee joint centre from the rig's knee joint (``lowerleg01`` head, about 30 mm above the anatomical joint line):
+offset (lateral, anterior, superior) in mm for a 1750 mm body, in the mean axes of thigh and shank. Calibrated as
+SHOULDER_RULE: the centre at 0.272 of the stature above the soles, 0.50 of the knee's depth from the back skin and 0.55
+of its width from the medial skin (phantom: 0.272-0.273, 0.50, 0.51-0.60)."""
 
 _PAIRS = [("ShoulderR", "ShoulderL"), ("MiddleFingerTipR", "MiddleFingerTipL"), ("KneeR", "KneeL"),
           ("BigToeR", "BigToeL")]
@@ -91,12 +97,18 @@ class AnnyBodies:
         vertices_ras: (B, V, 3) float32 skin mesh vertices.
         faces: (F, 3) int64 triangles shared by the batch, outward-oriented (counter-clockwise seen from outside).
         landmarks_ras: (B, 9, 3) float64 landmarks in BODY_LANDMARKS order.
+        rule_origins_ras: (B, 4, 3) rig joints under RULE_LANDMARKS (``upperarm01`` / ``lowerleg01`` heads).
+        rule_axes_ras: (B, 4, 3, 3) the rules' axes at those joints: columns lateral, anterior, superior (unit).
+        rule_scale: (B,) height / 1750 mm, the rules' scale.
         info: per body: sex, age, height_mm, bmi, weight_kg, tail, arms, hands, knee_flexion_deg, prone, mirrored.
     """
 
     vertices_ras: NDArray[np.float32]
     faces: NDArray[np.int64]
     landmarks_ras: NDArray[np.float64]
+    rule_origins_ras: NDArray[np.float64]
+    rule_axes_ras: NDArray[np.float64]
+    rule_scale: NDArray[np.float64]
     info: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -105,8 +117,8 @@ class AnnyBodies:
     def __getitem__(self, index: int | slice) -> AnnyBodies:
         """The bodies ``index`` (an int gives a batch of one)."""
         sel = slice(index, index + 1) if isinstance(index, int) else index
-        infos = self.info[sel]
-        return AnnyBodies(self.vertices_ras[sel], self.faces, self.landmarks_ras[sel], infos)
+        return AnnyBodies(self.vertices_ras[sel], self.faces, self.landmarks_ras[sel], self.rule_origins_ras[sel],
+                          self.rule_axes_ras[sel], self.rule_scale[sel], self.info[sel])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -432,60 +444,82 @@ def _arm_codes(rng: np.random.Generator, count: int, prone: NDArray[np.bool_]
     return [str(f) for f in families], codes
 
 
-def _pose(model: _AnnyModel, rng: np.random.Generator, skeleton: _Skeleton, rest_vertices: NDArray[np.float64],
-          probes: dict[str, Any], prone: NDArray[np.bool_]) -> list[dict[str, Any]]:
-    """Set the world rotations of a CT posture on ``skeleton`` (legs, head, shoulders, arms by batched two-bone IK).
-
-    Returns:
-        per body: the pose's description for AnnyBodies.info.
-    """
-    count = len(prone)
+def _draw_pose(rng: np.random.Generator, count: int, prone: NDArray[np.bool_]) -> dict[str, Any]:
+    """Random pose parameters of a batch (angles in radians; per-side arrays are (B, 2) in (R, L) order)."""
     deg = np.pi / 180.0
-    # Legs: spread, external rotation, knees flexed on a cushion (hips flex about half as much), relaxed feet.
+    # Knees flexed on a cushion for most (hips flex about half as much), legs slightly apart, feet relaxed.
     cushion = rng.random(count) < 0.6
     knee = np.where(cushion[:, None], rng.uniform(5.0, 30.0, (count, 2)), rng.uniform(0.0, 5.0, (count, 2))) * deg
-    hip = knee * rng.uniform(0.4, 0.6, (count, 2))
-    spread = rng.uniform(0.0, 8.0, (count, 2)) * deg
-    leg_turn = rng.uniform(-5.0, 15.0, (count, 2)) * deg
-    plantar = rng.uniform(10.0, 40.0, (count, 2)) * deg
-    foot_turn = rng.uniform(0.0, 25.0, (count, 2)) * deg
+    pose: dict[str, Any] = {
+        "knee": knee, "hip": knee * rng.uniform(0.4, 0.6, (count, 2)),
+        "spread": rng.uniform(0.0, 8.0, (count, 2)) * deg, "leg_turn": rng.uniform(-5.0, 15.0, (count, 2)) * deg,
+        "plantar": rng.uniform(10.0, 40.0, (count, 2)) * deg, "foot_turn": rng.uniform(0.0, 25.0, (count, 2)) * deg,
+        # Head: a little flexion, side tilt and turn (prone: turned well to one side).
+        "head_turn": np.where(prone, rng.choice([-1.0, 1.0], count) * rng.uniform(40.0, 80.0, count),
+                              rng.uniform(-12.0, 12.0, count)) * deg,
+        "head_flex": rng.uniform(-10.0, 12.0, count) * deg, "head_tilt": rng.uniform(-8.0, 8.0, count) * deg,
+    }
+    pose["families"], codes = _arm_codes(rng, count, prone)
+    pose["codes"] = codes
+    # Shoulders rise with raised arms (linear blend skinning alone would crush the shoulder).
+    pose["elevation"] = np.where(codes >= 5, rng.uniform(10.0, 25.0, (count, 2)),
+                                 rng.uniform(-3.0, 5.0, (count, 2))) * deg
+    pose["jitter"] = rng.random((count, 2, 6))
+    pose["trunk_level"] = np.choose(np.clip(codes - 2, 0, 2), [rng.integers(0, 2, (count, 2)),
+                                                               rng.integers(2, 5, (count, 2)),
+                                                               rng.integers(5, 7, (count, 2))])
+    pose["trunk_column"] = np.maximum(rng.integers(0, 5, (count, 2)), codes == 2)  # not at the hip over the groin
+    pose["thigh_level"] = rng.integers(0, 3, (count, 2)) + (codes == 1)
+    pose["pronation"] = rng.uniform(-10.0, 80.0, (count, 2)) * deg
+    return pose
+
+
+def _neutral_pose(count: int) -> dict[str, Any]:
+    """The pose of the reference phantoms: legs straight and slightly apart, head straight, arms hanging beside the
+    thighs with the palms towards them."""
+    zeros = np.zeros((count, 2))
+    return {"knee": zeros, "hip": zeros, "spread": np.full((count, 2), np.radians(3.0)), "leg_turn": zeros,
+            "plantar": zeros, "foot_turn": zeros, "head_turn": np.zeros(count), "head_flex": np.zeros(count),
+            "head_tilt": np.zeros(count), "families": ["down"] * count, "codes": np.zeros((count, 2), dtype=np.int64),
+            "elevation": zeros, "jitter": np.full((count, 2, 6), 0.5), "trunk_level": zeros.astype(np.int64),
+            "trunk_column": zeros.astype(np.int64), "thigh_level": np.ones((count, 2), dtype=np.int64),
+            "pronation": zeros}
+
+
+def _pose(model: _AnnyModel, skeleton: _Skeleton, rest_vertices: NDArray[np.float64], pose: dict[str, Any]) -> None:
+    """Set the world rotations of a pose (``_draw_pose``) on ``skeleton``: legs, head, shoulders, and the arms by
+    batched two-bone IK towards each hand's target."""
     for k, (side, s) in enumerate(_SIDES.items()):
         # The reference pose stands with the legs apart: bring each leg (hip to ankle) to vertical first.
         leg_ref = _unit(skeleton.q[:, model.bone(f"foot.{side}")] - skeleton.q[:, model.bone(f"upperleg01.{side}")])
         upright = _toward(leg_ref, -Z, np.arccos(np.clip(-leg_ref[:, 2], -1.0, 1.0)))
-        leg = _toward(-Z, s * X, spread[:, k]) @ _axis_angle(s * Z, leg_turn[:, k]) @ upright
-        shank = leg @ _axis_angle(-X, hip[:, k] - knee[:, k])
-        skeleton.set(model, f"upperleg01.{side}", leg @ _axis_angle(-X, hip[:, k]))
+        leg = _toward(-Z, s * X, pose["spread"][:, k]) @ _axis_angle(s * Z, pose["leg_turn"][:, k]) @ upright
+        shank = leg @ _axis_angle(-X, pose["hip"][:, k] - pose["knee"][:, k])
+        skeleton.set(model, f"upperleg01.{side}", leg @ _axis_angle(-X, pose["hip"][:, k]))
         skeleton.set(model, f"lowerleg01.{side}", shank)
-        skeleton.set(model, f"foot.{side}", shank @ _axis_angle(X, plantar[:, k]) @ _axis_angle(s * Z, foot_turn[:, k]))
-    # Head: a little flexion, side tilt and turn (prone: turned well to one side); the neck takes half.
-    turn = np.where(prone, rng.choice([-1.0, 1.0], count) * rng.uniform(40.0, 80.0, count),
-                    rng.uniform(-12.0, 12.0, count)) * deg
-    head = (_axis_angle(Z, turn) @ _axis_angle(X, rng.uniform(-10.0, 12.0, count) * deg)
-            @ _axis_angle(Y, rng.uniform(-8.0, 8.0, count) * deg))
-    skeleton.set(model, "neck02", _rotvec(0.5 * _log_rotation(head)))
+        skeleton.set(model, f"foot.{side}",
+                     shank @ _axis_angle(X, pose["plantar"][:, k]) @ _axis_angle(s * Z, pose["foot_turn"][:, k]))
+        skeleton.set(model, f"clavicle.{side}", _toward(s * X, Z, pose["elevation"][:, k]))
+    head = (_axis_angle(Z, pose["head_turn"]) @ _axis_angle(X, pose["head_flex"])
+            @ _axis_angle(Y, pose["head_tilt"]))
+    skeleton.set(model, "neck02", _rotvec(0.5 * _log_rotation(head)))  # the neck takes half of the head's turn
     skeleton.set(model, "head", head)
-    families, codes = _arm_codes(rng, count, prone)
-    # Shoulders rise with raised arms (linear blend skinning alone would crush the shoulder).
-    elevation = np.where(codes >= 5, rng.uniform(10.0, 25.0, (count, 2)), rng.uniform(-3.0, 5.0, (count, 2))) * deg
-    for k, (side, s) in enumerate(_SIDES.items()):
-        skeleton.set(model, f"clavicle.{side}", _toward(s * X, Z, elevation[:, k]))
     skeleton.resolve(model.parents)
     heads = skeleton.heads(model.parents)
-    probe_at = _probe_positions(model, skeleton, heads, rest_vertices, probes)
-    jitter = rng.random((count, 2, 6))
-    trunk_level = np.choose(np.clip(codes - 2, 0, 2), [rng.integers(0, 2, (count, 2)), rng.integers(2, 5, (count, 2)),
-                                                         rng.integers(5, 7, (count, 2))])
-    offset_choice = np.maximum(rng.integers(0, 5, (count, 2)), codes == 2)  # not at the side of the hip over the groin
-    thigh_choice = rng.integers(0, 3, (count, 2)) + (codes == 1)
-    pronation = rng.uniform(-10.0, 80.0, (count, 2)) * deg
+    probe_at = _probe_positions(model, skeleton, heads, rest_vertices, model.probes)
     for k, side in enumerate(_SIDES):
-        _arm_ik(model, skeleton, heads, side, codes[:, k], jitter[:, k], probe_at, probes,
-                trunk_level[:, k], offset_choice[:, k], thigh_choice[:, k], pronation[:, k])
+        _arm_ik(model, skeleton, heads, side, pose["codes"][:, k], pose["jitter"][:, k], probe_at, model.probes,
+                pose["trunk_level"][:, k], pose["trunk_column"][:, k], pose["thigh_level"][:, k],
+                pose["pronation"][:, k])
     skeleton.resolve(model.parents)
-    return [{"arms": families[i], "hands": [_PLACE_CODES[c] for c in codes[i]],
-             "knee_flexion_deg": (knee[i] / deg).round(1).tolist(), "head_turn_deg": round(float(turn[i] / deg), 1),
-             "prone": bool(prone[i])} for i in range(count)]
+
+
+def _pose_info(pose: dict[str, Any], prone: NDArray[np.bool_]) -> list[dict[str, Any]]:
+    """Per body: the pose's description for AnnyBodies.info."""
+    return [{"arms": pose["families"][i], "hands": [_PLACE_CODES[c] for c in pose["codes"][i]],
+             "knee_flexion_deg": np.degrees(pose["knee"][i]).round(1).tolist(),
+             "head_turn_deg": round(float(np.degrees(pose["head_turn"][i])), 1), "prone": bool(prone[i])}
+            for i in range(len(prone))]
 
 
 def _probe_positions(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64],
@@ -601,7 +635,8 @@ def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], 
 # Bodies
 
 
-def sample_anny_bodies(rng: np.random.Generator, count: int) -> AnnyBodies:
+def sample_anny_bodies(rng: np.random.Generator, count: int, *, phenotypes: dict[str, Any] | None = None,
+                       neutral_pose: bool = False) -> AnnyBodies:
     """``count`` random adults from anny's population prior, posed as patients lie for CT, with their landmarks.
 
     Shapes, poses, the forward pass and the landmarks are computed for the whole batch at once (one torch thread);
@@ -610,23 +645,39 @@ def sample_anny_bodies(rng: np.random.Generator, count: int) -> AnnyBodies:
     Args:
         rng: random generator (consumed).
         count: number of bodies (>= 1).
+        phenotypes: fixed anny phenotypes (``gender`` 0 = male .. 1 = female, ``age``, ``muscle``, ``weight``,
+            ``height``, ``proportions``; scalars or (count,) arrays, in [0, 1]) instead of the prior, e.g. to build a
+            body like a reference phantom; no thin/obese tails are added then.
+        neutral_pose: the reference phantoms' pose (``_neutral_pose``) instead of random CT poses; supine.
     Returns:
         AnnyBodies in the table frame of ``body.py``, RAS mm.
     Raises:
+        InputError: count < 1 or an unknown phenotype.
         AnnyUnavailableError: anny is not installed.
     """
+    if count < 1:
+        raise InputError(f"count must be >= 1, got {count}.")
     model = anny_model()
+    labels = list(model.model.phenotype_labels)
     with _one_torch_thread() as torch:
-        phenotypes, male, age, tails = _sample_phenotypes(model, rng, count)
-        rest, stature, volume = _rest_shapes(model, phenotypes)
-        for _ in range(4):  # the prior reaches BMI 13-14: add weight (and a little muscle) until BMI >= BMI_MIN
+        values, male, age, tails = _sample_phenotypes(model, rng, count)
+        if phenotypes is not None:
+            unknown = set(phenotypes) - set(labels)
+            if unknown:
+                raise InputError(f"unknown anny phenotypes {sorted(unknown)}; known: {labels}.")
+            for name, value in phenotypes.items():
+                values[:, labels.index(name)] = np.broadcast_to(np.asarray(value, dtype=np.float64), (count,))
+            male = values[:, labels.index("gender")] < 0.5
+            age = np.full(count, np.nan)
+            tails = ["fixed"] * count
+        rest, stature, volume = _rest_shapes(model, values)
+        for _ in range(4 if phenotypes is None else 0):  # the prior reaches BMI 13-14: add weight (and muscle)
             thin = volume * TISSUE_DENSITY_KG_M3 / stature ** 2 < BMI_MIN
             if not thin.any():
                 break
-            weight, muscle = (model.model.phenotype_labels.index(n) for n in ("weight", "muscle"))
-            phenotypes[thin, weight] = np.minimum(phenotypes[thin, weight] + 0.2, 1.0)
-            phenotypes[thin, muscle] = np.minimum(phenotypes[thin, muscle] + 0.1, 1.0)
-            redone, stature[thin], volume[thin] = _rest_shapes(model, phenotypes[thin])
+            values[thin, labels.index("weight")] = np.minimum(values[thin, labels.index("weight")] + 0.2, 1.0)
+            values[thin, labels.index("muscle")] = np.minimum(values[thin, labels.index("muscle")] + 0.1, 1.0)
+            redone, stature[thin], volume[thin] = _rest_shapes(model, values[thin])
             for key, value in redone.items():
                 rest[key][torch.as_tensor(thin)] = value
         inflate = np.where((np.array(tails) == "obese") & (rng.random(count) < 0.5),
@@ -641,30 +692,42 @@ def sample_anny_bodies(rng: np.random.Generator, count: int) -> AnnyBodies:
         skeleton = _Skeleton(ref_poses[..., :3, 3].numpy(), rest_to_ref.numpy(),
                              np.broadcast_to(np.eye(3), (count, len(model.labels), 3, 3)).copy(),
                              np.zeros(len(model.labels), dtype=bool))
-        prone = rng.random(count) < P_PRONE
-        poses = _pose(model, rng, skeleton, rest_vertices, model.probes, prone)
+        prone = (rng.random(count) < P_PRONE) & (not neutral_pose)
+        pose = _neutral_pose(count) if neutral_pose else _draw_pose(rng, count, prone)
+        _pose(model, skeleton, rest_vertices, pose)
         g = skeleton.rotation
         delta = np.broadcast_to(np.eye(4), g.shape[:2] + (4, 4)).copy()
         delta[:, 1:, :3, :3] = np.swapaxes(g[:, model.parents[1:]], -1, -2) @ g[:, 1:]
-        transforms, poses_w = model.model.get_bone_transforms(torch.as_tensor(delta), rest["rest_bone_poses"])
+        transforms, posed = model.model.get_bone_transforms(torch.as_tensor(delta), rest["rest_bone_poses"])
         vertices = model.model.get_skinned_vertices(torch.as_tensor(rest_vertices), transforms).numpy()
-        heads = poses_w[..., :3, 3].numpy()
-    landmarks = _landmarks(model, vertices, heads, g, stature)
+        heads = posed[..., :3, 3].numpy()
+    # Into the table frame: RAS millimetres, statures brought into HEIGHT_RANGE_MM, back on A = 0, soles at S = 0.
     scale = np.clip(stature, HEIGHT_RANGE_MM[0] / 1e3, HEIGHT_RANGE_MM[1] / 1e3) / stature
     to_ras = np.array([-1e3, -1e3, 1e3])
     vertices_ras = vertices * (scale[:, None, None] * to_ras)
-    landmarks_ras = landmarks * (scale[:, None, None] * to_ras)
     shift = np.zeros((count, 1, 3))
     shift[:, 0, 1] = -vertices_ras[..., 1].min(axis=1)
     shift[:, 0, 2] = -vertices_ras[..., 2].min(axis=1)
+    skin_points, origins, axes = _landmark_frames(model, vertices, heads, g)
+    origins_ras = origins * (scale[:, None, None] * to_ras) + shift
+    axes_ras = axes * np.array([-1.0, -1.0, 1.0])[:, None]
     height_m = stature * scale
+    bodies = AnnyBodies((vertices_ras + shift).astype(np.float32), model.faces.copy(),
+                        np.zeros((count, len(BODY_LANDMARKS), 3)), origins_ras, axes_ras, height_m * 1e3 / 1750.0)
+    landmarks = bodies.landmarks_ras
+    skin_index = [BODY_LANDMARKS.index(n) for n in _SKIN_LANDMARKS]
+    landmarks[:, skin_index] = skin_points * (scale[:, None, None] * to_ras) + shift
+    landmarks[:, [BODY_LANDMARKS.index(n) for n in RULE_LANDMARKS]] = rule_landmarks(bodies)
     mass = volume * scale ** 3 * TISSUE_DENSITY_KG_M3
-    info = [{"generator": "anny", "sex": "male" if male[i] else "female", "age": round(float(age[i]), 1),
-             "height_mm": round(float(height_m[i] * 1e3), 1), "weight_kg": round(float(mass[i]), 1),
-             "bmi": round(float(mass[i] / height_m[i] ** 2), 2), "tail": tails[i],
-             "subcutaneous_extra_mm": round(float(inflate[i] * 1e3), 1), **poses[i], "mirrored": False}
-            for i in range(count)]
-    return AnnyBodies((vertices_ras + shift).astype(np.float32), model.faces.copy(), landmarks_ras + shift, info)
+    poses = _pose_info(pose, prone)
+    bodies.info.extend(
+        {"generator": "anny", "sex": "male" if male[i] else "female",
+         "age": None if np.isnan(age[i]) else round(float(age[i]), 1),
+         "height_mm": round(float(height_m[i] * 1e3), 1), "weight_kg": round(float(mass[i]), 1),
+         "bmi": round(float(mass[i] / height_m[i] ** 2), 2), "tail": tails[i],
+         "subcutaneous_extra_mm": round(float(inflate[i] * 1e3), 1), **poses[i], "mirrored": False}
+        for i in range(count))
+    return bodies
 
 
 def _rest_shapes(model: _AnnyModel, phenotypes: NDArray[np.float64]
@@ -680,39 +743,88 @@ def _rest_shapes(model: _AnnyModel, phenotypes: NDArray[np.float64]
     return rest, np.ptp(vertices[..., 2], axis=1), _mesh_volume_m3(vertices, model.faces)
 
 
-def _landmarks(model: _AnnyModel, vertices: NDArray[np.float64], heads: NDArray[np.float64],
-               rotation: NDArray[np.float64], stature: NDArray[np.float64]) -> NDArray[np.float64]:
-    """(B, 9, 3) landmarks in the anny frame (metres), BODY_LANDMARKS order (module docstring)."""
+_SKIN_LANDMARKS = ("HeadTop", "MiddleFingerTipR", "MiddleFingerTipL", "BigToeR", "BigToeL")
+RULE_LANDMARKS = ("ShoulderR", "ShoulderL", "KneeR", "KneeL")
+"""The joint-centre landmarks placed by SHOULDER_RULE / KNEE_RULE (order of AnnyBodies.rule_origins_ras)."""
+
+_RULE_JOINTS = {"Shoulder": ("upperarm01", "clavicle", "clavicle"), "Knee": ("lowerleg01", "upperleg01", "lowerleg01")}
+"""Rig joint (bone head) and the bones whose mean rotation orients the rule's offset: the humeral head moves with the
+shoulder girdle; the knee centre lies between femur and tibia, so it turns half as much as the shank when the knee
+flexes."""
+
+
+def _landmark_frames(model: _AnnyModel, vertices: NDArray[np.float64], heads: NDArray[np.float64],
+                     rotation: NDArray[np.float64]
+                     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Skin landmarks (B, 5, 3) in _SKIN_LANDMARKS order, and the rule frames of RULE_LANDMARKS: origins (B, 4, 3) and
+    axes (B, 4, 3, 3) whose columns are the lateral, anterior and superior directions; anny frame, metres."""
     count = len(vertices)
     rows = np.arange(count)
-    out = np.empty((count, len(BODY_LANDMARKS), 3))
 
     def farthest(ids: NDArray[np.int64], direction: NDArray[np.float64]) -> NDArray[np.float64]:
         return vertices[rows, ids[np.argmax(np.einsum("bvi,bi->bv", vertices[:, ids], direction), axis=1)]]
 
-    out[:, BODY_LANDMARKS.index("HeadTop")] = farthest(model.head_vertices, rotation[:, model.bone("head"), :, 2])
-    size = (stature / 1.75)[:, None]
-    for side, s in _SIDES.items():
-        def head(name: str, side: str = side) -> NDArray[np.float64]:
-            return heads[:, model.bone(f"{name}.{side}")]
+    def head(name: str) -> NDArray[np.float64]:
+        return heads[:, model.bone(name)]
 
-        finger = _unit(head("finger3-3") - head("finger3-2"))
-        toe = _unit(head("toe1-2") - head("toe1-1"))
-        out[:, BODY_LANDMARKS.index(f"MiddleFingerTip{side}")] = farthest(model.fingertip_vertices[side], finger)
-        out[:, BODY_LANDMARKS.index(f"BigToe{side}")] = farthest(model.toe_vertices[side], toe)
-        for name, bone, frame_bone, rule in (("Shoulder", "upperarm01", "clavicle", SHOULDER_RULE),
-                                            ("Knee", "lowerleg01", "lowerleg01", KNEE_RULE)):
-            local = np.array([s * rule[0], -rule[1], rule[2]]) * 1e-3
-            offset = np.einsum("bij,j->bi", rotation[:, model.bone(f"{frame_bone}.{side}")], local)
-            out[:, BODY_LANDMARKS.index(f"{name}{side}")] = head(bone) + size * offset
-    return out
+    skin = {"HeadTop": farthest(model.head_vertices, rotation[:, model.bone("head"), :, 2])}
+    origins = np.empty((count, len(RULE_LANDMARKS), 3))
+    axes = np.empty((count, len(RULE_LANDMARKS), 3, 3))
+    for side, s in _SIDES.items():
+        skin[f"MiddleFingerTip{side}"] = farthest(model.fingertip_vertices[side],
+                                                  _unit(head(f"finger3-3.{side}") - head(f"finger3-2.{side}")))
+        skin[f"BigToe{side}"] = farthest(model.toe_vertices[side],
+                                         _unit(head(f"toe1-2.{side}") - head(f"toe1-1.{side}")))
+        for name, (joint, proximal, distal) in _RULE_JOINTS.items():
+            n = RULE_LANDMARKS.index(f"{name}{side}")
+            origins[:, n] = head(f"{joint}.{side}")
+            g_proximal = rotation[:, model.bone(f"{proximal}.{side}")]
+            g_relative = np.swapaxes(g_proximal, -1, -2) @ rotation[:, model.bone(f"{distal}.{side}")]
+            g_mean = g_proximal @ _rotvec(0.5 * _log_rotation(g_relative))
+            axes[:, n] = g_mean @ np.stack([s * X, -Y, Z], axis=1)
+    return np.stack([skin[n] for n in _SKIN_LANDMARKS], axis=1), origins, axes
+
+
+def rule_landmarks(bodies: AnnyBodies, shoulder_rule: NDArray[np.float64] | None = None,
+                   knee_rule: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
+    """(B, 4, 3) RAS mm joint centres of RULE_LANDMARKS: rig joint + (height / 1750 mm) x axes @ rule.
+
+    Args:
+        bodies: bodies with their rule frames.
+        shoulder_rule, knee_rule: (lateral, anterior, superior) offsets in mm for a 1750 mm body; default
+            SHOULDER_RULE and KNEE_RULE.
+    """
+    rules = np.array([SHOULDER_RULE if shoulder_rule is None else shoulder_rule] * 2
+                     + [KNEE_RULE if knee_rule is None else knee_rule] * 2, dtype=np.float64)
+    return bodies.rule_origins_ras + bodies.rule_scale[:, None, None] * np.einsum("bnij,nj->bni",
+                                                                                   bodies.rule_axes_ras, rules)
+
+
+def fit_landmark_rules(bodies: AnnyBodies, targets_ras: NDArray[np.float64]
+                       ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Least-squares SHOULDER_RULE and KNEE_RULE for reference joint centres of these bodies.
+
+    Args:
+        bodies: bodies with their rule frames.
+        targets_ras: (B, 4, 3) reference points of RULE_LANDMARKS, RAS mm; NaN rows are unknown and skipped.
+    Returns:
+        shoulder_rule (3,), knee_rule (3,) in mm for a 1750 mm body, and the residuals (B, 4) in mm (NaN where
+        unknown) of the points those rules give.
+    """
+    local = np.einsum("bnji,bnj->bni", bodies.rule_axes_ras, targets_ras - bodies.rule_origins_ras)
+    local = local / bodies.rule_scale[:, None, None]  # the frames are orthonormal: the mean is the least squares
+    shoulder = np.nanmean(local[:, :2].reshape(-1, 3), axis=0)
+    knee = np.nanmean(local[:, 2:].reshape(-1, 3), axis=0)
+    residuals = np.linalg.norm(rule_landmarks(bodies, shoulder, knee) - targets_ras, axis=2)
+    return shoulder, knee, residuals
 
 
 def mirror_bodies(bodies: AnnyBodies) -> AnnyBodies:
     """The bodies mirrored left-right about the midline plane R = 0 (exact; mirroring twice gives the input).
 
     Vertices get R -> -R, the faces' winding is reversed (so they stay outward-oriented), landmarks are mirrored
-    and the left/right pairs swapped (the mirrored ShoulderR is the image of the original ShoulderL), and ``info``
+    and the left/right pairs swapped (the mirrored ShoulderR is the image of the original ShoulderL), so are the rule
+    frames (``rule_landmarks`` of the mirror is the mirror of ``rule_landmarks``), and ``info``
     swaps its per-side entries, negates the head turn and toggles ``mirrored``.
     """
     flip = np.array([-1.0, 1.0, 1.0])
@@ -725,9 +837,11 @@ def mirror_bodies(bodies: AnnyBodies) -> AnnyBodies:
         if "head_turn_deg" in out:
             out["head_turn_deg"] = -out["head_turn_deg"]
         infos.append(out)
+    pairs = [1, 0, 3, 2]  # RULE_LANDMARKS: right and left swap
     return AnnyBodies((bodies.vertices_ras * flip.astype(np.float32)).astype(np.float32),
                       np.ascontiguousarray(bodies.faces[:, [0, 2, 1]]), bodies.landmarks_ras[:, MIRROR_ORDER] * flip,
-                      infos)
+                      bodies.rule_origins_ras[:, pairs] * flip, bodies.rule_axes_ras[:, pairs] * flip[:, None],
+                      bodies.rule_scale.copy(), infos)
 
 
 # ---------------------------------------------------------------------------------------------------------------
