@@ -63,6 +63,9 @@ HAND_PLACES = {"beside": 0.30, "thigh": 0.20, "groin": 0.15, "belly": 0.25, "che
 
 P_PRONE = 0.12
 
+FINGER_CURL = 0.3
+"""Fraction of the reference pose's finger flexion kept (fingers 2-5; the thumb keeps its own)."""
+
 SHOULDER_RULE = np.array([0.3, 16.8, 12.7])
 """Humeral head centre from the rig's shoulder joint (``upperarm01`` head): offset (lateral, anterior, superior) in mm
 for a 1750 mm body (scaled with height), in the axes of the clavicle (they follow a raised shoulder). Calibrated on the
@@ -469,7 +472,7 @@ def _draw_pose(rng: np.random.Generator, count: int, prone: NDArray[np.bool_]) -
                                                                rng.integers(2, 5, (count, 2)),
                                                                rng.integers(5, 7, (count, 2))])
     pose["trunk_column"] = np.maximum(rng.integers(0, 5, (count, 2)), codes == 2)  # not at the hip over the groin
-    pose["thigh_level"] = rng.integers(0, 3, (count, 2)) + (codes == 1)
+    pose["thigh_level"] = rng.integers(0, 2, (count, 2)) + (codes == 0)  # within reach: upper thigh
     pose["pronation"] = rng.uniform(-10.0, 80.0, (count, 2)) * deg
     return pose
 
@@ -561,27 +564,32 @@ def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], 
     trunk_probe = probe(probes["trunk_front"][trunk_level, column])
     head_top = probe(np.full(count, probes["head_top"]))
     head_back = probe(np.full(count, probes["head_back"]))
-    thigh_axis = _unit(heads[:, bone("lowerleg01")] - heads[:, bone("upperleg01")])
+    # Hands lying on the body follow its surface: fingers along the skin's tangent (down the thigh, towards the
+    # midline on the trunk, down and in over the groin), so that the fingertips rest on the skin, not in it.
+    along_thigh = _unit(probe(probes[f"thigh_front.{side}"][thigh_choice + 1]) - front_probe)
+    towards_midline = _unit(probe(probes["trunk_front"][trunk_level, column - int(s)]) - trunk_probe)
+    groin_down = _unit(probe(probes["trunk_front"][np.zeros(count, dtype=np.int64), column])
+                       - probe(probes["trunk_front"][np.ones(count, dtype=np.int64), column]))
     twist = pronation[:, None]
     raised_twist = (u[:, 4] * np.pi / 2)[:, None]
     ones = np.ones((count, 1))
     # Per family (order of _PLACE_CODES): hand centre, finger direction, palm normal (out of the palm), elbow pole.
     centre = np.stack([
         side_probe + lat * jit(0, 0.015, 0.04) + ant * jit(1, -0.01, 0.03),
-        front_probe + ant * 0.015 + lat * jit(0, -0.02, 0.03),
-        trunk_probe + ant * 0.015 + Z * jit(0, -0.03, 0.03),
-        trunk_probe + ant * 0.015 + Z * jit(0, -0.03, 0.03),
-        trunk_probe + ant * 0.015 + Z * jit(0, -0.03, 0.03),
+        front_probe + ant * 0.02 + lat * jit(0, -0.02, 0.03),
+        trunk_probe + ant * 0.02 + Z * jit(0, -0.03, 0.03),
+        trunk_probe + ant * 0.02 + Z * jit(0, -0.03, 0.03),
+        trunk_probe + ant * 0.02 + Z * jit(0, -0.03, 0.03),
         head_top + Z * jit(0, 0.02, 0.15) + lat * jit(1, 0.0, 0.2) + Y * jit(2, -0.05, 0.08),
-        head_top + Z * jit(0, 0.03, 0.12) + med * jit(1, 0.03, 0.12) + Y * (s * 0.025),
-        head_back + Y * 0.01 + med * jit(1, 0.0, 0.06) + Z * jit(0, -0.04, 0.04),
+        head_top + Z * jit(0, 0.10, 0.20) + med * jit(1, 0.03, 0.12) + Y * (s * 0.025),
+        head_back + Y * (0.02 + s * 0.01) + med * jit(1, 0.0, 0.06) + Z * (jit(0, -0.03, 0.03) + s * 0.035),
     ])
     fingers = _unit(np.stack([
         -Z + 0.15 * lat + 0 * ones,
-        thigh_axis + med * jit(3, 0.0, 0.4),
-        -0.8 * Z + 0.6 * med + 0 * ones,
-        med + Z * jit(3, -0.5, 0.5),
-        med + Z * jit(3, 0.0, 0.8),
+        along_thigh + med * jit(3, 0.0, 0.4),
+        0.8 * groin_down + 0.6 * towards_midline,
+        towards_midline + Z * jit(3, -0.5, 0.5),
+        towards_midline + Z * jit(3, 0.0, 0.8),
         Z + med * jit(3, 0.0, 0.6),
         0.6 * Z + 0.8 * med + 0 * ones,
         med + 0.2 * Z + 0 * ones,
@@ -593,15 +601,23 @@ def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], 
         ant * ones, ant * ones,
     ])
     pole = np.stack([post + 0.4 * lat, lat + 0.6 * post, lat + 0.5 * post, lat + 0.7 * post,
-                     lat + 0.5 * post - 0.3 * Z, lat + 0.3 * Z, lat + 0.5 * Z, lat + 0.3 * Z + 0.3 * post])
+                     lat + 0.5 * post - 0.3 * Z, lat + 0.3 * Z, lat + 0.8 * Z, lat + 0.3 * Z + 0.3 * post])
+    shoulder = heads[:, bone("upperarm01")]
+    # Where a hand goes when its target is out of reach: towards a point outside the body that it can reach (beside
+    # the hip, the top of the thigh, above the trunk, above the shoulder), not back through the body.
+    top_of_thigh = np.zeros(count, dtype=np.int64)
+    fallback = np.stack([probe(probes[f"thigh_side.{side}"][top_of_thigh]) + lat * 0.03,
+                         probe(probes[f"thigh_front.{side}"][top_of_thigh]) + ant * 0.02,
+                         trunk_probe + ant * 0.1, trunk_probe + ant * 0.1, trunk_probe + ant * 0.1,
+                         shoulder + Z * 0.25 + lat * 0.05, shoulder + Z * 0.25, centre[7]])
     centre, fingers, palm_normal = centre[code, rows], fingers[code, rows], palm_normal[code, rows]
-    pole = np.broadcast_to(pole[code], (count, 3))
+    fallback, pole = fallback[code, rows], np.broadcast_to(pole[code], (count, 3))
     wrist_target = centre - 0.5 * palm * fingers
     # Two-bone IK: shoulder S, elbow E, wrist W; the elbow bends in the plane of S, W and the pole.
-    shoulder = heads[:, bone("upperarm01")]
     upper_ref = q[:, bone("lowerarm01")] - q[:, bone("upperarm01")]
     fore_ref = q[:, bone("wrist")] - q[:, bone("lowerarm01")]
     la, lb = np.linalg.norm(upper_ref, axis=1), np.linalg.norm(fore_ref, axis=1)
+    wrist_target = _within_reach(shoulder, fallback - 0.5 * palm * fingers, wrist_target, 0.97 * (la + lb))
     reach = wrist_target - shoulder
     d = np.clip(np.linalg.norm(reach, axis=1), np.abs(la - lb) + 0.02, 0.995 * (la + lb))
     along = _unit(reach)
@@ -629,6 +645,28 @@ def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], 
     skeleton.set(model, f"lowerarm01.{side}", fore)
     skeleton.set(model, f"lowerarm02.{side}", fore @ _axis_angle(axis, angle / 2))
     skeleton.set(model, f"wrist.{side}", hand)
+    # anny's reference fingers are curled (the middle fingertip lies 3 cm palm-side of the knuckles): straighten the
+    # fingers to a relaxed flexion, so that a hand lying on the body rests on it with its fingertips on the skin.
+    finger_axis = _unit(finger_ref)
+    for finger in range(2, 6):
+        heads_ref = [q[:, bone(f"finger{finger}-{n}")] for n in (1, 2, 3)]
+        directions = [heads_ref[1] - heads_ref[0], heads_ref[2] - heads_ref[1], heads_ref[2] - heads_ref[1]]
+        for n, direction in zip((1, 2, 3), directions, strict=True):
+            direction = _unit(direction)
+            curl = np.arccos(np.clip(np.sum(direction * finger_axis, axis=1), -1.0, 1.0))
+            skeleton.set(model, f"finger{finger}-{n}.{side}",
+                         hand @ _toward(direction, finger_axis, (1.0 - FINGER_CURL) * curl))
+
+
+def _within_reach(shoulder: NDArray[np.float64], anchor: NDArray[np.float64], target: NDArray[np.float64],
+                  reach: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The point of the segment anchor -> target nearest the target within ``reach`` of the shoulder (the anchor if
+    none is; the IK then stretches towards it)."""
+    d, e = anchor - shoulder, target - anchor
+    de, ee = np.sum(d * e, axis=1), np.maximum(np.sum(e * e, axis=1), 1e-12)
+    disc = de ** 2 - ee * (np.sum(d * d, axis=1) - reach ** 2)
+    t = np.clip((-de + np.sqrt(np.maximum(disc, 0.0))) / ee, 0.0, 1.0)
+    return anchor + np.where(disc >= 0, t, 0.0)[:, None] * e
 
 
 # ---------------------------------------------------------------------------------------------------------------
