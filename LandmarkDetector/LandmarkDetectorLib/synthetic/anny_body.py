@@ -66,7 +66,7 @@ P_PRONE = 0.12
 FINGER_CURL = 0.3
 """Fraction of the reference pose's finger flexion kept (fingers 2-5; the thumb keeps its own)."""
 
-SHOULDER_RULE = np.array([0.3, 16.8, 12.7])
+SHOULDER_RULE = np.array([0.0, 17.0, 12.7])
 """Humeral head centre from the rig's shoulder joint (``upperarm01`` head): offset (lateral, anterior, superior) in mm
 for a 1750 mm body (scaled with height), in the axes of the clavicle (they follow a raised shoulder). Calibrated on the
 mesh50_XCAT phantom by ``scripts/calibrate_anny_landmarks.py`` (Resources/RealAnatomy/body/ANNY_CALIBRATION.md): an
@@ -103,6 +103,8 @@ class AnnyBodies:
         rule_origins_ras: (B, 4, 3) rig joints under RULE_LANDMARKS (``upperarm01`` / ``lowerleg01`` heads).
         rule_axes_ras: (B, 4, 3, 3) the rules' axes at those joints: columns lateral, anterior, superior (unit).
         rule_scale: (B,) height / 1750 mm, the rules' scale.
+        rule_pull: (B, 4) fraction of each rule's offset applied: 1, or less where a posed joint's skin (a raised
+            shoulder thinned by linear blend skinning) came within JOINT_MARGIN_MM of the rule's point.
         info: per body: sex, age, height_mm, bmi, weight_kg, tail, arms, hands, knee_flexion_deg, prone, mirrored.
     """
 
@@ -112,6 +114,7 @@ class AnnyBodies:
     rule_origins_ras: NDArray[np.float64]
     rule_axes_ras: NDArray[np.float64]
     rule_scale: NDArray[np.float64]
+    rule_pull: NDArray[np.float64]
     info: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -121,7 +124,7 @@ class AnnyBodies:
         """The bodies ``index`` (an int gives a batch of one)."""
         sel = slice(index, index + 1) if isinstance(index, int) else index
         return AnnyBodies(self.vertices_ras[sel], self.faces, self.landmarks_ras[sel], self.rule_origins_ras[sel],
-                          self.rule_axes_ras[sel], self.rule_scale[sel], self.info[sel])
+                          self.rule_axes_ras[sel], self.rule_scale[sel], self.rule_pull[sel], self.info[sel])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -197,6 +200,19 @@ class _AnnyModel:
         self.girth_mask = (weights * np.isin(indices, girth_bones)).sum(axis=1)
         """(V,) how much of each vertex's skinning belongs to the trunk, thighs and upper arms (where fat goes)."""
         self.probes = _probe_vertices(self)
+        self.joint_regions = {name: self._region(bones, side) for side in _SIDES
+                              for name, bones in ((f"Shoulder{side}", _SHOULDER_SKIN), (f"Knee{side}", _KNEE_SKIN))}
+
+    def _region(self, bones: tuple[str, ...], side: str) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Skin around a joint: the vertices these bones move (weight >= 0.3) and the triangles touching them
+        (as indices into those vertices; -1 for a corner outside)."""
+        weights, indices = self.skin_weights
+        ids = [self.bone(b if b.startswith("spine") else f"{b}.{side}") for b in bones]
+        vertices = np.flatnonzero((weights * np.isin(indices, ids)).sum(axis=1) >= 0.3)
+        local = np.full(len(weights), -1)
+        local[vertices] = np.arange(len(vertices))
+        faces = local[self.faces]
+        return vertices, faces[(faces >= 0).any(axis=1)]
 
     def bone(self, name: str) -> int:
         return self.labels.index(name)
@@ -510,10 +526,13 @@ def _pose(model: _AnnyModel, skeleton: _Skeleton, rest_vertices: NDArray[np.floa
     skeleton.resolve(model.parents)
     heads = skeleton.heads(model.parents)
     probe_at = _probe_positions(model, skeleton, heads, rest_vertices, model.probes)
+    # With both hands on the trunk, the right one lies on the left one (they may meet when crossing the midline).
+    on_trunk = (pose["codes"] >= 2) & (pose["codes"] <= 4)
+    on_top = np.stack([on_trunk.all(axis=1), np.zeros(len(on_trunk), dtype=bool)], axis=1)
     for k, side in enumerate(_SIDES):
         _arm_ik(model, skeleton, heads, side, pose["codes"][:, k], pose["jitter"][:, k], probe_at, model.probes,
                 pose["trunk_level"][:, k], pose["trunk_column"][:, k], pose["thigh_level"][:, k],
-                pose["pronation"][:, k])
+                pose["pronation"][:, k], on_top[:, k])
     skeleton.resolve(model.parents)
 
 
@@ -537,8 +556,9 @@ def _probe_positions(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.f
 def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], side: str, code: NDArray[np.int64],
             u: NDArray[np.float64], probe_at: NDArray[np.float64], probes: dict[str, Any],
             trunk_level: NDArray[np.int64], offset_choice: NDArray[np.int64], thigh_choice: NDArray[np.int64],
-            pronation: NDArray[np.float64]) -> None:
-    """Rotations of one arm (upper arm, forearm, forearm twist, hand) that put the hand at its family's target."""
+            pronation: NDArray[np.float64], on_top: NDArray[np.bool_]) -> None:
+    """Rotations of one arm (upper arm, forearm, forearm twist, hand) that put the hand at its family's target
+    (``on_top``: a trunk hand lies on the other hand, a hand's thickness higher)."""
     s = _SIDES[side]
     lat, med, ant, post = s * X, -s * X, -Y, Y
     count = len(code)
@@ -567,9 +587,11 @@ def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], 
     # Hands lying on the body follow its surface: fingers along the skin's tangent (down the thigh, towards the
     # midline on the trunk, down and in over the groin), so that the fingertips rest on the skin, not in it.
     along_thigh = _unit(probe(probes[f"thigh_front.{side}"][thigh_choice + 1]) - front_probe)
-    towards_midline = _unit(probe(probes["trunk_front"][trunk_level, column - int(s)]) - trunk_probe)
+    fingertip_column = np.clip(column - 2 * int(s), 0, len(TRUNK_FRACTIONS) - 1)  # about a hand's length medial
+    towards_midline = _unit(probe(probes["trunk_front"][trunk_level, fingertip_column]) - trunk_probe)
     groin_down = _unit(probe(probes["trunk_front"][np.zeros(count, dtype=np.int64), column])
                        - probe(probes["trunk_front"][np.ones(count, dtype=np.int64), column]))
+    lift = np.where(on_top, 0.035, 0.0)[:, None]
     twist = pronation[:, None]
     raised_twist = (u[:, 4] * np.pi / 2)[:, None]
     ones = np.ones((count, 1))
@@ -577,9 +599,9 @@ def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], 
     centre = np.stack([
         side_probe + lat * jit(0, 0.015, 0.04) + ant * jit(1, -0.01, 0.03),
         front_probe + ant * 0.02 + lat * jit(0, -0.02, 0.03),
-        trunk_probe + ant * 0.02 + Z * jit(0, -0.03, 0.03),
-        trunk_probe + ant * 0.02 + Z * jit(0, -0.03, 0.03),
-        trunk_probe + ant * 0.02 + Z * jit(0, -0.03, 0.03),
+        trunk_probe + ant * (0.025 + lift) + Z * jit(0, -0.03, 0.03),
+        trunk_probe + ant * (0.02 + lift) + Z * jit(0, -0.03, 0.03),
+        trunk_probe + ant * (0.02 + lift) + Z * jit(0, -0.03, 0.03),
         head_top + Z * jit(0, 0.02, 0.15) + lat * jit(1, 0.0, 0.2) + Y * jit(2, -0.05, 0.08),
         head_top + Z * jit(0, 0.10, 0.20) + med * jit(1, 0.03, 0.12) + Y * (s * 0.025),
         head_back + Y * (0.02 + s * 0.01) + med * jit(1, 0.0, 0.06) + Z * (jit(0, -0.03, 0.03) + s * 0.035),
@@ -587,7 +609,7 @@ def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], 
     fingers = _unit(np.stack([
         -Z + 0.15 * lat + 0 * ones,
         along_thigh + med * jit(3, 0.0, 0.4),
-        0.8 * groin_down + 0.6 * towards_midline,
+        0.5 * groin_down + 0.85 * towards_midline,
         towards_midline + Z * jit(3, -0.5, 0.5),
         towards_midline + Z * jit(3, 0.0, 0.8),
         Z + med * jit(3, 0.0, 0.6),
@@ -751,7 +773,9 @@ def sample_anny_bodies(rng: np.random.Generator, count: int, *, phenotypes: dict
     axes_ras = axes * np.array([-1.0, -1.0, 1.0])[:, None]
     height_m = stature * scale
     bodies = AnnyBodies((vertices_ras + shift).astype(np.float32), model.faces.copy(),
-                        np.zeros((count, len(BODY_LANDMARKS), 3)), origins_ras, axes_ras, height_m * 1e3 / 1750.0)
+                        np.zeros((count, len(BODY_LANDMARKS), 3)), origins_ras, axes_ras, height_m * 1e3 / 1750.0,
+                        np.ones((count, len(RULE_LANDMARKS))))
+    _pull_inside(model, bodies)
     landmarks = bodies.landmarks_ras
     skin_index = [BODY_LANDMARKS.index(n) for n in _SKIN_LANDMARKS]
     landmarks[:, skin_index] = skin_points * (scale[:, None, None] * to_ras) + shift
@@ -784,6 +808,13 @@ def _rest_shapes(model: _AnnyModel, phenotypes: NDArray[np.float64]
 _SKIN_LANDMARKS = ("HeadTop", "MiddleFingerTipR", "MiddleFingerTipL", "BigToeR", "BigToeL")
 RULE_LANDMARKS = ("ShoulderR", "ShoulderL", "KneeR", "KneeL")
 """The joint-centre landmarks placed by SHOULDER_RULE / KNEE_RULE (order of AnnyBodies.rule_origins_ras)."""
+
+_SHOULDER_SKIN = ("clavicle", "shoulder01", "upperarm01", "upperarm02", "spine01", "spine02")
+_KNEE_SKIN = ("upperleg02", "lowerleg01")
+
+JOINT_MARGIN_MM = 8.0
+"""Least depth of a joint centre under the skin around its joint; a rule point shallower than this is moved towards
+the rig joint (only with raised arms, where linear blend skinning thins the shoulder)."""
 
 _RULE_JOINTS = {"Shoulder": ("upperarm01", "clavicle", "clavicle"), "Knee": ("lowerleg01", "upperleg01", "lowerleg01")}
 """Rig joint (bone head) and the bones whose mean rotation orients the rule's offset: the humeral head moves with the
@@ -823,9 +854,36 @@ def _landmark_frames(model: _AnnyModel, vertices: NDArray[np.float64], heads: ND
     return np.stack([skin[n] for n in _SKIN_LANDMARKS], axis=1), origins, axes
 
 
+def _pull_inside(model: _AnnyModel, bodies: AnnyBodies) -> None:
+    """Set ``bodies.rule_pull``: the largest of 1, 0.8 ... 0 at which each rule point lies at least JOINT_MARGIN_MM
+    under the skin around its joint (depth along the normal at the nearest skin vertex)."""
+    fractions = np.linspace(1.0, 0.0, 6)
+    full = rule_landmarks(bodies)
+    for n, name in enumerate(RULE_LANDMARKS):
+        ids, faces = model.joint_regions[name]
+        v = bodies.vertices_ras[:, ids].astype(np.float64)  # (B, Vr, 3)
+        corners = np.where(faces >= 0, faces, 0)
+        a, b, c = v[:, corners[:, 0]], v[:, corners[:, 1]], v[:, corners[:, 2]]
+        face_normals = np.cross(b - a, c - a)
+        normals = np.zeros_like(v)
+        for corner in range(3):
+            inside = faces[:, corner] >= 0
+            np.add.at(normals, (slice(None), faces[inside, corner]), face_normals[:, inside])
+        normals = _unit(normals)
+        origin = bodies.rule_origins_ras[:, n]
+        candidates = origin[:, None] + fractions[None, :, None] * (full[:, n] - origin)[:, None]  # (B, 6, 3)
+        gap = candidates[:, :, None] - v[:, None]  # (B, 6, Vr, 3)
+        nearest = np.argmin(np.einsum("bcvi,bcvi->bcv", gap, gap), axis=2)  # (B, 6)
+        rows = np.arange(len(v))[:, None]
+        depth = -np.einsum("bci,bci->bc", gap[rows, np.arange(len(fractions)), nearest], normals[rows, nearest])
+        deep_enough = depth >= JOINT_MARGIN_MM
+        deep_enough[:, -1] = True
+        bodies.rule_pull[:, n] = fractions[np.argmax(deep_enough, axis=1)]
+
+
 def rule_landmarks(bodies: AnnyBodies, shoulder_rule: NDArray[np.float64] | None = None,
                    knee_rule: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
-    """(B, 4, 3) RAS mm joint centres of RULE_LANDMARKS: rig joint + (height / 1750 mm) x axes @ rule.
+    """(B, 4, 3) RAS mm joint centres of RULE_LANDMARKS: rig joint + pull x (height / 1750 mm) x axes @ rule.
 
     Args:
         bodies: bodies with their rule frames.
@@ -834,8 +892,8 @@ def rule_landmarks(bodies: AnnyBodies, shoulder_rule: NDArray[np.float64] | None
     """
     rules = np.array([SHOULDER_RULE if shoulder_rule is None else shoulder_rule] * 2
                      + [KNEE_RULE if knee_rule is None else knee_rule] * 2, dtype=np.float64)
-    return bodies.rule_origins_ras + bodies.rule_scale[:, None, None] * np.einsum("bnij,nj->bni",
-                                                                                   bodies.rule_axes_ras, rules)
+    offsets = np.einsum("bnij,nj->bni", bodies.rule_axes_ras, rules)
+    return bodies.rule_origins_ras + (bodies.rule_scale[:, None] * bodies.rule_pull)[..., None] * offsets
 
 
 def fit_landmark_rules(bodies: AnnyBodies, targets_ras: NDArray[np.float64]
@@ -844,13 +902,15 @@ def fit_landmark_rules(bodies: AnnyBodies, targets_ras: NDArray[np.float64]
 
     Args:
         bodies: bodies with their rule frames.
-        targets_ras: (B, 4, 3) reference points of RULE_LANDMARKS, RAS mm; NaN rows are unknown and skipped.
+        targets_ras: (B, 4, 3) reference points of RULE_LANDMARKS, RAS mm; NaN rows are unknown and skipped, and so
+            are joints whose rule was pulled in (``rule_pull`` < 1).
     Returns:
         shoulder_rule (3,), knee_rule (3,) in mm for a 1750 mm body, and the residuals (B, 4) in mm (NaN where
         unknown) of the points those rules give.
     """
     local = np.einsum("bnji,bnj->bni", bodies.rule_axes_ras, targets_ras - bodies.rule_origins_ras)
     local = local / bodies.rule_scale[:, None, None]  # the frames are orthonormal: the mean is the least squares
+    local[bodies.rule_pull < 1.0] = np.nan  # joints whose rule point was pulled in say nothing about the rule
     shoulder = np.nanmean(local[:, :2].reshape(-1, 3), axis=0)
     knee = np.nanmean(local[:, 2:].reshape(-1, 3), axis=0)
     residuals = np.linalg.norm(rule_landmarks(bodies, shoulder, knee) - targets_ras, axis=2)
@@ -879,7 +939,7 @@ def mirror_bodies(bodies: AnnyBodies) -> AnnyBodies:
     return AnnyBodies((bodies.vertices_ras * flip.astype(np.float32)).astype(np.float32),
                       np.ascontiguousarray(bodies.faces[:, [0, 2, 1]]), bodies.landmarks_ras[:, MIRROR_ORDER] * flip,
                       bodies.rule_origins_ras[:, pairs] * flip, bodies.rule_axes_ras[:, pairs] * flip[:, None],
-                      bodies.rule_scale.copy(), infos)
+                      bodies.rule_scale.copy(), bodies.rule_pull[:, pairs], infos)
 
 
 # ---------------------------------------------------------------------------------------------------------------
