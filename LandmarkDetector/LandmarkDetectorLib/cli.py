@@ -484,8 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "ground truth DIR/<case>.mrk.json; the same seed gives identical files.")
     p.add_argument("--anatomy", choices=("body", "hand"), required=True, help="whole-body CT or left-hand MR")
     p.add_argument("--generator", choices=("primitive", "anny"), default="primitive",
-                   help="whole bodies built from primitive shapes, or from the anny body model (needs the train "
-                        "extra; whole bodies only) (default primitive)")
+                   help="bodies and hands built from primitive shapes, or from the anny body model (needs the "
+                        "train extra) (default primitive)")
     p.add_argument("-n", "--count", type=positive_int, required=True, help="number of cases")
     p.add_argument("--seed", type=non_negative_int, default=0, help="dataset seed (default 0)")
     p.add_argument("-o", "--out", required=True, help="output folder (created if missing)")

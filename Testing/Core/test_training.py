@@ -93,7 +93,7 @@ def test_anny_bodies_in_training_batches_and_primitive_joint_centres_masked():
     with pytest.raises(InputError, match="Elbow"):
         SyntheticSource("body", spec, anny_fraction=0.5, primitive_unknown=("Elbow",))
     with pytest.raises(InputError, match="anny_fraction"):
-        SyntheticSource("hand", spec, anny_fraction=0.5)
+        SyntheticSource("hand", spec, anny_fraction=1.5)
 
 
 def test_mirror_augmentation_keeps_right_landmarks_on_the_right():

@@ -1,8 +1,8 @@
 """Synthetic datasets on disk: volumes with ground-truth Markups, reproducible from a seed.
 
-Whole bodies come from one of two generators: "primitive" (``body.py``, shapes built from primitives) or "anny"
-(``anny_body.py``, the anny body model; needs the ``train`` extra). Each case ``<anatomy>_s<seed>_<index:04d>``
-(``body_anny_s<seed>_<index:04d>`` for anny bodies) is drawn from its own generator
+Whole bodies and hands come from one of two generators: "primitive" (``body.py`` and ``hand.py``, shapes built from
+primitives) or "anny" (``anny_body.py`` and ``anny_hand.py``, the anny body model; needs the ``train`` extra). Each case
+``<anatomy>_s<seed>_<index:04d>`` (``<anatomy>_anny_s<seed>_<index:04d>`` for anny) is drawn from its own generator
 ``np.random.default_rng([seed, index])``, so a case does not depend on how many others are made, a seed reproduces
 its files byte for byte, and different seeds give independent cases.
 """
@@ -38,9 +38,6 @@ def case_name(anatomy: str, seed: int, index: int, generator: str = "primitive")
 def _check_generator(anatomy: str, generator: str) -> None:
     if generator not in GENERATORS:
         raise InputError(f"generator must be one of {GENERATORS}, got {generator!r}.")
-    if generator == "anny" and anatomy != "body":
-        raise InputError(f"the anny generator makes whole bodies only (not yet {anatomy}); use --anatomy body or "
-                         "--generator primitive.")
 
 
 def synthesize_case(anatomy: str, seed: int, index: int, *, ct_config: CTScanConfig | None = None,
@@ -48,9 +45,9 @@ def synthesize_case(anatomy: str, seed: int, index: int, *, ct_config: CTScanCon
     """Generate one case in memory: a CT-like body volume or an MR-like left-hand volume with its landmarks.
 
     Args:
-        generator: "primitive" or "anny" (whole bodies only; needs the anny package).
+        generator: "primitive" or "anny" (needs the anny package).
     Raises:
-        InputError: unknown anatomy or generator, anny for hands, or a negative seed or index.
+        InputError: unknown anatomy or generator, or a negative seed or index.
     """
     if anatomy not in ANATOMIES:
         raise InputError(f"anatomy must be one of {ANATOMIES}, got {anatomy!r}.")
@@ -58,10 +55,14 @@ def synthesize_case(anatomy: str, seed: int, index: int, *, ct_config: CTScanCon
     if seed < 0 or index < 0:
         raise InputError(f"seed and index must be >= 0, got seed {seed}, index {index}.")
     rng = np.random.default_rng([seed, index])
-    if generator == "anny":
+    if generator == "anny" and anatomy == "body":
         from .anny_body import anny_ct_scan, sample_anny_bodies
 
         return anny_ct_scan(sample_anny_bodies(rng, 1), rng, ct_config)
+    if generator == "anny":
+        from .anny_hand import anny_mr_scan, sample_anny_hands
+
+        return anny_mr_scan(sample_anny_hands(rng, 1), rng, mr_config)
     if anatomy == "body":
         return ct_scan(build_body(sample_body(rng), sample_pose(rng)), rng, ct_config)
     return mr_hand_scan(build_hand(sample_hand(rng)), rng, mr_config)
@@ -90,11 +91,11 @@ def synthesize_dataset(anatomy: str, count: int, seed: int, out_dir: str | os.Pa
         overwrite: replace existing files; otherwise nothing is written if any target exists.
         progress: called with (fraction, "[i/n] case") after each case.
         should_cancel: checked before each case; files of finished cases stay.
-        generator: "primitive" or "anny" (whole bodies only; needs the anny package).
+        generator: "primitive" or "anny" (needs the anny package).
     Returns:
         The volume paths, in case order.
     Raises:
-        InputError: unknown anatomy, generator or format, anny for hands, count < 1, negative seed.
+        InputError: unknown anatomy, generator or format, count < 1, negative seed.
         FileExistsError: a target exists and ``overwrite`` is False.
         Cancelled: should_cancel() returned True.
     """

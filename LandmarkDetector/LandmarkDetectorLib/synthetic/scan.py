@@ -419,7 +419,41 @@ def mr_hand_scan(anatomy: Anatomy, rng: np.random.Generator, config: MRScanConfi
         rng: random generator for orientation, spacing, intensities and noise.
         config: ranges of the scan conditions.
     """
-    config = config or MRScanConfig()
+    low, high = anatomy.skin.bounds_ras()
+    geometry = mr_geometry(rng, config or MRScanConfig(), low, high)
+    labels = voxelize(anatomy.tissues, geometry.shape_kji, geometry.ijk_to_ras)
+    return mr_volume(rng, geometry, labels, [t.name for t in anatomy.tissues], anatomy.landmark_names,
+                     anatomy.landmark_array())
+
+
+@dataclass(frozen=True)
+class MRGeometry:
+    """Where and how a hand MR case is scanned (drawn by ``mr_geometry``).
+
+    Attributes:
+        axes: permutation of the RAS axes that the voxel axes follow (before signs and any tilt).
+        oblique: whether the direction matrix is tilted.
+        spacing_mm: (3,) voxel spacing along i, j, k.
+        ijk_to_ras: 4x4 voxel-centre -> RAS mm.
+        shape_kji: volume shape.
+    """
+
+    axes: NDArray[np.int64]
+    oblique: bool
+    spacing_mm: NDArray[np.float64]
+    ijk_to_ras: NDArray[np.float64]
+    shape_kji: tuple[int, int, int]
+
+
+def mr_geometry(rng: np.random.Generator, config: MRScanConfig, low_ras: NDArray[np.float64],
+                high_ras: NDArray[np.float64]) -> MRGeometry:
+    """Random axis order, signs, tilt, spacing and margins of a hand MR grid around a RAS box (any hand generator).
+
+    Args:
+        rng: random generator.
+        config: ranges of the scan conditions.
+        low_ras, high_ras: the hand's bounding box, RAS mm.
+    """
     perm = rng.permutation(3)
     direction = np.eye(3)[:, perm] * rng.choice([-1.0, 1.0], size=3)
     if np.linalg.det(direction) < 0:
@@ -429,24 +463,37 @@ def mr_hand_scan(anatomy: Anatomy, rng: np.random.Generator, config: MRScanConfi
         direction = _random_rotation(rng, 20.0) @ direction
     in_plane = float(rng.uniform(*config.in_plane_mm))
     spacing = np.array([in_plane, in_plane, float(rng.uniform(*config.slice_mm))])
-    low, high = anatomy.skin.bounds_ras()
     margin_low = rng.uniform(*config.margin_mm, size=3)
     margin_high = rng.uniform(*config.margin_mm, size=3)
-    ijk_to_ras, shape_kji = grid_covering(direction, spacing, low - margin_low, high + margin_high)
-    labels = voxelize(anatomy.tissues, shape_kji, ijk_to_ras)
-    names = [t.name for t in anatomy.tissues]
+    ijk_to_ras, shape_kji = grid_covering(direction, spacing, low_ras - margin_low, high_ras + margin_high)
+    return MRGeometry(perm, oblique, spacing, ijk_to_ras, shape_kji)
+
+
+def mr_volume(rng: np.random.Generator, geometry: MRGeometry, labels: NDArray[np.uint8], tissue_names: list[str],
+              landmark_names: tuple[str, ...], landmarks_ras: NDArray[np.float64]) -> SyntheticScan:
+    """The MR volume of a hand's tissue labels on ``geometry``'s grid: T1 signal per tissue, bias field, Rician noise.
+
+    Args:
+        rng: random generator (intensities, bias field, noise).
+        geometry: from ``mr_geometry``.
+        labels: uint8 [k, j, i]: 0 air, t + 1 for tissue t.
+        tissue_names: MR_TISSUE_SIGNAL keys of the labels 1, 2, ...
+        landmark_names, landmarks_ras: the ground truth, (L,) and (L, 3) RAS mm.
+    """
+    shape_kji = geometry.shape_kji
     s0 = float(rng.uniform(400.0, 1600.0))
-    lut = np.array([0.0] + [s0 * float(rng.uniform(*MR_TISSUE_SIGNAL[name])) for name in names], dtype=np.float32)
+    lut = np.array([0.0] + [s0 * float(rng.uniform(*MR_TISSUE_SIGNAL[name])) for name in tissue_names],
+                   dtype=np.float32)
     signal = lut[labels] * _bias_field(rng, shape_kji)
     sigma = np.float32(s0 * float(rng.uniform(0.01, 0.04)))
     real = signal + rng.standard_normal(shape_kji, dtype=np.float32) * sigma
     imag = rng.standard_normal(shape_kji, dtype=np.float32) * sigma
     voxels = np.clip(np.rint(np.sqrt(real * real + imag * imag)), 0, 32767).astype(np.int16)
-    points = anatomy.landmark_array()
-    info = {"anatomy": "hand", "oblique": oblique, "spacing_mm": spacing.tolist(), "axes": perm.tolist(),
-            "signal": s0, "noise_sigma": float(sigma), "shape_kji": list(shape_kji)}
-    return SyntheticScan(voxels, ijk_to_ras, anatomy.landmark_names, points,
-                         landmarks_in_view(points, ijk_to_ras, shape_kji), info)
+    points = np.asarray(landmarks_ras, dtype=np.float64)
+    info = {"anatomy": "hand", "oblique": geometry.oblique, "spacing_mm": geometry.spacing_mm.tolist(),
+            "axes": geometry.axes.tolist(), "signal": s0, "noise_sigma": float(sigma), "shape_kji": list(shape_kji)}
+    return SyntheticScan(voxels, geometry.ijk_to_ras, tuple(landmark_names), points,
+                         landmarks_in_view(points, geometry.ijk_to_ras, shape_kji), info)
 
 
 def _bias_field(rng: np.random.Generator, shape_kji: tuple[int, int, int]) -> NDArray[np.float32]:

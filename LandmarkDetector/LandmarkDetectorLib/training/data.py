@@ -252,16 +252,16 @@ class SyntheticSource:
         kind: "body" or "hand".
         spec: network canvas.
         augmentation: what to simulate of real scans.
-        anny_fraction: share of whole bodies drawn from the anny body model (``synthetic.anny_body``, needs the
-            ``anny`` package) rather than the primitive generator.
+        anny_fraction: share of bodies or hands drawn from the anny body model (``synthetic.anny_body``,
+            ``synthetic.anny_hand``; needs the ``anny`` package) rather than the primitive generator.
         primitive_unknown: landmarks whose primitive-body positions are not trusted (joint centres whose rules were
             never calibrated on real anatomy): unknown in primitive samples, so that only the anny bodies teach them.
     """
 
     def __init__(self, kind: str, spec: CanvasSpec, augmentation: Augmentation = Augmentation(),
                  anny_fraction: float = 0.0, primitive_unknown: tuple[str, ...] = ()):
-        if not 0.0 <= anny_fraction <= 1.0 or (anny_fraction > 0 and kind != "body"):
-            raise InputError(f"anny_fraction must be in [0, 1] (whole bodies only), got {anny_fraction} for {kind}.")
+        if not 0.0 <= anny_fraction <= 1.0:
+            raise InputError(f"anny_fraction must be in [0, 1], got {anny_fraction}.")
         self.kind = KINDS[kind]
         self.spec = spec
         self.augmentation = augmentation
@@ -301,12 +301,18 @@ class SyntheticSource:
                 for depth, grid, (low, high), anatomy in zip(depths, grids, boxes, anatomies, strict=True)]
 
     def _anny_renders(self, size: int, rng: np.random.Generator) -> list[tuple]:
-        """(depth, grid, box low, box high, landmarks) of ``size`` bodies of the anny body model."""
-        from ..synthetic.anny_body import sample_anny_bodies
+        """(depth, grid, box low, box high, landmarks) of ``size`` bodies or hands of the anny body model."""
         from ..synthetic.mesh import render_mesh_batch
 
-        bodies = sample_anny_bodies(rng, size)
-        vertices, points = bodies.vertices_ras.astype(np.float64), bodies.landmarks_ras.astype(np.float64)
+        if self.kind.name == "hand":
+            from ..synthetic.anny_hand import sample_anny_hands
+
+            meshes = sample_anny_hands(rng, size)
+        else:
+            from ..synthetic.anny_body import sample_anny_bodies
+
+            meshes = sample_anny_bodies(rng, size)
+        vertices, points = meshes.vertices_ras.astype(np.float64), meshes.landmarks_ras.astype(np.float64)
         if self.augmentation.tilt_deg > 0:
             for b in range(size):
                 m = _tilt_matrix(vertices[b].min(axis=0), vertices[b].max(axis=0),
@@ -315,7 +321,7 @@ class SyntheticSource:
                 points[b] = points[b] @ m[:3, :3].T + m[:3, 3]
         lows, highs = vertices.min(axis=1), vertices.max(axis=1)
         grids = np.stack([self._grid(low, high) for low, high in zip(lows, highs, strict=True)])
-        depths = render_mesh_batch(vertices, bodies.faces, grids, self.shape_vu)
+        depths = render_mesh_batch(vertices, meshes.faces, grids, self.shape_vu)
         names = self.kind.landmarks
         return [(depth, grid, low, high, dict(zip(names, p, strict=True)))
                 for depth, grid, low, high, p in zip(depths, grids, lows, highs, points, strict=True)]
