@@ -204,15 +204,21 @@ class _AnnyModel:
                               for name, bones in ((f"Shoulder{side}", _SHOULDER_SKIN), (f"Knee{side}", _KNEE_SKIN))}
 
     def _region(self, bones: tuple[str, ...], side: str) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """Skin around a joint: the vertices these bones move (weight >= 0.3) and the triangles touching them
-        (as indices into those vertices; -1 for a corner outside)."""
+        """Skin around a joint: the vertices these bones move (weight >= 0.3), and for each the triangles around it
+        (padded with -1)."""
         weights, indices = self.skin_weights
         ids = [self.bone(b if b.startswith("spine") else f"{b}.{side}") for b in bones]
         vertices = np.flatnonzero((weights * np.isin(indices, ids)).sum(axis=1) >= 0.3)
-        local = np.full(len(weights), -1)
-        local[vertices] = np.arange(len(vertices))
-        faces = local[self.faces]
-        return vertices, faces[(faces >= 0).any(axis=1)]
+        around: list[list[int]] = [[] for _ in vertices]
+        position = {v: n for n, v in enumerate(vertices.tolist())}
+        for face, corners in enumerate(self.faces.tolist()):
+            for corner in corners:
+                if corner in position:
+                    around[position[corner]].append(face)
+        incident = np.full((len(vertices), max(len(a) for a in around)), -1, dtype=np.int64)
+        for n, faces in enumerate(around):
+            incident[n, :len(faces)] = faces
+        return vertices, incident
 
     def bone(self, name: str) -> int:
         return self.labels.index(name)
@@ -326,10 +332,11 @@ def _sample_phenotypes(model: _AnnyModel, rng: np.random.Generator, count: int
 
 
 def _mesh_volume_m3(vertices: NDArray[np.float64], faces: NDArray[np.int64]) -> NDArray[np.float64]:
-    """(B,) enclosed volume of closed, outward-oriented meshes (B, V, 3): sum of prisms under each triangle."""
-    x, y, z = (vertices[..., axis][:, faces] for axis in range(3))  # (B, F, 3) each
+    """(B,) enclosed volume of closed, outward-oriented meshes (B, V, 3): sum of prisms under each triangle (float32
+    products, float64 sums: 1e-6 relative)."""
+    x, y, z = (np.take(c, faces, axis=1) for c in np.ascontiguousarray(np.moveaxis(vertices, -1, 0), np.float32))
     area_xy = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (x[..., 2] - x[..., 0]) * (y[..., 1] - y[..., 0])
-    return np.einsum("bf,bf->b", area_xy, z.sum(axis=2)) / 6.0
+    return np.einsum("bf,bf->b", area_xy.astype(np.float64), z.sum(axis=2, dtype=np.float64)) / 6.0
 
 
 def _vertex_normals(vertices: NDArray[np.float64], faces: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -857,28 +864,27 @@ def _landmark_frames(model: _AnnyModel, vertices: NDArray[np.float64], heads: ND
 def _pull_inside(model: _AnnyModel, bodies: AnnyBodies) -> None:
     """Set ``bodies.rule_pull``: the largest of 1, 0.8 ... 0 at which each rule point lies at least JOINT_MARGIN_MM
     under the skin around its joint (depth along the normal at the nearest skin vertex)."""
-    fractions = np.linspace(1.0, 0.0, 6)
     full = rule_landmarks(bodies)
     for n, name in enumerate(RULE_LANDMARKS):
-        ids, faces = model.joint_regions[name]
-        v = bodies.vertices_ras[:, ids].astype(np.float64)  # (B, Vr, 3)
-        corners = np.where(faces >= 0, faces, 0)
-        a, b, c = v[:, corners[:, 0]], v[:, corners[:, 1]], v[:, corners[:, 2]]
-        face_normals = np.cross(b - a, c - a)
-        normals = np.zeros_like(v)
-        for corner in range(3):
-            inside = faces[:, corner] >= 0
-            np.add.at(normals, (slice(None), faces[inside, corner]), face_normals[:, inside])
-        normals = _unit(normals)
+        ids, incident = model.joint_regions[name]
         origin = bodies.rule_origins_ras[:, n]
-        candidates = origin[:, None] + fractions[None, :, None] * (full[:, n] - origin)[:, None]  # (B, 6, 3)
-        gap = candidates[:, :, None] - v[:, None]  # (B, 6, Vr, 3)
-        nearest = np.argmin(np.einsum("bcvi,bcvi->bcv", gap, gap), axis=2)  # (B, 6)
-        rows = np.arange(len(v))[:, None]
-        depth = -np.einsum("bci,bci->bc", gap[rows, np.arange(len(fractions)), nearest], normals[rows, nearest])
-        deep_enough = depth >= JOINT_MARGIN_MM
-        deep_enough[:, -1] = True
-        bodies.rule_pull[:, n] = fractions[np.argmax(deep_enough, axis=1)]
+        todo = np.arange(len(bodies))
+        for fraction in np.linspace(1.0, 0.0, 6):
+            if fraction == 0.0 or not len(todo):
+                bodies.rule_pull[todo, n] = fraction
+                break
+            vertices = bodies.vertices_ras[todo].astype(np.float64)
+            point = origin[todo] + fraction * (full[todo, n] - origin[todo])
+            gap = point[:, None] - vertices[:, ids]
+            nearest = np.argmin(np.einsum("bvi,bvi->bv", gap, gap), axis=1)
+            faces = incident[nearest]  # (b, K)
+            corners = vertices[np.arange(len(todo))[:, None, None], model.faces[np.maximum(faces, 0)]]  # (b, K, 3, 3)
+            normals = np.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0])
+            normal = _unit(np.sum(normals * (faces >= 0)[..., None], axis=1))
+            depth = -np.einsum("bi,bi->b", gap[np.arange(len(todo)), nearest], normal)
+            deep = depth >= JOINT_MARGIN_MM
+            bodies.rule_pull[todo[deep], n] = fraction
+            todo = todo[~deep]
 
 
 def rule_landmarks(bodies: AnnyBodies, shoulder_rule: NDArray[np.float64] | None = None,
