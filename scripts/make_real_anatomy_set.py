@@ -1,5 +1,6 @@
-"""Build the real-anatomy development set: CT-like volumes of the mesh50_XCAT and HRA Visible Human phantoms with
-reference landmarks derived from their bones and skin (Resources/RealAnatomy/body/METHOD.md).
+"""Build the real-anatomy development set: CT-like volumes of the mesh50_XCAT and HRA Visible Human phantoms.
+
+The reference landmarks are derived from the phantoms' bones and skin (Resources/RealAnatomy/body/METHOD.md).
 
     python scripts/make_real_anatomy_set.py --anatomy body --out out/real_anatomy/body
     python scripts/make_real_anatomy_set.py --anatomy body --derive-only   # rewrite Resources/RealAnatomy/body
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output folder for the cases (required unless --derive-only)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     parser.add_argument("--cases", nargs="+", choices=[c.name for c in CASES], metavar="CASE",
-                        help="build only these cases (default: all)")
+                        help="build only these cases (None: all)")
     parser.add_argument("--derive-only", action="store_true",
                         help="derive the reference landmarks and write them, the CSV and the pictures into "
                              "--reference-dir; build no volume")

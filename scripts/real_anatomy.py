@@ -273,44 +273,41 @@ def knee_centre(femur_v: NDArray[np.float64], tibia_v: NDArray[np.float64], tibi
 # ---------------------------------------------------------------- subjects
 
 def xcat_subject(data_dir: Path, labels: NDArray[np.uint16] | None = None) -> Subject:
-    """mesh50_XCAT: all nine landmarks from its Body and Skeleton meshes (knee joint line from the label map)."""
+    """mesh50_XCAT: all nine landmarks from its Body and Skeleton meshes (knee joint line from the label map, which
+    is read from data_dir when not given)."""
     with zipfile.ZipFile(data_dir / XCAT_DIR / "mesh50XCAT_WholeBody.zip") as archive:
         skin = _stl_ras(archive, "WholeBody_Body.stl")
         skeleton = _stl_ras(archive, "WholeBody_Skeleton.stl")
+    if labels is None:
+        labels = read_xcat_labels(data_dir)
     parts = skeleton.split(only_watertight=False)
     size = np.array([np.linalg.norm(p.extents) for p in parts])
     centres = np.array([p.vertices.mean(axis=0) for p in parts])
-    subject = Subject("xcat_m50", "mesh50_XCAT phantom (Visible Human Male, 50th-percentile man)", skin, parts)
-    refs = [head_top(skin)]
+    refs = {"HeadTop": head_top(skin)}
+    midline = refs["HeadTop"].point_ras[0]
     sole = skin.vertices[:, 2].min()
-    arms = {}
     for side, sign in (("R", 1.0), ("L", -1.0)):
         arm = next(p for p, c in zip(parts, centres, strict=True)
                    if c[0] * sign > 150.0 and p.extents[2] > 500.0 and p.vertices[:, 2].max() > 400.0)
-        arms[side] = humeral_head(arm, f"Shoulder{side}")
+        shoulder = refs[f"Shoulder{side}"] = humeral_head(arm, f"Shoulder{side}")
         arm_end = arm.vertices[np.argmin(arm.vertices[:, 2])]
         small = [i for i in range(len(parts)) if size[i] < 70.0 and centres[i][0] * sign > 0]
         hand = [parts[i] for i in small if np.linalg.norm(centres[i] - arm_end) < 250.0 and centres[i][2] > sole + 200]
-        limb = _unit(np.mean([p.vertices.mean(axis=0) for p in hand], axis=0) - arms[side].point_ras)
-        rays = digit_rays(hand, limb)
+        limb = _unit(np.mean([p.vertices.mean(axis=0) for p in hand], axis=0) - shoulder.point_ras)
         # The four digits reaching furthest along the arm are the fingers (the thumb and carpal pieces end
         # proximal to them); palms face the thighs (SOURCE.md), so the thumb side is anterior.
-        fingers = sorted(rays, key=lambda r: -(hand[r[0]].vertices @ limb).max())[:4]
+        fingers = sorted(digit_rays(hand, limb), key=lambda r: -(hand[r[0]].vertices @ limb).max())[:4]
         fingers.sort(key=lambda r: -hand[r[0]].vertices.mean(axis=0)[1])
-        arms[f"finger{side}"] = bone_digit_tip(skin, hand, fingers[1], limb, f"MiddleFingerTip{side}",
-                                               "middle finger's")
-        feet_bones = skeleton.vertices[(skeleton.vertices[:, 2] < sole + 70.0) & (skeleton.vertices[:, 0] * sign > 0)]
+        refs[f"MiddleFingerTip{side}"] = bone_digit_tip(skin, hand, fingers[1], limb, f"MiddleFingerTip{side}",
+                                                        "middle finger's")
+        foot = skeleton.vertices[(skeleton.vertices[:, 2] < sole + 70.0) & (skeleton.vertices[:, 0] * sign > 0)]
         toes = [parts[i] for i in small if centres[i][2] < sole + 60.0]
-        toe_centre = np.mean([p.vertices.mean(axis=0) for p in toes], axis=0)
-        foot_axis = _unit(toe_centre - feet_bones.mean(axis=0))
-        toe_rays = digit_rays(toes, foot_axis)
-        big = min(toe_rays, key=lambda r: abs(toes[r[0]].vertices.mean(axis=0)[0]))
-        arms[f"toe{side}"] = bone_digit_tip(skin, toes, big, foot_axis, f"BigToe{side}", "great toe's")
-        arms[f"knee{side}"] = _xcat_knee(data_dir, labels, parts, size, centres, sign, f"Knee{side}")
-    refs += [arms["R"], arms["L"], arms["fingerR"], arms["fingerL"], arms["kneeR"], arms["kneeL"], arms["toeR"],
-             arms["toeL"]]
-    subject.references = refs
-    return subject
+        foot_axis = _unit(np.mean([p.vertices.mean(axis=0) for p in toes], axis=0) - foot.mean(axis=0))
+        big = min(digit_rays(toes, foot_axis), key=lambda r: abs(toes[r[0]].vertices.mean(axis=0)[0] - midline))
+        refs[f"BigToe{side}"] = bone_digit_tip(skin, toes, big, foot_axis, f"BigToe{side}", "great toe's")
+        refs[f"Knee{side}"] = _xcat_knee(labels, parts, size, centres, sign, f"Knee{side}")
+    title = "mesh50_XCAT phantom (Visible Human Male, 50th-percentile man)"
+    return Subject("xcat_m50", title, skin, parts, [refs[name] for name in LANDMARKS])
 
 
 def xcat_joint_line(labels: NDArray[np.uint16], sign: float, around_s: float) -> float:
@@ -323,12 +320,11 @@ def xcat_joint_line(labels: NDArray[np.uint16], sign: float, around_s: float) ->
     return float(k0 + int(np.argmin(area)) - 881.5)
 
 
-def _xcat_knee(data_dir: Path, labels: NDArray[np.uint16] | None, parts: list[trimesh.Trimesh], size: NDArray,
-               centres: NDArray, sign: float, name: str) -> Reference:
+def _xcat_knee(labels: NDArray[np.uint16], parts: list[trimesh.Trimesh], size: NDArray, centres: NDArray,
+               sign: float, name: str) -> Reference:
+    """Knee centre of one side: the patella locates the knee; femur and tibia are split at the joint line."""
     patella = next(i for i in range(len(parts)) if 30.0 < size[i] < 80.0 and centres[i][0] * sign > 50.0
                    and -500.0 < centres[i][2] < -250.0)
-    if labels is None:
-        labels = read_xcat_labels(data_dir)
     joint = xcat_joint_line(labels, sign, float(centres[patella][2]))
     legs = [p for i, p in enumerate(parts) if i != patella and size[i] >= 80.0]
     v = np.vstack([p.vertices for p in legs])

@@ -79,8 +79,9 @@ RECIPES = {
 
 
 BODY_STAGE2 = {
-    "steps": 1000,
-    "config": dict(anny_fraction=0.6, augmentation=Augmentation(mirror=0.5), lr=1e-3, seed=3),
+    "steps": 900,
+    "config": dict(anny_fraction=0.7, primitive_unknown=("ShoulderR", "ShoulderL", "KneeR", "KneeL"),
+                   augmentation=Augmentation(mirror=0.5), lr=1e-3, seed=3),
     "generators": ("primitive", "anny"),
     "description": "Whole-body CT: 9 landmarks (head top, shoulders, middle fingertips, knees, big toes). Trained on "
                    "anny (MakeHuman) and primitive synthetic bodies; a landmark is reported found only when the "
@@ -236,7 +237,8 @@ def body_model_card(config: TrainConfig, stage1_steps: int, metrics: dict[str, A
         f"- Stage 1: {stage1_steps} steps x {config.batch_size} synthetic primitive bodies (procedural anatomy).",
         f"- Stage 2, from stage 1's weights: {config.steps} steps x {config.batch_size} bodies, "
         f"{config.anny_fraction:.0%} from the anny body model (MakeHuman-based, `anny==0.6.2`: adults of both sexes "
-        "from its population prior, CT poses) and the rest primitive; seed "
+        "from its population prior, CT poses; landmark rules calibrated on the mesh50_XCAT phantom) and the rest "
+        f"primitive, whose joint centres ({', '.join(config.primitive_unknown)}) are left unknown; seed "
         f"{config.seed}, {config.optimizer} lr {config.lr}; augmentation: left-right mirror "
         f"(p = {config.augmentation.mirror}), field-of-view cuts, table remnants, holes, foreign objects, edge and "
         "depth noise, tilt.",

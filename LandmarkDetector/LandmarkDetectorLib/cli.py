@@ -317,8 +317,8 @@ def command_synth(args: argparse.Namespace) -> int:
             bar.set_postfix_str(message.split("] ")[-1])
 
         paths = synthesize_dataset(args.anatomy, args.count, args.seed, args.out, fmt=args.format,
-                                   overwrite=args.overwrite, progress=progress)
-    print(f"wrote {len(paths)} {args.anatomy} cases (seed {args.seed}) to {args.out}")
+                                   overwrite=args.overwrite, progress=progress, generator=args.generator)
+    print(f"wrote {len(paths)} {args.anatomy} cases ({args.generator}, seed {args.seed}) to {args.out}")
     return 0
 
 
@@ -497,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Write CT-like whole bodies or MR-like left hands as DIR/<case>.nii.gz (or .nrrd) with "
                             "ground truth DIR/<case>.mrk.json; the same seed gives identical files.")
     p.add_argument("--anatomy", choices=("body", "hand"), required=True, help="whole-body CT or left-hand MR")
+    p.add_argument("--generator", choices=("primitive", "anny"), default="primitive",
+                   help="bodies and hands built from primitive shapes, or from the anny body model (needs the "
+                        "train extra) (default primitive)")
     p.add_argument("-n", "--count", type=positive_int, required=True, help="number of cases")
     p.add_argument("--seed", type=non_negative_int, default=0, help="dataset seed (default 0)")
     p.add_argument("-o", "--out", required=True, help="output folder (created if missing)")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 
+from LandmarkDetectorLib.errors import InputError
 from LandmarkDetectorLib.framing import CanvasSpec
 from LandmarkDetectorLib.model import load_model
 from LandmarkDetectorLib.projection import ProjectionConfig
+from LandmarkDetectorLib.synthetic.anatomy import BODY_LANDMARKS
 from LandmarkDetectorLib.synthetic.dataset import synthesize_dataset
 from LandmarkDetectorLib.training.data import NO_AUGMENTATION, SyntheticSource
 from LandmarkDetectorLib.training.evaluate import (
@@ -100,6 +103,46 @@ def test_synthetic_batches_put_landmarks_on_the_body():
             assert silhouette[sample, max(r0 - 2, 0):r0 + 3, max(c0 - 2, 0):c0 + 3].any()
     body_depth = batch.inputs[:, 1][silhouette]
     assert abs(body_depth.mean()) < 0.05 and np.all(batch.inputs[:, 1][~silhouette] == 3.0)
+
+
+def test_anny_bodies_in_training_batches_and_primitive_joint_centres_masked():
+    pytest.importorskip("anny", reason="anny (the body model, train extra) is not installed")
+    spec = CanvasSpec(height=384, width=192, pixel_spacing_mm=6.0)
+    source = SyntheticSource("body", spec, NO_AUGMENTATION, anny_fraction=1.0)
+    batch = source.batch(3, np.random.default_rng(0))
+    assert batch.in_view.all() and batch.known.all()
+    silhouette = batch.inputs[:, 0] > 0.5
+    for sample in range(3):
+        for u, v in batch.uv[sample]:
+            r0, c0 = int(round(v)), int(round(u))
+            assert silhouette[sample, max(r0 - 2, 0):r0 + 3, max(c0 - 2, 0):c0 + 3].any()
+    masked = ("ShoulderR", "ShoulderL", "KneeR", "KneeL")
+    mixed = SyntheticSource("body", spec, NO_AUGMENTATION, anny_fraction=0.5, primitive_unknown=masked)
+    batch = mixed.batch(16, np.random.default_rng(4))
+    joint = [BODY_LANDMARKS.index(n) for n in masked]
+    primitive = ~batch.known[:, joint].any(axis=1)  # primitive samples lost their joint centres, anny ones did not
+    assert 0 < primitive.sum() < 16
+    assert batch.known[primitive][:, [0, 3, 4, 7, 8]].all() and batch.known[~primitive].all()
+    with pytest.raises(InputError, match="Elbow"):
+        SyntheticSource("body", spec, anny_fraction=0.5, primitive_unknown=("Elbow",))
+    with pytest.raises(InputError, match="anny_fraction"):
+        SyntheticSource("hand", spec, anny_fraction=1.5)
+
+
+def test_mirror_augmentation_keeps_right_landmarks_on_the_right():
+    """Mirrored samples swap the labels with the image, so a right shoulder stays on the image's left (the patient's
+    right in the AP view) and left-right is never learned from anything but the body."""
+    spec = CanvasSpec(height=192, width=96, pixel_spacing_mm=12.0)
+    plain = SyntheticSource("body", spec, NO_AUGMENTATION).batch(6, np.random.default_rng(2))
+    mirrored = SyntheticSource("body", spec, dataclasses.replace(NO_AUGMENTATION, mirror=1.0)).batch(
+        6, np.random.default_rng(2))
+    right, left = BODY_LANDMARKS.index("ShoulderR"), BODY_LANDMARKS.index("ShoulderL")
+    for batch in (plain, mirrored):
+        assert (batch.uv[:, right, 0] < batch.uv[:, left, 0]).all()
+    # The same bodies: the mirrored silhouettes are the plain ones flipped (up to the framing's resampling).
+    area = (plain.inputs[:, 0] > 0.5).sum(axis=(1, 2))
+    np.testing.assert_allclose(area, (mirrored.inputs[:, 0] > 0.5).sum(axis=(1, 2)), rtol=0.02)
+    assert not np.array_equal(plain.inputs[:, 0], mirrored.inputs[:, 0])
 
 
 def test_field_of_view_cuts_mark_landmarks_out_of_view():

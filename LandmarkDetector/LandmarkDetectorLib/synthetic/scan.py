@@ -13,6 +13,7 @@ below the patient (anterior when prone). Landmarks outside the volume are report
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,8 +219,61 @@ def ct_scan(anatomy: Anatomy, rng: np.random.Generator, config: CTScanConfig | N
     Returns:
         SyntheticScan; ``info`` names the patient position, file convention, field of view and spacing.
     """
-    config = config or CTScanConfig()
+    low, high = anatomy.skin.bounds_ras()
+    geometry = ct_geometry(rng, config or CTScanConfig(), low, high, anatomy.landmarks_ras)
+
+    def paint(labels: NDArray[np.uint8], first_label: int) -> NDArray[np.uint8]:
+        return voxelize(anatomy.tissues, geometry.shape_kji, geometry.ijk_to_ras, labels=labels,
+                        first_label=first_label)
+
+    return ct_volume(rng, geometry, low, high, paint, [t.name for t in anatomy.tissues], anatomy.landmark_names,
+                     anatomy.landmark_array())
+
+
+@dataclass(frozen=True)
+class CTGeometry:
+    """Where and how a CT case is scanned (drawn by ``ct_geometry``).
+
+    Attributes:
+        position: patient position, "HFS", "FFS", "HFP" or "FFP".
+        convention: file convention (FILE_CONVENTIONS key).
+        oblique: whether the direction matrix is tilted.
+        spacing_mm: (3,) voxel spacing along i, j, k.
+        fov_mm: transverse field of view.
+        cut: longitudinal field of view cut: "none", "head", "legs" or "head+legs".
+        ijk_to_ras: 4x4 voxel-centre -> RAS mm.
+        shape_kji: volume shape.
+    """
+
+    position: str
+    convention: str
+    oblique: bool
+    spacing_mm: NDArray[np.float64]
+    fov_mm: float
+    cut: str
+    ijk_to_ras: NDArray[np.float64]
+    shape_kji: tuple[int, int, int]
+
+    @property
+    def prone(self) -> bool:
+        return self.position.endswith("P")
+
+
+def ct_geometry(rng: np.random.Generator, config: CTScanConfig, low_ras: NDArray[np.float64],
+                high_ras: NDArray[np.float64], landmarks_ras: dict[str, NDArray[np.float64]],
+                prone: bool | None = None) -> CTGeometry:
+    """Random scan conditions and voxel grid for a body lying on a table at A = 0 (any body generator).
+
+    Args:
+        rng: random generator.
+        config: ranges of the scan conditions.
+        low_ras, high_ras: the body's bounding box, RAS mm.
+        landmarks_ras: at least ShoulderR/L and KneeR/L (where field-of-view cuts fall).
+        prone: the patient's position if the body decides it (None: drawn with config.p_prone).
+    """
     position = ("FF" if rng.random() < config.p_feet_first else "HF") + ("P" if rng.random() < config.p_prone else "S")
+    if prone is not None:
+        position = position[:2] + ("P" if prone else "S")
     convention = str(rng.choice(list(FILE_CONVENTIONS)))
     direction = PATIENT_POSITIONS[position] * np.array(FILE_CONVENTIONS[convention], dtype=np.float64)
     oblique = bool(rng.random() < config.p_oblique)
@@ -227,8 +281,7 @@ def ct_scan(anatomy: Anatomy, rng: np.random.Generator, config: CTScanConfig | N
         direction = _random_rotation(rng, 10.0) @ direction
     in_plane = float(rng.uniform(*config.in_plane_mm))
     spacing = np.array([in_plane, in_plane, float(rng.uniform(*config.slice_mm))])
-    low, high = anatomy.skin.bounds_ras()
-    lm = anatomy.landmarks_ras
+    low, high, lm = low_ras, high_ras, landmarks_ras
     fov = float(rng.uniform(*config.fov_mm))
     centre_x = float(rng.normal(0.0, 15.0))
     centre_y = 0.45 * high[1] + float(rng.normal(0.0, 20.0))
@@ -245,21 +298,40 @@ def ct_scan(anatomy: Anatomy, rng: np.random.Generator, config: CTScanConfig | N
     box_low = np.array([centre_x - fov / 2, centre_y - fov / 2, z_low])
     box_high = np.array([centre_x + fov / 2, centre_y + fov / 2, z_high])
     ijk_to_ras, shape_kji = grid_covering(direction, spacing, box_low, box_high)
-    prone = position.endswith("P")
-    table_tissues, table_labels = _table(rng, prone, float(low[1]), float(high[1]))
+    return CTGeometry(position, convention, oblique, spacing, fov, cut, ijk_to_ras, shape_kji)
+
+
+def ct_volume(rng: np.random.Generator, geometry: CTGeometry, low_ras: NDArray[np.float64],
+              high_ras: NDArray[np.float64],
+              paint: Callable[[NDArray[np.uint8], int], NDArray[np.uint8]], tissue_names: list[str],
+              landmark_names: tuple[str, ...], landmarks_ras: NDArray[np.float64]) -> SyntheticScan:
+    """The CT volume of a body on ``geometry``'s grid: table (and mattress), the body's tissues, HU and noise.
+
+    Args:
+        rng: random generator (table, intensities, noise).
+        geometry: from ``ct_geometry``.
+        low_ras, high_ras: the body's bounding box, RAS mm (the table lies against it).
+        paint: paints the body's tissues into a label volume: ``paint(labels, first_label)`` gives tissue t the
+            label first_label + t (later tissues over earlier ones) and returns the labels.
+        tissue_names: CT_TISSUE_HU keys of the painted tissues, in label order.
+        landmark_names, landmarks_ras: the ground truth, (L,) and (L, 3) RAS mm.
+    """
+    shape_kji, ijk_to_ras = geometry.shape_kji, geometry.ijk_to_ras
+    low, high = low_ras, high_ras
+    table_tissues, table_labels = _table(rng, geometry.prone, float(low[1]), float(high[1]))
     labels = _table_labels(table_tissues, shape_kji, ijk_to_ras, float(low[2]), float(high[2]))
-    labels = voxelize(anatomy.tissues, shape_kji, ijk_to_ras, labels=labels, first_label=len(table_labels) + 1)
-    names = ["air"] + table_labels + [t.name for t in anatomy.tissues]
+    labels = paint(labels, len(table_labels) + 1)
+    names = ["air"] + table_labels + list(tissue_names)
     lut = np.array([-1000.0] + [float(rng.uniform(*CT_TISSUE_HU[name])) for name in names[1:]], dtype=np.float32)
     noise_hu = float(rng.uniform(6.0, 25.0))
     voxels = np.rint(lut).astype(np.int16)[labels]
     voxels += _noise(rng, shape_kji, noise_hu)
     np.maximum(voxels, np.int16(-1024), out=voxels)  # the darkest CT value; the LUT keeps the top below 3071
-    points = anatomy.landmark_array()
-    info = {"anatomy": "body", "position": position, "convention": convention, "oblique": oblique,
-            "spacing_mm": spacing.tolist(), "fov_mm": fov, "cut": cut, "noise_hu": noise_hu,
-            "table": table_tissues["kind"], "shape_kji": list(shape_kji)}
-    return SyntheticScan(voxels, ijk_to_ras, anatomy.landmark_names, points,
+    points = np.asarray(landmarks_ras, dtype=np.float64)
+    info = {"anatomy": "body", "position": geometry.position, "convention": geometry.convention,
+            "oblique": geometry.oblique, "spacing_mm": geometry.spacing_mm.tolist(), "fov_mm": geometry.fov_mm,
+            "cut": geometry.cut, "noise_hu": noise_hu, "table": table_tissues["kind"], "shape_kji": list(shape_kji)}
+    return SyntheticScan(voxels, ijk_to_ras, tuple(landmark_names), points,
                          landmarks_in_view(points, ijk_to_ras, shape_kji), info)
 
 
@@ -347,7 +419,41 @@ def mr_hand_scan(anatomy: Anatomy, rng: np.random.Generator, config: MRScanConfi
         rng: random generator for orientation, spacing, intensities and noise.
         config: ranges of the scan conditions.
     """
-    config = config or MRScanConfig()
+    low, high = anatomy.skin.bounds_ras()
+    geometry = mr_geometry(rng, config or MRScanConfig(), low, high)
+    labels = voxelize(anatomy.tissues, geometry.shape_kji, geometry.ijk_to_ras)
+    return mr_volume(rng, geometry, labels, [t.name for t in anatomy.tissues], anatomy.landmark_names,
+                     anatomy.landmark_array())
+
+
+@dataclass(frozen=True)
+class MRGeometry:
+    """Where and how a hand MR case is scanned (drawn by ``mr_geometry``).
+
+    Attributes:
+        axes: permutation of the RAS axes that the voxel axes follow (before signs and any tilt).
+        oblique: whether the direction matrix is tilted.
+        spacing_mm: (3,) voxel spacing along i, j, k.
+        ijk_to_ras: 4x4 voxel-centre -> RAS mm.
+        shape_kji: volume shape.
+    """
+
+    axes: NDArray[np.int64]
+    oblique: bool
+    spacing_mm: NDArray[np.float64]
+    ijk_to_ras: NDArray[np.float64]
+    shape_kji: tuple[int, int, int]
+
+
+def mr_geometry(rng: np.random.Generator, config: MRScanConfig, low_ras: NDArray[np.float64],
+                high_ras: NDArray[np.float64]) -> MRGeometry:
+    """Random axis order, signs, tilt, spacing and margins of a hand MR grid around a RAS box (any hand generator).
+
+    Args:
+        rng: random generator.
+        config: ranges of the scan conditions.
+        low_ras, high_ras: the hand's bounding box, RAS mm.
+    """
     perm = rng.permutation(3)
     direction = np.eye(3)[:, perm] * rng.choice([-1.0, 1.0], size=3)
     if np.linalg.det(direction) < 0:
@@ -357,24 +463,37 @@ def mr_hand_scan(anatomy: Anatomy, rng: np.random.Generator, config: MRScanConfi
         direction = _random_rotation(rng, 20.0) @ direction
     in_plane = float(rng.uniform(*config.in_plane_mm))
     spacing = np.array([in_plane, in_plane, float(rng.uniform(*config.slice_mm))])
-    low, high = anatomy.skin.bounds_ras()
     margin_low = rng.uniform(*config.margin_mm, size=3)
     margin_high = rng.uniform(*config.margin_mm, size=3)
-    ijk_to_ras, shape_kji = grid_covering(direction, spacing, low - margin_low, high + margin_high)
-    labels = voxelize(anatomy.tissues, shape_kji, ijk_to_ras)
-    names = [t.name for t in anatomy.tissues]
+    ijk_to_ras, shape_kji = grid_covering(direction, spacing, low_ras - margin_low, high_ras + margin_high)
+    return MRGeometry(perm, oblique, spacing, ijk_to_ras, shape_kji)
+
+
+def mr_volume(rng: np.random.Generator, geometry: MRGeometry, labels: NDArray[np.uint8], tissue_names: list[str],
+              landmark_names: tuple[str, ...], landmarks_ras: NDArray[np.float64]) -> SyntheticScan:
+    """The MR volume of a hand's tissue labels on ``geometry``'s grid: T1 signal per tissue, bias field, Rician noise.
+
+    Args:
+        rng: random generator (intensities, bias field, noise).
+        geometry: from ``mr_geometry``.
+        labels: uint8 [k, j, i]: 0 air, t + 1 for tissue t.
+        tissue_names: MR_TISSUE_SIGNAL keys of the labels 1, 2, ...
+        landmark_names, landmarks_ras: the ground truth, (L,) and (L, 3) RAS mm.
+    """
+    shape_kji = geometry.shape_kji
     s0 = float(rng.uniform(400.0, 1600.0))
-    lut = np.array([0.0] + [s0 * float(rng.uniform(*MR_TISSUE_SIGNAL[name])) for name in names], dtype=np.float32)
+    lut = np.array([0.0] + [s0 * float(rng.uniform(*MR_TISSUE_SIGNAL[name])) for name in tissue_names],
+                   dtype=np.float32)
     signal = lut[labels] * _bias_field(rng, shape_kji)
     sigma = np.float32(s0 * float(rng.uniform(0.01, 0.04)))
     real = signal + rng.standard_normal(shape_kji, dtype=np.float32) * sigma
     imag = rng.standard_normal(shape_kji, dtype=np.float32) * sigma
     voxels = np.clip(np.rint(np.sqrt(real * real + imag * imag)), 0, 32767).astype(np.int16)
-    points = anatomy.landmark_array()
-    info = {"anatomy": "hand", "oblique": oblique, "spacing_mm": spacing.tolist(), "axes": perm.tolist(),
-            "signal": s0, "noise_sigma": float(sigma), "shape_kji": list(shape_kji)}
-    return SyntheticScan(voxels, ijk_to_ras, anatomy.landmark_names, points,
-                         landmarks_in_view(points, ijk_to_ras, shape_kji), info)
+    points = np.asarray(landmarks_ras, dtype=np.float64)
+    info = {"anatomy": "hand", "oblique": geometry.oblique, "spacing_mm": geometry.spacing_mm.tolist(),
+            "axes": geometry.axes.tolist(), "signal": s0, "noise_sigma": float(sigma), "shape_kji": list(shape_kji)}
+    return SyntheticScan(voxels, geometry.ijk_to_ras, tuple(landmark_names), points,
+                         landmarks_in_view(points, geometry.ijk_to_ras, shape_kji), info)
 
 
 def _bias_field(rng: np.random.Generator, shape_kji: tuple[int, int, int]) -> NDArray[np.float32]:

@@ -252,28 +252,34 @@ class SyntheticSource:
         kind: "body" or "hand".
         spec: network canvas.
         augmentation: what to simulate of real scans.
-        anny_fraction: share of whole bodies drawn from the anny body model (``synthetic.anny_body``, needs the
-            ``anny`` package) rather than the primitive generator.
+        anny_fraction: share of bodies or hands drawn from the anny body model (``synthetic.anny_body``,
+            ``synthetic.anny_hand``; needs the ``anny`` package) rather than the primitive generator.
+        primitive_unknown: landmarks whose primitive-body positions are not trusted (joint centres whose rules were
+            never calibrated on real anatomy): unknown in primitive samples, so that only the anny bodies teach them.
     """
 
     def __init__(self, kind: str, spec: CanvasSpec, augmentation: Augmentation = Augmentation(),
-                 anny_fraction: float = 0.0):
-        if not 0.0 <= anny_fraction <= 1.0 or (anny_fraction > 0 and kind != "body"):
-            raise InputError(f"anny_fraction must be in [0, 1] (whole bodies only), got {anny_fraction} for {kind}.")
+                 anny_fraction: float = 0.0, primitive_unknown: tuple[str, ...] = ()):
+        if not 0.0 <= anny_fraction <= 1.0:
+            raise InputError(f"anny_fraction must be in [0, 1], got {anny_fraction}.")
         self.kind = KINDS[kind]
         self.spec = spec
         self.augmentation = augmentation
         self.anny_fraction = anny_fraction
         self.partners = mirror_partners(self.kind.landmarks)
+        unknown = set(primitive_unknown) - set(self.kind.landmarks)
+        if unknown:
+            raise InputError(f"primitive_unknown names landmarks {sorted(unknown)} that {kind} does not have.")
+        self.primitive_known = np.array([name not in primitive_unknown for name in self.kind.landmarks])
         w_mm, h_mm = self.kind.render_extent_mm
         self.shape_vu = (int(h_mm / spec.pixel_spacing_mm) + 1, int(w_mm / spec.pixel_spacing_mm) + 1)
 
     def batch(self, size: int, rng: np.random.Generator) -> Batch:
         """``size`` random samples."""
         from_anny = int(rng.binomial(size, self.anny_fraction)) if self.anny_fraction > 0 else 0
-        renders = self._primitive_renders(size - from_anny, rng)
+        renders = [(*r, self.primitive_known) for r in self._primitive_renders(size - from_anny, rng)]
         if from_anny:
-            renders += self._anny_renders(from_anny, rng)
+            renders += [(*r, None) for r in self._anny_renders(from_anny, rng)]
         return Batch.stack([self._sample(*render, rng) for render in renders])
 
     def _primitive_renders(self, size: int, rng: np.random.Generator) -> list[tuple]:
@@ -295,12 +301,18 @@ class SyntheticSource:
                 for depth, grid, (low, high), anatomy in zip(depths, grids, boxes, anatomies, strict=True)]
 
     def _anny_renders(self, size: int, rng: np.random.Generator) -> list[tuple]:
-        """(depth, grid, box low, box high, landmarks) of ``size`` bodies of the anny body model."""
-        from ..synthetic.anny_body import sample_anny_bodies
+        """(depth, grid, box low, box high, landmarks) of ``size`` bodies or hands of the anny body model."""
         from ..synthetic.mesh import render_mesh_batch
 
-        bodies = sample_anny_bodies(rng, size)
-        vertices, points = bodies.vertices_ras.astype(np.float64), bodies.landmarks_ras.astype(np.float64)
+        if self.kind.name == "hand":
+            from ..synthetic.anny_hand import sample_anny_hands
+
+            meshes = sample_anny_hands(rng, size)
+        else:
+            from ..synthetic.anny_body import sample_anny_bodies
+
+            meshes = sample_anny_bodies(rng, size)
+        vertices, points = meshes.vertices_ras.astype(np.float64), meshes.landmarks_ras.astype(np.float64)
         if self.augmentation.tilt_deg > 0:
             for b in range(size):
                 m = _tilt_matrix(vertices[b].min(axis=0), vertices[b].max(axis=0),
@@ -309,15 +321,16 @@ class SyntheticSource:
                 points[b] = points[b] @ m[:3, :3].T + m[:3, 3]
         lows, highs = vertices.min(axis=1), vertices.max(axis=1)
         grids = np.stack([self._grid(low, high) for low, high in zip(lows, highs, strict=True)])
-        depths = render_mesh_batch(vertices, bodies.faces, grids, self.shape_vu)
+        depths = render_mesh_batch(vertices, meshes.faces, grids, self.shape_vu)
         names = self.kind.landmarks
         return [(depth, grid, low, high, dict(zip(names, p, strict=True)))
                 for depth, grid, low, high, p in zip(depths, grids, lows, highs, points, strict=True)]
 
     def _sample(self, depth: NDArray[np.float32], grid: NDArray[np.float64], low: NDArray[np.float64],
-                high: NDArray[np.float64], landmarks: dict[str, NDArray[np.float64]], rng: np.random.Generator
-                ) -> Batch:
-        """One training sample from a render: field of view, mirror, corruptions, framing, targets."""
+                high: NDArray[np.float64], landmarks: dict[str, NDArray[np.float64]],
+                known: NDArray[np.bool_] | None, rng: np.random.Generator) -> Batch:
+        """One training sample from a render: field of view, mirror, corruptions, framing, targets (``known``: which
+        landmarks to teach; None: all)."""
         aug = self.augmentation
         field_low, field_high = _field_of_view(low, high, landmarks, self.kind.name, aug, rng)
         image = _crop_to_field(depth, grid, field_low, field_high)
@@ -325,9 +338,10 @@ class SyntheticSource:
         in_view = np.all((points >= field_low) & (points <= field_high), axis=1)
         if aug.mirror > 0 and self.partners is not None and rng.random() < aug.mirror:
             image, points, in_view = _mirrored(image, points, in_view, self.partners)
+            known = None if known is None else known[self.partners]
         image = _augment(image, aug, rng)
         canvas = frame(image, self.spec, origin_uv=self._jittered_origin(image, rng))
-        return targets(canvas, points, in_view)
+        return targets(canvas, points, in_view, known)
 
     def _grid(self, low: NDArray[np.float64], high: NDArray[np.float64]) -> NDArray[np.float64]:
         """AP grid of canvas-spacing pixels centred on the box (low, high), front plane at its most anterior point."""

@@ -62,6 +62,7 @@ class TrainConfig:
         threads: torch CPU threads for the network.
         augmentation: simulated scan conditions.
         anny_fraction: share of whole bodies from the anny body model (the rest from the primitive generator).
+        primitive_unknown: landmarks that primitive bodies do not teach (``SyntheticSource``).
         loss: loss weights.
     """
 
@@ -85,6 +86,7 @@ class TrainConfig:
     threads: int = 2
     augmentation: Augmentation = field(default_factory=Augmentation)
     anny_fraction: float = 0.0
+    primitive_unknown: tuple[str, ...] = ()
     loss: LossWeights = field(default_factory=LossWeights)
 
     def __post_init__(self) -> None:
@@ -110,7 +112,7 @@ class TrainConfig:
         unknown = set(values) - known
         if unknown:
             raise InputError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}.")
-        values = {k: tuple(v) if k == "unet_levels" else v for k, v in values.items()}
+        values = {k: tuple(v) if k in ("unet_levels", "primitive_unknown") else v for k, v in values.items()}
         nested = {"canvas": CanvasSpec.from_dict, "projection": ProjectionConfig.from_dict,
                   "augmentation": lambda v: Augmentation(**_tuples(v)), "loss": lambda v: LossWeights(**v)}
         for name, build in nested.items():
@@ -142,7 +144,7 @@ class _SyntheticStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         source = SyntheticSource(self.config.anatomy, self.config.canvas, self.config.augmentation,
-                                 self.config.anny_fraction)
+                                 self.config.anny_fraction, self.config.primitive_unknown)
         step = self.start_step + worker
         while True:
             yield source.batch(self.config.batch_size, np.random.default_rng([self.config.seed, 1, step]))
@@ -159,7 +161,8 @@ def to_tensors(batch: Batch, device: str = "cpu") -> tuple[torch.Tensor, Targets
 
 def validation_set(config: TrainConfig) -> Batch:
     """Held-out synthetic samples from a seed stream that training never draws from."""
-    source = SyntheticSource(config.anatomy, config.canvas, config.augmentation, config.anny_fraction)
+    source = SyntheticSource(config.anatomy, config.canvas, config.augmentation, config.anny_fraction,
+                             config.primitive_unknown)
     batches = [source.batch(min(64, config.validation_size - start), np.random.default_rng([config.seed, 2, start]))
                for start in range(0, config.validation_size, 64)]
     return Batch.stack(batches)

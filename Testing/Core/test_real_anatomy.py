@@ -1,0 +1,216 @@
+"""The real-anatomy development set (scripts/make_real_anatomy_set.py, scripts/real_anatomy.py): the reference
+landmarks are reproducible and anatomically right, and the volumes have the geometry and layout of ``synth``."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LandmarkDetectorLib.evaluation import compare_cases
+from LandmarkDetectorLib.markups import PointList, read_markups, write_markups
+from LandmarkDetectorLib.synthetic.scan import landmarks_in_view
+from LandmarkDetectorLib.volume_io import read_volume
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import make_real_anatomy_set as make  # noqa: E402
+import real_anatomy as ra  # noqa: E402
+
+SKIN_POINTS = ("HeadTop", "MiddleFingerTipR", "MiddleFingerTipL", "BigToeR", "BigToeL")
+JOINT_CENTRES = ("ShoulderR", "ShoulderL", "KneeR", "KneeL")
+CASES = {case.name: case for case in make.CASES}
+
+
+@pytest.fixture(scope="module")
+def data_dir(shared_dir: Path) -> Path:
+    folder = shared_dir / "data"
+    if not (folder / ra.XCAT_DIR / ra.XCAT_LABEL_ZIP).is_file():
+        pytest.skip(f"{folder / ra.XCAT_DIR} not found")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def labels(data_dir: Path) -> np.ndarray:
+    return ra.read_xcat_labels(data_dir)
+
+
+@pytest.fixture(scope="module")
+def subjects(data_dir: Path, labels: np.ndarray) -> dict[str, ra.Subject]:
+    return make.derive_subjects(data_dir, labels)
+
+
+@pytest.fixture(scope="module")
+def built(subjects: dict[str, ra.Subject], labels: np.ndarray) -> dict[str, tuple]:
+    """Four cases in memory: mesh50_XCAT (RAS file, table; LPS file, table, head cut off), HRA male (RAS file,
+    table), HRA female (RAS file)."""
+    names = ("xcat_m50_s5_table_ras", "xcat_m50_s5_table_nohead", "hra_vhm_s5_table_ras", "hra_vhf_s5_ras")
+    return {name: make.build_case(CASES[name], subjects[CASES[name].subject],
+                                  labels if CASES[name].subject == "xcat_m50" else None) for name in names}
+
+
+def test_derivation_reproduces_the_committed_landmarks(subjects: dict[str, ra.Subject]) -> None:
+    with open(make.REFERENCE_DIR / "landmarks.csv", newline="") as f:
+        rows = {(row["subject"], row["name"]): row for row in csv.DictReader(f)}
+    assert len(rows) == 9 + 7 + 7
+    for key, subject in subjects.items():
+        committed = read_markups(make.REFERENCE_DIR / f"{key}.mrk.json")
+        assert committed.labels == [r.name for r in subject.references]
+        for r in subject.references:
+            point = committed.get(r.name)
+            assert np.linalg.norm(np.subtract(point.position_ras, r.point_ras)) < 0.1, (key, r.name)
+            assert point.description == r.description
+            row = rows[(key, r.name)]
+            assert np.allclose([float(row[c]) for c in "RAS"], r.point_ras, atol=0.01)
+            assert float(row["uncertainty_mm"]) == pytest.approx(r.uncertainty_mm, abs=0.05)
+
+
+def test_hra_subjects_have_no_shoulder_points(subjects: dict[str, ra.Subject]) -> None:
+    """No humerus in the HRA models: the shoulders are left out (unknown), not written as "undefined"."""
+    assert [r.name for r in subjects["xcat_m50"].references] == list(ra.LANDMARKS)
+    for key in ("hra_vhm", "hra_vhf"):
+        assert [r.name for r in subjects[key].references] == [n for n in ra.LANDMARKS if "Shoulder" not in n]
+
+
+def test_uncertainties_are_small_and_stated(subjects: dict[str, ra.Subject]) -> None:
+    for subject in subjects.values():
+        for r in subject.references:
+            assert ra.SURFACE_MM <= r.uncertainty_mm < 15.0, (subject.key, r.name)
+            assert r.description.startswith(f"reference; uncertainty {r.uncertainty_mm:.1f} mm; ")
+
+
+def test_left_and_right_are_on_their_sides(subjects: dict[str, ra.Subject]) -> None:
+    """R > 0 is the patient's right (RAS); paired points mirror each other about the head top's R within 4 cm."""
+    for subject in subjects.values():
+        points = {r.name: r.point_ras for r in subject.references}
+        midline = points["HeadTop"][0]
+        for stem in ("Shoulder", "MiddleFingerTip", "Knee", "BigToe"):
+            if f"{stem}R" in points:
+                right, left = points[f"{stem}R"], points[f"{stem}L"]
+                assert right[0] > 50.0 and left[0] < -50.0, (subject.key, stem)
+                mirrored = np.array([2 * midline - right[0], right[1], right[2]])
+                assert np.linalg.norm(mirrored - left) < 40.0, (subject.key, stem)
+
+
+def test_shoulder_centres_are_in_the_humeral_head(subjects: dict[str, ra.Subject], labels: np.ndarray) -> None:
+    """The sphere centre lies in bone of the 1 mm label map or within 3 mm of it; radius of a humeral head."""
+    to_ijk = np.linalg.inv(ra.XCAT_IJK_TO_RAS)
+    for name in ("ShoulderR", "ShoulderL"):
+        r = subjects["xcat_m50"].reference(name)
+        i, j, k = np.rint(r.point_ras @ to_ijk[:3, :3].T + to_ijk[:3, 3]).astype(int)
+        around = labels[k - 3:k + 4, j - 3:j + 4, i - 3:i + 4]
+        assert (around == ra.XCAT_BONE_LABEL).any(), name
+        radius = float(r.method.split("r=")[1].split(" ")[0])
+        assert 18.0 < radius < 30.0
+
+
+def _voxel(point_ras: np.ndarray, ijk_to_ras: np.ndarray) -> np.ndarray:
+    to_ijk = np.linalg.inv(ijk_to_ras)
+    return point_ras @ to_ijk[:3, :3].T + to_ijk[:3, 3]
+
+
+@pytest.mark.slow
+def test_landmarks_are_anatomically_right_in_the_volumes(built: dict[str, tuple]) -> None:
+    """Skin points: body and air within one voxel. Joint centres: body all around (one voxel)."""
+    for name, (voxels, ijk_to_ras, points, _) in built.items():
+        body = voxels > -500
+        for point in points.points:
+            cut = (name, point.label) == ("xcat_m50_s5_table_nohead", "HeadTop")
+            assert (point.status == "defined") != cut, (name, point.label)
+            if point.status != "defined":
+                continue
+            i, j, k = np.rint(_voxel(np.array(point.position_ras), ijk_to_ras)).astype(int)
+            around = body[max(k - 1, 0):k + 2, max(j - 1, 0):j + 2, max(i - 1, 0):i + 2]
+            if point.label in SKIN_POINTS:
+                assert around.any() and not around.all(), (name, point.label)
+            else:
+                assert point.label in JOINT_CENTRES
+                assert around.all(), (name, point.label)
+
+
+@pytest.mark.slow
+def test_the_liver_is_on_the_patients_right(built: dict[str, tuple], labels: np.ndarray) -> None:
+    """Left and right are not swapped: mean HU of a 30 mm cube at the liver's centre (60 HU) against its mirror
+    image across the midline (40 HU soft tissue)."""
+    liver_kji = np.argwhere(labels[::4, ::4, ::4] == 5).mean(axis=0) * 4
+    liver_ras = ra.XCAT_IJK_TO_RAS[:3, :3] @ liver_kji[::-1] + ra.XCAT_IJK_TO_RAS[:3, 3]
+    assert liver_ras[0] > 30.0
+    for name in ("xcat_m50_s5_table_ras", "xcat_m50_s5_table_nohead"):  # a RAS and an LPS file
+        voxels, ijk_to_ras, _, _ = built[name]
+
+        def mean_hu(centre_ras: np.ndarray) -> float:
+            i, j, k = np.rint(_voxel(centre_ras, ijk_to_ras)).astype(int)  # noqa: B023
+            return float(voxels[k - 3:k + 4, j - 5:j + 6, i - 5:i + 6].mean())  # noqa: B023
+
+        assert mean_hu(liver_ras) > mean_hu(liver_ras * [-1, 1, 1]) + 10.0, name
+
+
+@pytest.mark.slow
+def test_volumes_have_the_geometry_and_layout_of_synth(built: dict[str, tuple], tmp_path: Path) -> None:
+    name = "xcat_m50_s5_table_ras"
+    voxels, ijk_to_ras, points, info = built[name]
+    assert voxels.dtype == np.int16 and voxels.shape == tuple(info["shape_kji"])
+    assert np.allclose(np.linalg.norm(ijk_to_ras[:3, :3], axis=0), [3.0, 3.0, 5.0])
+    assert np.allclose(np.diag(ijk_to_ras)[:3], [3.0, 3.0, 5.0])  # a RAS file: i to the right, j to anterior
+    make.write_volume(tmp_path / f"{name}.nii.gz", voxels, ijk_to_ras)
+    write_markups(tmp_path / f"{name}.mrk.json", points)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.mrk.json", f"{name}.nii.gz"]
+    volume = read_volume(tmp_path / f"{name}.nii.gz")
+    assert np.allclose(volume.ijk_to_ras, ijk_to_ras, atol=1e-4)
+    read_back = read_markups(tmp_path / f"{name}.mrk.json")
+    assert read_back.labels == list(ra.LANDMARKS)
+    assert np.allclose(read_back.positions_ras(), points.positions_ras(), atol=1e-6)
+    head = np.array(read_back.get("HeadTop").position_ras)
+    knee = np.array(read_back.get("KneeR").position_ras)
+    for offset, inside in ((-20.0, True), (8.0, False)):  # below the vertex is head, above it air
+        i, j, k = np.rint(_voxel(head + [0, 0, offset], volume.ijk_to_ras)).astype(int)
+        assert (volume.voxels_kji[k, j, i] > -500) == inside
+    i, j, k = np.rint(_voxel(knee, volume.ijk_to_ras)).astype(int)
+    assert volume.voxels_kji[k, j, i] > 0  # soft tissue or bone of the right knee, not the left
+
+
+def test_field_of_view_cases(subjects: dict[str, ra.Subject]) -> None:
+    """Cut cases mark the cut landmarks undefined; the edge case keeps vertex and toes, 1 mm inside its end slices."""
+    subject = subjects["xcat_m50"]
+    points = np.array([r.point_ras for r in subject.references])
+    expect_out = {"xcat_m50_s5_table_nohead": {"HeadTop"},
+                  "xcat_m50_s3_nolegs_ras": {"KneeR", "KneeL", "BigToeR", "BigToeL"}}
+    for case in make.CASES:
+        if case.subject != "xcat_m50":
+            continue
+        ijk_to_ras, shape_kji = make.case_grid(case, subject, 100.0 if case.table else 0.0)
+        in_view = landmarks_in_view(points, ijk_to_ras, shape_kji)
+        out = {r.name for r, ok in zip(subject.references, in_view, strict=True) if not ok}
+        assert out == expect_out.get(case.name, set()), case.name
+    edge = CASES["xcat_m50_s3_table_edge"]
+    ijk_to_ras, shape_kji = make.case_grid(edge, subject, 0.0)
+    k = {r.name: _voxel(r.point_ras, ijk_to_ras)[2] for r in subject.references}
+    half = 0.5 + 1e-6
+    assert shape_kji[0] - 1 < k["HeadTop"] < shape_kji[0] - 1 + half
+    assert min(k["BigToeR"], k["BigToeL"]) == pytest.approx(-1.0 / ijk_to_ras[2, 2], abs=1e-6)
+
+
+def test_missing_reference_landmarks_are_not_evaluated(tmp_path: Path) -> None:
+    """HRA files leave the shoulders out: evaluate skips them instead of counting them as out of view."""
+    truth, pred = tmp_path / "truth", tmp_path / "pred"
+    truth.mkdir()
+    pred.mkdir()
+    reference = read_markups(make.REFERENCE_DIR / "hra_vhf.mrk.json")
+    write_markups(truth / "case.mrk.json", reference)
+    guess = PointList.from_arrays(list(ra.LANDMARKS), np.zeros((9, 3)))
+    write_markups(pred / "case.mrk.json", guess)
+    rows, _ = compare_cases({"model": pred}, truth)
+    assert sorted(c.landmark for c in rows) == sorted(n for n in ra.LANDMARKS if "Shoulder" not in n)
+    assert all(c.truth_in_view for c in rows)
+
+
+def test_sphere_fit_recovers_a_sphere() -> None:
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(200, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    points = np.array([10.0, -5.0, 3.0]) + 24.0 * directions
+    centre, radius, rms = ra.sphere_fit(points)
+    assert np.allclose(centre, [10.0, -5.0, 3.0]) and radius == pytest.approx(24.0) and rms < 1e-9
