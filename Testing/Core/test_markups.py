@@ -415,3 +415,21 @@ def test_from_arrays():
         PointList.from_arrays(["a"], [[1, 2, 3]], defined=[True, True])
     with pytest.raises(InputError, match="finite position"):
         PointList.from_arrays(["a"], [[np.nan, 2, 3]], defined=[True])
+
+
+def test_from_arrays_defaults_to_no_name_and_empty_descriptions():
+    points = PointList.from_arrays(["A", "B"], [[1.0, 2.0, 3.0], [np.nan, 0.0, 0.0]])
+    assert points.name == "" and [p.description for p in points.points] == ["", ""]
+    assert [p.status for p in points.points] == ["defined", "undefined"]
+
+
+@pytest.mark.parametrize("length, shown", [(78, f"'{'x' * 78}'"), (79, f"'{'x' * 76}..."), (200, f"'{'x' * 76}...")])
+def test_a_bad_value_is_quoted_in_the_message_up_to_80_characters(tmp_path, length, shown):
+    """The value's repr() (quotes included) whole up to 80 characters, else its first 77 and "..."."""
+    path = tmp_path / "bad.fcsv"
+    path.write_text("# Markups fiducial file version = 4.11\n# CoordinateSystem = LPS\n"
+                    f"# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID\n"
+                    f"1,{'x' * length},2,3,0,0,0,1,1,1,0,A,,\n")
+    with pytest.raises(FileFormatError) as error:
+        read_markups(path)
+    assert f"got {shown};" in str(error.value)
