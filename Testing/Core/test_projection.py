@@ -285,14 +285,15 @@ def test_config_round_trip_and_validation():
         ProjectionConfig(pixel_spacing_mm=0)
 
 
-def test_oblique_samplers_agree_on_voxel_centres_and_refuse_outside():
+@pytest.mark.parametrize("shape_kji", [(5, 6, 7), (3, 4, 2)])  # (3, 4, 2): a row stride of 2 voxels
+def test_oblique_samplers_agree_on_voxel_centres_and_refuse_outside(shape_kji):
     rng = np.random.default_rng(3)
-    volume = rng.normal(size=(5, 6, 7)).astype(np.float32)  # k, j, i
-    ijk = [rng.integers(0, n, 50).astype(np.float32) for n in (7, 6, 5)]
+    volume = rng.normal(size=shape_kji).astype(np.float32)  # k, j, i
+    ijk = [rng.integers(0, n, 50).astype(np.float32) for n in shape_kji[::-1]]
     expected = volume[ijk[2].astype(int), ijk[1].astype(int), ijk[0].astype(int)]
     for sample in (_nearest, _trilinear):
         np.testing.assert_allclose(sample(volume.reshape(-1), volume.shape, ijk), expected, rtol=1e-6)
     off = [np.float32([-0.4, 6.4, 3.0]), np.float32([0.0, 0.0, 5.2]), np.float32([0.0, 4.0, 1.0])]
     assert np.all(_nearest(volume.reshape(-1), volume.shape, off) == -np.inf)
-    near = [np.float32([2.4]), np.float32([1.6]), np.float32([3.5])]  # nearest voxel (i, j, k) = (2, 2, 4)
-    assert _nearest(volume.reshape(-1), volume.shape, near)[0] == volume[4, 2, 2]
+    near = [np.float32([0.6]), np.float32([1.6]), np.float32([1.5])]  # nearest voxel (i, j, k) = (1, 2, 2)
+    assert _nearest(volume.reshape(-1), volume.shape, near)[0] == volume[2, 2, 1]
