@@ -28,7 +28,6 @@ def lps_to_ras(points_lps: ArrayLike) -> NDArray[np.float64]:
     return points
 
 
-
 def apply_affine(matrix: ArrayLike, points: ArrayLike) -> NDArray[np.float64]:
     """Apply a 4x4 homogeneous matrix to points of shape (..., 3)."""
     m = np.asarray(matrix, dtype=np.float64)
