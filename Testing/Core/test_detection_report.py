@@ -12,11 +12,13 @@ import pytest
 
 from LandmarkDetectorLib import detect_landmarks, load_model
 from LandmarkDetectorLib.cli import format_landmarks, landmarks_json
+from LandmarkDetectorLib.framing import CanvasSpec
 from LandmarkDetectorLib.images import pyplot
 from LandmarkDetectorLib.markups import MarkupsPoint, PointList
 from LandmarkDetectorLib.model import model_file, read_metadata
 from LandmarkDetectorLib.pipeline import Landmarks, detection_warning
 from LandmarkDetectorLib.preview import preview_figure
+from LandmarkDetectorLib.projection import ProjectedImage, view_pixel_to_ras
 from LandmarkDetectorLib.results import result_rows
 from LandmarkDetectorLib.synthetic.dataset import synthesize_case
 
@@ -90,9 +92,40 @@ def test_a_detection_that_looks_wrong_says_so_in_one_line(palm, hand_model):
     assert detection_warning(nothing, hand_model.metadata).startswith("no landmark was found.")
     body = read_metadata(model_file("wholebody-ct"))
     warning = detection_warning(palm, body)
-    assert "looks like MR" in warning and "wholebody-ct is for CT" in warning and "far less than" in warning
+    assert "looks like MR (no air near -1000 HU) but model wholebody-ct is for CT" in warning
+    assert "far less than" in warning
     assert "\n" not in warning
     assert "looks like" not in detection_warning(palm, body, user_threshold=True)  # a set threshold tells nothing
     ct_like = dataclasses.replace(palm, canvas=types.SimpleNamespace(
         image=dataclasses.replace(palm.canvas.image, threshold=-500.0)))
     assert "looks like CT but model hand-mr is for MR" in detection_warning(ct_like, hand_model.metadata)
+
+
+def _small_body_detection(body_px: tuple[int, int], found: bool) -> Landmarks:
+    """A detection whose canvas holds a body of ``body_px`` (columns, rows) pixels of 2 x 3 mm."""
+    silhouette = np.zeros((40, 50), dtype=bool)
+    silhouette[5:5 + body_px[1], 7:7 + body_px[0]] = True
+    depth = np.where(silhouette, 10.0, np.nan).astype(np.float32)
+    image = ProjectedImage(silhouette=silhouette, depth_mm=depth, pixel_to_ras=view_pixel_to_ras("ap", (0, 0, 0),
+                                                                                                 (2.0, 3.0)),
+                           threshold=0.5, view="ap")
+    canvas = types.SimpleNamespace(image=image)
+    return Landmarks(names=("A",), points_ras=np.zeros((1, 3)), confidence=np.ones(1), found=np.array([found]),
+                     canvas=canvas)
+
+
+def test_a_body_far_smaller_than_the_models_field_is_named_with_both_sizes(hand_model):
+    """The model sees 64 x 96 pixels of 4 mm: 256 x 384 mm. A body of 10 x 5 pixels of 2 x 3 mm spans 20 x 15 mm."""
+    spec = CanvasSpec(height=96, width=64, pixel_spacing_mm=4.0)
+    metadata = dataclasses.replace(hand_model.metadata, canvas=spec, training={})
+    assert detection_warning(_small_body_detection((10, 5), True), metadata) == (
+        "the body spans only 20 x 15 mm, far less than the 256 x 384 mm that model hand-mr covers. Check that the "
+        "volume and the model go together.")
+    assert detection_warning(_small_body_detection((10, 5), False), metadata).startswith(
+        "no landmark was found; the body spans only 20 x 15 mm")
+    assert detection_warning(_small_body_detection((32, 5), True), metadata) == ""  # 64 mm: a quarter of 256 mm
+    assert detection_warning(_small_body_detection((31, 5), True), metadata) != ""
+    assert detection_warning(_small_body_detection((10, 32), True), metadata) == ""  # 96 mm: a quarter of 384 mm
+    no_canvas = dataclasses.replace(_small_body_detection((10, 5), False), canvas=None)
+    assert detection_warning(no_canvas, metadata) == "no landmark was found. Check that the volume and the model go " \
+        "together."

@@ -142,3 +142,11 @@ def test_projection_settings_replace_only_what_is_given(model_path):
     assert (changed.threshold, changed.table_removal_mm) == (-300.0, 7.5)
     assert changed.surface_min_mm == model.metadata.projection.surface_min_mm
     assert projection_settings(model, table_removal_mm=0.0).threshold == model.metadata.projection.threshold
+
+
+def test_an_empty_field_loses_only_its_own_canvas():
+    in_field = np.ones((3, 10, 10), dtype=bool)
+    in_field[0] = False
+    uv = np.array([[[5.0, 5.0]], [[5.0, 5.0]], [[20.0, 5.0]]])
+    found = landmark_found(uv, np.ones((3, 1)), in_field, 0.5)
+    np.testing.assert_array_equal(found, [[False], [True], [False]])
