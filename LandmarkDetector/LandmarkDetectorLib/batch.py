@@ -274,14 +274,16 @@ def pending_cases(cases: list[BatchCase], out_dir: Path, options: BatchOptions, 
 
 
 def remove_stale_temporaries(out_dir: Path, cases: list[BatchCase], options: BatchOptions,
-                             summary: Path | None = None) -> None:
+                             summary: Path | None = None, *, settings: bool = False) -> None:
     """Delete the temporary files a killed run left for ``cases`` and ``summary`` (only theirs: other shards may be
-    writing).
+    writing), and with ``settings`` those of the folder's settings record (for a run that owns the folder: one
+    without a shard; shards leave them to the run that merges their summaries).
 
     ``fileio.atomic_path`` names them ``.<target name>.<random>.tmp<suffixes>``.
     """
     targets = {p for c in cases for p in (output_path(out_dir, c, options), record_path(out_dir, c))}
     targets |= {summary} if summary is not None else set()
+    targets |= {out_dir / RECORDS_DIR / SETTINGS_FILE} if settings else set()
     for folder in {t.parent for t in targets if t.parent.is_dir()}:
         for entry in folder.iterdir():
             if entry.name.startswith(".") and ".tmp" in entry.name:
@@ -318,7 +320,7 @@ def run_batch(cases: list[BatchCase], out_dir: str | os.PathLike[str], options: 
     settings = batch_settings(options)
     todo, finished = pending_cases(cases, out, options, resume=resume, overwrite=overwrite)
     check_settings(out, settings, resume=resume)
-    remove_stale_temporaries(out, todo, options, out / summary_name(shard))
+    remove_stale_temporaries(out, todo, options, out / summary_name(shard), settings=shard is None)
     if todo and not scheduler:  # a bad model is one clear error here rather than a failure per case
         cached_model(options.model, options.device, options.threads)
     results = {r.case: r for r in finished}

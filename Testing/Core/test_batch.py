@@ -194,6 +194,21 @@ def test_stale_temporaries_of_this_run_are_removed_and_others_kept(tmp_path, goo
     assert [p.exists() for p in ours + others] == [False] * len(ours) + [True] * len(others)
 
 
+def test_a_killed_runs_settings_temporary_is_removed_by_a_run_over_all_cases(tmp_path, good_folder):
+    """A batch killed while it records its settings leaves ``.settings.json.<random>.tmp.json``; a shard leaves it
+    (another shard may be writing the same record), a run over all cases removes it."""
+    out = tmp_path / "out"
+    cases = find_volumes(good_folder)[:1]
+    options = BatchOptions(model="hand-mr", device="cpu")
+    run_batch(cases, out, options)
+    stale = out / RECORDS_DIR / f".{batch.SETTINGS_FILE}.0123abcd.tmp.json"
+    stale.write_text("{")
+    run_batch(cases, out, options, resume=True, shard=(1, 1))
+    assert stale.exists()
+    run_batch(cases, out, options, resume=True)
+    assert not stale.exists() and (out / RECORDS_DIR / batch.SETTINGS_FILE).is_file()
+
+
 def test_reading_ahead_keeps_order_and_at_most_read_ahead_plus_one_volumes(tmp_path, monkeypatch):
     cases = [batch.BatchCase(f"c{i}", tmp_path / f"c{i}.nrrd") for i in range(7)]
     started, held = [], []
