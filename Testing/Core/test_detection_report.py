@@ -126,6 +126,9 @@ def test_a_body_far_smaller_than_the_models_field_is_named_with_both_sizes(hand_
     assert detection_warning(_small_body_detection((32, 5), True), metadata) == ""  # 64 mm: a quarter of 256 mm
     assert detection_warning(_small_body_detection((31, 5), True), metadata) != ""
     assert detection_warning(_small_body_detection((10, 32), True), metadata) == ""  # 96 mm: a quarter of 384 mm
+    points = _small_body_detection((10, 5), False).to_point_list()  # no mirror check: no disagreement given
+    assert points.name == "Landmarks" and [(p.status, p.description) for p in points.points] == [
+        ("undefined", "confidence 1.000; not found")]
     no_canvas = dataclasses.replace(_small_body_detection((10, 5), False), canvas=None)
     assert detection_warning(no_canvas, metadata) == "no landmark was found. Check that the volume and the model go " \
         "together."

@@ -12,7 +12,7 @@ from analytic_model import CONFIDENCE_LOGITS, save_confidence_model
 from LandmarkDetectorLib.cli import main
 from LandmarkDetectorLib.markups import read_markups
 from LandmarkDetectorLib.model import load_model
-from LandmarkDetectorLib.pipeline import detect_landmarks, landmark_found, projection_settings
+from LandmarkDetectorLib.pipeline import detect_landmarks, in_scanned_field, landmark_found, projection_settings
 from LandmarkDetectorLib.projection import ProjectionConfig, project_volume
 from LandmarkDetectorLib.volume_io import write_volume
 
@@ -150,3 +150,15 @@ def test_an_empty_field_loses_only_its_own_canvas():
     uv = np.array([[[5.0, 5.0]], [[5.0, 5.0]], [[20.0, 5.0]]])
     found = landmark_found(uv, np.ones((3, 1)), in_field, 0.5)
     np.testing.assert_array_equal(found, [[False], [True], [False]])
+
+
+def test_the_scanned_field_judges_each_point_at_the_volumes_depth():
+    """A volume 400 mm anterior of the origin: a point 500 mm in front of it along the (not unit) ray is in the field,
+    one 40 mm to the side is not; each point on its own."""
+    ijk_to_ras = make_ijk_to_ras(np.eye(3), (2.0, 2.0, 2.0), (10, 12, 14), (30.0, 400.0, -250.0))
+    centre = np.array([30.0, 400.0, -250.0])
+    points = centre + np.array([[0.0, 0.0, 0.0], [40.0, 0.0, 0.0], [0.0, 500.0, 0.0], [13.9, 0.0, 0.0]])
+    inside = in_scanned_field(points, np.array([0.0, -2.0, 0.0]), ijk_to_ras, (10, 12, 14), margin_mm=0.0)
+    np.testing.assert_array_equal(inside, [True, False, True, True])
+    assert not in_scanned_field(points[3:] + [0.2, 0.0, 0.0], np.array([0.0, -2.0, 0.0]), ijk_to_ras, (10, 12, 14),
+                                margin_mm=0.0)[0]
