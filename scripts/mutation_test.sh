@@ -5,7 +5,8 @@
 # (default: projection geometry framing pipeline markups fileio model). Works in build/mutation/ (a copy laid out as
 # mutmut expects: src/LandmarkDetectorLib, Testing/), prints each module's kill rate and writes the surviving mutants'
 # diffs to build/mutation/survivors-<module>.txt. Testing/MUTANTS.md lists the survivors and why each one lives.
-# Slow (about an hour for all seven on two busy cores): it runs under `nice -n 19` with one torch/BLAS thread.
+# Slow (some four hours for all seven on two busy cores; see Testing/MUTANTS.md): it runs under `nice -n 19` with one
+# torch/BLAS thread.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
