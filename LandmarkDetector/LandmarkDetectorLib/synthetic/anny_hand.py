@@ -52,6 +52,12 @@ HAND_LENGTH_RANGE_MM = (165.0, 205.0)
 """Wrist joint to middle fingertip along the straightened finger (adults, ANTHROPOMETRY.md); hands outside are scaled
 to the nearest end."""
 
+LENGTH_CALIBRATION = 0.94
+"""anny's straightened hands (wrist joint to middle tip) of adults from its prior are about 6% longer than adult hand
+lengths (ANTHROPOMETRY.md: men about 189 mm, women about 10% less; anny, 400 hands: men 204, women 186 mm median):
+every hand is scaled by this before the range is applied (then men 190, women 175 mm median; 7% of the hands end at
+165 mm, 1% at 205 mm)."""
+
 FOREARM_RANGE_MM = (25.0, 140.0)
 """Forearm kept proximal to the wrist joint (the scan's cut)."""
 
@@ -219,9 +225,9 @@ def _set_direction(skeleton: _Skeleton, model: Any, bone: str, parent_rotation: 
 def sample_anny_hands(rng: np.random.Generator, count: int) -> AnnyHands:
     """``count`` random adult left hands lying palm down in an MR coil, with their fingertips.
 
-    Shapes come from anny's population prior (adults aged 20-85, with its thin and obese tails), hand lengths brought
-    into HAND_LENGTH_RANGE_MM by a uniform scale; poses and placement from ``_draw_pose``; the forearm is cut at a
-    length in FOREARM_RANGE_MM. The result depends only on ``rng``'s state.
+    Shapes come from anny's population prior (adults aged 20-85, with its thin and obese tails), hand lengths scaled
+    by LENGTH_CALIBRATION and brought into HAND_LENGTH_RANGE_MM; poses and placement from ``_draw_pose``; the forearm
+    is cut at a length in FOREARM_RANGE_MM. The result depends only on ``rng``'s state.
 
     Args:
         rng: random generator (consumed).
@@ -292,7 +298,7 @@ def sample_anny_hands(rng: np.random.Generator, count: int) -> AnnyHands:
     hand_frame = _palm_frame(heads, rig)
     origin = heads[:, rig.bone("wrist")]
     length_m = _straight_length(q, reference_vertices[:, rig.vertex_ids], rig)
-    length_mm = np.clip(length_m * 1e3, *HAND_LENGTH_RANGE_MM)
+    length_mm = np.clip(length_m * 1e3 * LENGTH_CALIBRATION, *HAND_LENGTH_RANGE_MM)
     scale_mm = length_mm / length_m
     placement = (_axis_angle(np.array([0.0, 1.0, 0.0]), pose["roll"] * deg)
                  @ _axis_angle(np.array([0.0, 0.0, 1.0]), pose["tilt"] * deg)
