@@ -179,7 +179,9 @@ def _draw_pose(rng: np.random.Generator, count: int) -> dict[str, NDArray[np.flo
         "mcp_flexion": curl * 30.0 + rng.uniform(-10.0, 3.0, (count, 5)),
         "pip_flexion": curl * 40.0 + rng.uniform(0.0, 5.0, (count, 5)),
         "dip_flexion": curl * 20.0 + rng.uniform(0.0, 5.0, (count, 5)),
-        "thumb_abduction": rng.uniform(20.0, 65.0, count), "thumb_opposition": rng.uniform(5.0, 45.0, count),
+        # Opposition turns the thumb's metacarpal out of the palm plane towards the palm: at 30-45 degrees the thumb's
+        # tip lies level with the palm's pads (on the coil), at 15 degrees about 20 mm above them.
+        "thumb_abduction": rng.uniform(20.0, 65.0, count), "thumb_opposition": rng.uniform(15.0, 45.0, count),
         "thumb_mcp": rng.uniform(-10.0, 15.0, count), "thumb_ip": rng.uniform(-10.0, 20.0, count),
         "roll": rng.normal(0.0, 10.0, count), "tilt": rng.uniform(-12.0, 12.0, count),
         "pitch": rng.uniform(-6.0, 6.0, count),
