@@ -1,11 +1,13 @@
-"""Measure a whole-body model on the real-anatomy development set (mesh50_XCAT and HRA Visible Human phantoms).
+"""Measure a whole-body or hand model on a real-anatomy development set (mesh50_XCAT and HRA Visible Human phantoms).
 
     python scripts/evaluate_real_anatomy.py [--model wholebody-ct] [--set out/real_anatomy/body]
+    python scripts/evaluate_real_anatomy.py --anatomy hand [--model hand-mr] [--set out/real_anatomy/hand]
 
 Builds the set with make_real_anatomy_set.py where cases are missing, detects every case with
 ``landmark-detector batch``, compares with the reference files (``landmark-detector evaluate``'s pairing), and prints
 per landmark: cases in view, reported found, 3D error mean / median / max (mm), the share of found landmarks within
-30 mm, and out-of-view landmarks reported found. These are real-anatomy phantoms, not CT scans.
+30 mm (bodies) or 5 mm (hands), and out-of-view landmarks reported found. These are real-anatomy phantoms, not CT or
+MR scans.
 """
 
 from __future__ import annotations
@@ -64,21 +66,28 @@ def case_table(rows: list[Comparison]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", default="wholebody-ct", help="bundled model name or .pt path")
-    parser.add_argument("--set", type=Path, default=REPO / "out" / "real_anatomy" / "body",
-                        help="folder of the set (cases missing there are built)")
+    parser.add_argument("--anatomy", choices=("body", "hand"), default="body", help="which set")
+    parser.add_argument("--model", help="bundled model name or .pt path (default wholebody-ct or hand-mr)")
+    parser.add_argument("--set", type=Path,
+                        help="folder of the set (cases missing there are built; default out/real_anatomy/<anatomy>)")
     parser.add_argument("--pred", type=Path, help="folder for the predictions (default: <set>_pred_<model>)")
-    parser.add_argument("--within-mm", type=float, default=30.0, help="distance that counts a found landmark right")
+    parser.add_argument("--within-mm", type=float,
+                        help="distance that counts a found landmark right (default 30 for bodies, 5 for hands)")
     args = parser.parse_args(argv)
-    missing = [c.name for c in make.CASES if not (args.set / f"{c.name}.nii.gz").is_file()
-               or not (args.set / f"{c.name}.mrk.json").is_file()]
-    if missing and make.main(["--out", str(args.set), "--overwrite", "--cases", *missing]) != 0:
+    hand = args.anatomy == "hand"
+    args.model = args.model or ("hand-mr" if hand else "wholebody-ct")
+    args.set = args.set or REPO / "out" / "real_anatomy" / args.anatomy
+    args.within_mm = args.within_mm or (5.0 if hand else 30.0)
+    missing = [c.name for c in (make.HAND_CASES if hand else make.CASES)
+               if not (args.set / f"{c.name}.nii.gz").is_file() or not (args.set / f"{c.name}.mrk.json").is_file()]
+    build = ["--anatomy", args.anatomy, "--out", str(args.set), "--overwrite", "--cases", *missing]
+    if missing and make.main(build) != 0:
         return 1
     pred = args.pred or args.set.with_name(f"{args.set.name}_pred_{Path(args.model).stem}")
     status = cli.main(["batch", str(args.set), "--out", str(pred), "--model", args.model, "--overwrite"])
     rows, _ = compare_cases({args.model: pred}, args.set)
     print(f"\n{args.model} on the real-anatomy development set ({len({c.case for c in rows})} cases; "
-          "real-anatomy phantoms, not CT scans); 3D error in mm\n")
+          f"real-anatomy phantoms, not {'MR' if hand else 'CT'} scans); 3D error in mm\n")
     print(table(rows, args.within_mm))
     print()
     print(case_table(rows))

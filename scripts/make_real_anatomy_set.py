@@ -1,13 +1,17 @@
-"""Build the real-anatomy development set: CT-like volumes of the mesh50_XCAT and HRA Visible Human phantoms.
+"""Build the real-anatomy development sets: CT-like whole bodies, and MR-like (some CT-like) left hands, of the
+mesh50_XCAT and HRA Visible Human phantoms.
 
-The reference landmarks are derived from the phantoms' bones and skin (Resources/RealAnatomy/body/METHOD.md).
+The reference landmarks are derived from the phantoms' bones and skin (Resources/RealAnatomy/body/METHOD.md,
+Resources/RealAnatomy/hand/METHOD.md).
 
     python scripts/make_real_anatomy_set.py --anatomy body --out out/real_anatomy/body
     python scripts/make_real_anatomy_set.py --anatomy body --derive-only   # rewrite Resources/RealAnatomy/body
+    python scripts/make_real_anatomy_set.py --anatomy hand --out out/real_anatomy/hand
 
 Writes ``OUT/<case>.nii.gz`` + ``OUT/<case>.mrk.json`` as ``landmark-detector synth`` does (reference points inside the
-scanned box defined, the others "undefined"; HRA cases have no shoulder points at all). These are real-anatomy
-phantoms made from the Visible Human, not CT scans. The source data are read from ../shared/data and never copied.
+scanned box defined, the others "undefined"; HRA bodies have no shoulder points at all). These are real-anatomy
+phantoms made from the Visible Human, not CT or MR scans. The source data are read from ../shared/data and never
+copied.
 """
 
 from __future__ import annotations
@@ -22,19 +26,25 @@ from pathlib import Path
 
 import numpy as np
 import real_anatomy as ra
+import real_hands as rh
+import trimesh
 from numpy.typing import NDArray
+from scipy import ndimage
 
 from LandmarkDetectorLib.markups import PointList, read_markups, write_markups
+from LandmarkDetectorLib.synthetic.anatomy import HAND_LANDMARKS
 from LandmarkDetectorLib.synthetic.dataset import NOT_IN_VIEW
 from LandmarkDetectorLib.synthetic.mesh import voxelize_mesh
 from LandmarkDetectorLib.synthetic.scan import (
     FILE_CONVENTIONS,
     PATIENT_POSITIONS,
+    MRGeometry,
     _noise,
     _table,
     _table_labels,
     grid_covering,
     landmarks_in_view,
+    mr_volume,
 )
 from LandmarkDetectorLib.volume_io import write_volume
 
@@ -43,6 +53,7 @@ logger = logging.getLogger("make_real_anatomy_set")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 REFERENCE_DIR = REPO / "Resources" / "RealAnatomy" / "body"
+HAND_REFERENCE_DIR = REPO / "Resources" / "RealAnatomy" / "hand"
 
 XCAT_HU = np.array([-1000.0, 40.0, -1000.0, 35.0, -900.0, 60.0, -800.0, 700.0], dtype=np.float32)
 """HU per mesh50_XCAT label: air, body, air cavity, brain, bronchi, liver, lungs, skeleton."""
@@ -92,7 +103,7 @@ def derive_subjects(data_dir: Path, labels: NDArray[np.uint16] | None = None) ->
     return {s.key: s for s in subjects}
 
 
-def reference_point_list(subject: ra.Subject) -> PointList:
+def reference_point_list(subject: ra.Subject | rh.HandSubject) -> PointList:
     """A subject's reference landmarks as a point list (all defined)."""
     refs = subject.references
     return PointList.from_arrays([r.name for r in refs], [r.point_ras for r in refs],
@@ -114,7 +125,7 @@ def write_reference(subjects: dict[str, ra.Subject], folder: Path) -> None:
         writer.writerows(rows)
 
 
-def compare_with_committed(subjects: dict[str, ra.Subject], folder: Path) -> float:
+def compare_with_committed(subjects: dict[str, ra.Subject] | dict[str, rh.HandSubject], folder: Path) -> float:
     """Largest distance (mm) between the derived landmarks and the committed reference files (inf if missing)."""
     worst = 0.0
     for subject in subjects.values():
@@ -245,24 +256,167 @@ def build_case(case: Case, subject: ra.Subject, labels: NDArray[np.uint16] | Non
     return voxels, ijk_to_ras, point_list, info
 
 
+# ---------------------------------------------------------------- hands
+
+HAND_FAT_MM = 3.0
+"""Subcutaneous fat of the real-anatomy hands (bright in T1): the same layer for all, the phantoms have none."""
+HAND_CORTEX_MM = 1.2
+HAND_CT_HU = np.array([-1000.0, -100.0, 40.0, 1200.0, 250.0], dtype=np.float32)
+"""HU of the CT-like hands per label: air, fat, muscle, cortical bone, marrow."""
+HAND_MARGIN_MM = 15.0
+
+SLICE_AXES = {
+    # Voxel axes i, j, k as RAS unit columns of the placed hand (palm posterior, fingers superior).
+    "axial-lps": np.array([[-1.0, 0, 0], [0, -1.0, 0], [0, 0, 1.0]]),
+    "axial-ras": np.eye(3),
+    "coronal-lps": np.array([[-1.0, 0, 0], [0, 0, -1.0], [0, -1.0, 0]]),
+    "sagittal-ras": np.array([[0, 0, 1.0], [1.0, 0, 0], [0, 1.0, 0]]),
+}
+
+
+@dataclass(frozen=True)
+class HandCase:
+    """One hand volume: subject (HandSubject key), modality ("mr" or "ct"), voxel size (mm), slice orientation
+    (SLICE_AXES key) and the forearm kept proximal to the middle fingertip (the scan's cut, mm)."""
+
+    name: str
+    subject: str
+    modality: str
+    in_plane_mm: float
+    slice_mm: float
+    orientation: str
+    reach_mm: float
+    seed: int
+
+
+HAND_CASES = (
+    HandCase("xcat_m50_L_mr1.0_cor", "xcat_m50_L", "mr", 1.0, 1.0, "coronal-lps", 240.0, 101),
+    HandCase("xcat_m50_R_mr0.8_ax", "xcat_m50_R", "mr", 0.8, 1.5, "axial-lps", 220.0, 102),
+    HandCase("xcat_m50_L_ct0.7_ax", "xcat_m50_L", "ct", 0.7, 0.7, "axial-ras", 250.0, 103),
+    HandCase("hra_vhm_L_mr1.0_cor", "hra_vhm_L", "mr", 1.0, 1.5, "coronal-lps", 230.0, 104),
+    HandCase("hra_vhm_R_mr1.2_sag", "hra_vhm_R", "mr", 1.2, 1.2, "sagittal-ras", 250.0, 105),
+    HandCase("hra_vhf_L_mr0.5_cor", "hra_vhf_L", "mr", 0.5, 1.0, "coronal-lps", 210.0, 106),
+    HandCase("hra_vhf_R_ct1.0_ax", "hra_vhf_R", "ct", 1.0, 1.0, "axial-lps", 240.0, 107),
+)
+
+
+def derive_hands(data_dir: Path) -> dict[str, rh.HandSubject]:
+    """The six hands with their reference fingertips, placed palm down, by key."""
+    hands = rh.xcat_hands(data_dir) + rh.hra_hands(data_dir, "M") + rh.hra_hands(data_dir, "F")
+    return {h.key: h for h in hands}
+
+
+def hand_grid(case: HandCase, hand: rh.HandSubject) -> tuple[NDArray[np.float64], tuple[int, int, int]]:
+    """ijk_to_ras and shape_kji of a hand case: the hand's skin box plus HAND_MARGIN_MM, cut proximally
+    ``reach_mm`` below the middle fingertip (the forearm runs out of the volume there)."""
+    low, high = hand.hand_skin.bounds[0] - HAND_MARGIN_MM, hand.hand_skin.bounds[1] + HAND_MARGIN_MM
+    low[2] = hand.reference("MiddleTip").point_ras[2] - case.reach_mm
+    spacing = np.array([case.in_plane_mm, case.in_plane_mm, case.slice_mm])
+    return grid_covering(SLICE_AXES[case.orientation], spacing, low, high)
+
+
+def hand_labels(hand: rh.HandSubject, ijk_to_ras: NDArray[np.float64],
+                shape_kji: tuple[int, int, int]) -> NDArray[np.uint8]:
+    """Labels of a placed hand: 1 fat (within HAND_FAT_MM of the skin), 2 muscle, 3 cortical bone, 4 marrow (bone
+    deeper than HAND_CORTEX_MM); 0 air. The hand is the connected part of the skin's inside that the
+    fingertips touch (the thigh beside a hanging hand is left out)."""
+    spacing = np.linalg.norm(ijk_to_ras[:3, :3], axis=0)[::-1]  # along k, j, i
+    inside = voxelize_mesh(hand.skin.vertices, hand.skin.faces, ijk_to_ras, shape_kji)
+    parts, _ = ndimage.label(inside)
+    to_ijk = np.linalg.inv(ijk_to_ras)
+    found = []
+    for r in hand.references:  # the inside voxels next to each fingertip (on the skin)
+        i, j, k = np.rint(to_ijk[:3, :3] @ r.point_ras + to_ijk[:3, 3]).astype(int)
+        found.append(parts[max(k - 3, 0):k + 4, max(j - 3, 0):j + 4, max(i - 3, 0):i + 4].ravel())
+    found = np.concatenate(found)
+    if not found.any():
+        raise ValueError(f"{hand.key}: no voxel inside the skin next to the fingertips")
+    inside = parts == np.bincount(found[found > 0]).argmax()
+    labels = np.where(inside, np.where(ndimage.distance_transform_edt(inside, sampling=spacing) > HAND_FAT_MM, 2, 1),
+                      0).astype(np.uint8)
+    if hand.bones:
+        bone = np.zeros(shape_kji, dtype=bool)
+        for mesh in hand.bones:
+            bone |= voxelize_mesh(mesh.vertices, mesh.faces, ijk_to_ras, shape_kji)
+        bone &= inside
+        labels[bone] = np.where(ndimage.distance_transform_edt(bone, sampling=spacing)[bone] > HAND_CORTEX_MM, 4, 3)
+    return labels
+
+
+def build_hand_case(case: HandCase, hand: rh.HandSubject) -> tuple[NDArray[np.int16], NDArray[np.float64], PointList,
+                                                                    dict]:
+    """Voxels (int16: MR signal or HU), ijk_to_ras, reference point list and a description of one hand case."""
+    rng = np.random.default_rng([20261203, case.seed])
+    ijk_to_ras, shape_kji = hand_grid(case, hand)
+    labels = hand_labels(hand, ijk_to_ras, shape_kji)
+    points = np.array([r.point_ras for r in hand.references])
+    spacing = np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
+    if case.modality == "mr":
+        axes = np.argmax(np.abs(ijk_to_ras[:3, :3]), axis=0)
+        geometry = MRGeometry(axes, False, spacing, ijk_to_ras, shape_kji)
+        voxels = mr_volume(rng, geometry, labels, ["fat", "muscle", "cortical", "marrow"], HAND_LANDMARKS,
+                           points).voxels_kji
+    else:
+        voxels = np.rint(HAND_CT_HU[labels]).astype(np.int16) + _noise(rng, shape_kji, NOISE_HU)
+        np.maximum(voxels, np.int16(-1024), out=voxels)
+    in_view = landmarks_in_view(points, ijk_to_ras, shape_kji)
+    refs = hand.references
+    descriptions = [r.description if ok else f"{NOT_IN_VIEW}; {r.description}"
+                    for r, ok in zip(refs, in_view, strict=True)]
+    point_list = PointList.from_arrays([r.name for r in refs], points, descriptions, defined=in_view, name=case.name)
+    info = {"modality": case.modality, "spacing_mm": [round(float(s), 3) for s in spacing],
+            "shape_kji": list(shape_kji), "orientation": case.orientation, "reach_mm": case.reach_mm,
+            "bones": bool(hand.bones), "not_in_view": [r.name for r, ok in zip(refs, in_view, strict=True) if not ok]}
+    return voxels, ijk_to_ras, point_list, info
+
+
+def write_hand_reference(hands: dict[str, rh.HandSubject], folder: Path) -> None:
+    """Write <hand>.mrk.json (placed frame), landmarks.csv, placement.csv (the subject -> placed map of each hand) and
+    <hand>.png into folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, maps = [], []
+    for hand in hands.values():
+        write_markups(folder / f"{hand.key}.mrk.json", reference_point_list(hand), overwrite=True)
+        rows += [[hand.key, r.name, *(f"{x:.2f}" for x in r.point_ras), f"{r.uncertainty_mm:.1f}", r.method]
+                 for r in hand.references]
+        maps.append([hand.key, *(f"{x:.6f}" for x in hand.to_placed[:3].ravel())])
+        low, high = hand.hand_skin.bounds
+        bones = [trimesh.Trimesh(vertices=b.vertices[np.all((b.vertices > low) & (b.vertices < high), axis=1)])
+                 for b in hand.bones] or [trimesh.Trimesh(vertices=np.zeros((0, 3)))]
+        ra.draw_subject(ra.Subject(hand.key, hand.title, hand.hand_skin, bones, hand.references),
+                        folder / f"{hand.key}.png")
+    with open(folder / "landmarks.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["hand", "name", "R", "A", "S", "uncertainty_mm", "method"])
+        writer.writerows(rows)
+    with open(folder / "placement.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["hand"] + [f"m{r}{c}" for r in range(3) for c in range(4)])
+        writer.writerows(maps)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--anatomy", choices=("body",), default="body", help="anatomy of the set")
+    parser.add_argument("--anatomy", choices=("body", "hand"), default="body", help="anatomy of the set")
     parser.add_argument("--out", type=Path, help="output folder for the cases (required unless --derive-only)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
-    parser.add_argument("--cases", nargs="+", choices=[c.name for c in CASES], metavar="CASE",
-                        help="build only these cases (None: all)")
+    parser.add_argument("--cases", nargs="+", choices=[c.name for c in CASES + HAND_CASES], metavar="CASE",
+                        help="build only these cases of the anatomy (None: all)")
     parser.add_argument("--derive-only", action="store_true",
                         help="derive the reference landmarks and write them, the CSV and the pictures into "
                              "--reference-dir; build no volume")
-    parser.add_argument("--reference-dir", type=Path, default=REFERENCE_DIR,
-                        help="folder of the committed reference landmarks")
+    parser.add_argument("--reference-dir", type=Path,
+                        help=f"folder of the committed reference landmarks (default {REFERENCE_DIR.relative_to(REPO)} "
+                             f"or {HAND_REFERENCE_DIR.relative_to(REPO)})")
     parser.add_argument("--overwrite", action="store_true", help="replace existing case files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if not args.derive_only and args.out is None:
         parser.error("--out is required unless --derive-only is given")
+    if args.anatomy == "hand":
+        return _main_hand(args)
+    args.reference_dir = args.reference_dir or REFERENCE_DIR
     cases = [c for c in CASES if not args.cases or c.name in args.cases]
     need_labels = args.derive_only or any(c.subject == "xcat_m50" for c in cases)
     started = time.perf_counter()
@@ -289,6 +443,38 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         voxels, ijk_to_ras, points, info = build_case(case, subjects[case.subject],
                                                       labels if case.subject == "xcat_m50" else None)
+        write_volume(volume_path, voxels, ijk_to_ras, overwrite=args.overwrite)
+        write_markups(markups_path, points, overwrite=args.overwrite)
+        logger.info("[%d/%d] %s %s (%.0f s)", n, len(cases), case.name, info, time.perf_counter() - started)
+    return 0
+
+
+def _main_hand(args: argparse.Namespace) -> int:
+    """--anatomy hand: derive the six hands, write their reference files (--derive-only) or build the cases."""
+    reference_dir = args.reference_dir or HAND_REFERENCE_DIR
+    cases = [c for c in HAND_CASES if not args.cases or c.name in args.cases]
+    started = time.perf_counter()
+    logger.info("deriving the reference fingertips from %s", args.data)
+    hands = derive_hands(args.data)
+    for hand in hands.values():
+        for r in hand.references:
+            logger.info("  %-10s %-9s R %7.1f A %7.1f S %7.1f  +- %.1f mm", hand.key, r.name, *r.point_ras,
+                        r.uncertainty_mm)
+    if args.derive_only:
+        write_hand_reference(hands, reference_dir)
+        logger.info("wrote %s", reference_dir)
+        return 0
+    drift = compare_with_committed(hands, reference_dir)
+    if drift > 0.1:
+        logger.warning("derived fingertips differ from %s by up to %.2f mm; rerun with --derive-only and commit",
+                       reference_dir, drift)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for n, case in enumerate(cases, start=1):
+        volume_path, markups_path = args.out / f"{case.name}.nii.gz", args.out / f"{case.name}.mrk.json"
+        if not args.overwrite and (volume_path.exists() or markups_path.exists()):
+            logger.error("%s exists; use --overwrite", volume_path)
+            return 1
+        voxels, ijk_to_ras, points, info = build_hand_case(case, hands[case.subject])
         write_volume(volume_path, voxels, ijk_to_ras, overwrite=args.overwrite)
         write_markups(markups_path, points, overwrite=args.overwrite)
         logger.info("[%d/%d] %s %s (%.0f s)", n, len(cases), case.name, info, time.perf_counter() - started)

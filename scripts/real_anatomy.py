@@ -470,7 +470,7 @@ def _views(name: str) -> tuple[tuple[str, int, tuple[int, int]], ...]:
     head top; projections of a 60 mm neighbourhood for fingertips and toes (a section misses a digit's tip)."""
     if name.startswith("BigToe"):
         return (("axial projection", 2, (0, 1)), ("sagittal projection", 0, (1, 2)))
-    if name.startswith("MiddleFinger"):
+    if name.startswith("MiddleFinger") or name.endswith("Tip"):  # a body's middle fingertips, a hand's fingertips
         return (("coronal projection", 1, (0, 2)), ("sagittal projection", 0, (1, 2)))
     return (("coronal section", 1, (0, 2)), ("sagittal section", 0, (1, 2)))
 

@@ -1,5 +1,6 @@
-"""The real-anatomy development set (scripts/make_real_anatomy_set.py, scripts/real_anatomy.py): the reference
-landmarks are reproducible and anatomically right, and the volumes have the geometry and layout of ``synth``."""
+"""The real-anatomy development sets (scripts/make_real_anatomy_set.py, scripts/real_anatomy.py, scripts/real_hands.py):
+the reference landmarks are reproducible and anatomically right, and the volumes have the geometry and layout of
+``synth``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from LandmarkDetectorLib.evaluation import compare_cases
 from LandmarkDetectorLib.markups import PointList, read_markups, write_markups
+from LandmarkDetectorLib.synthetic.anatomy import HAND_LANDMARKS
 from LandmarkDetectorLib.synthetic.scan import landmarks_in_view
 from LandmarkDetectorLib.volume_io import read_volume
 
@@ -19,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 import make_real_anatomy_set as make  # noqa: E402
 import real_anatomy as ra  # noqa: E402
+import real_hands as rh  # noqa: E402
 
 SKIN_POINTS = ("HeadTop", "MiddleFingerTipR", "MiddleFingerTipL", "BigToeR", "BigToeL")
 JOINT_CENTRES = ("ShoulderR", "ShoulderL", "KneeR", "KneeL")
@@ -214,3 +217,90 @@ def test_sphere_fit_recovers_a_sphere() -> None:
     points = np.array([10.0, -5.0, 3.0]) + 24.0 * directions
     centre, radius, rms = ra.sphere_fit(points)
     assert np.allclose(centre, [10.0, -5.0, 3.0]) and radius == pytest.approx(24.0) and rms < 1e-9
+
+
+# ---------------------------------------------------------------- hands (scripts/real_hands.py)
+
+HAND_CASES = {case.name: case for case in make.HAND_CASES}
+
+
+@pytest.fixture(scope="module")
+def hands(data_dir: Path) -> dict[str, rh.HandSubject]:
+    return make.derive_hands(data_dir)
+
+
+def test_hand_derivation_reproduces_the_committed_fingertips(hands: dict[str, rh.HandSubject]) -> None:
+    folder = make.HAND_REFERENCE_DIR
+    with open(folder / "landmarks.csv", newline="") as f:
+        rows = {(row["hand"], row["name"]): row for row in csv.DictReader(f)}
+    with open(folder / "placement.csv", newline="") as f:
+        maps = {row["hand"]: row for row in csv.DictReader(f)}
+    assert sorted(hands) == sorted(maps) == sorted(["xcat_m50_L", "xcat_m50_R", "hra_vhm_L", "hra_vhm_R",
+                                                    "hra_vhf_L", "hra_vhf_R"])
+    assert len(rows) == 6 * 5
+    for key, hand in hands.items():
+        committed = read_markups(folder / f"{key}.mrk.json")
+        assert committed.labels == list(HAND_LANDMARKS)
+        for r in hand.references:
+            point = committed.get(r.name)
+            assert np.linalg.norm(np.subtract(point.position_ras, r.point_ras)) < 0.1, (key, r.name)
+            assert point.description == r.description
+            assert np.allclose([float(rows[(key, r.name)][c]) for c in "RAS"], r.point_ras, atol=0.01)
+            assert ra.SURFACE_MM <= r.uncertainty_mm < 10.0, (key, r.name)
+        m = np.array([float(maps[key][f"m{i}{j}"]) for i in range(3) for j in range(4)]).reshape(3, 4)
+        assert np.allclose(m, hand.to_placed[:3], atol=1e-5)
+        # One rigid map per hand, with a mirror for the right hands.
+        assert np.allclose(m[:, :3] @ m[:, :3].T, np.eye(3), atol=1e-4)
+        assert np.linalg.det(m[:, :3]) == pytest.approx(-1.0 if key.endswith("_R") else 1.0, abs=1e-4)
+
+
+def test_hands_lie_palm_down_with_fingertips_in_order(hands: dict[str, rh.HandSubject]) -> None:
+    """Placed as hand.py places hands: fingers superior of the knuckles (the origin), thumb towards the patient's left
+    (-R) and proximal to the fingers, index to little finger with growing R; the palm faces posterior (the relaxed
+    fingers curl towards the palm: their tips lie posterior to the knuckles)."""
+    for key, hand in hands.items():
+        tips = np.array([r.point_ras for r in hand.references])
+        assert np.all(np.diff(tips[1:, 0]) > 15.0), key
+        assert tips[0, 0] < tips[1, 0] - 5.0 and tips[0, 2] < tips[1:, 2].min(), key
+        assert np.all(tips[1:, 2] > 10.0), key
+        assert np.all(tips[1:, 1] < -5.0), key
+
+
+def test_xcat_hands_agree_with_the_body_set(hands: dict[str, rh.HandSubject]) -> None:
+    """The mesh50_XCAT middle fingertips, mapped back to the phantom, are the body set's MiddleFingerTipL/R."""
+    body = read_markups(make.REFERENCE_DIR / "xcat_m50.mrk.json")
+    for side in "LR":
+        hand = hands[f"xcat_m50_{side}"]
+        back = np.linalg.inv(hand.to_placed)
+        point = back[:3, :3] @ hand.reference("MiddleTip").point_ras + back[:3, 3]
+        assert np.linalg.norm(point - np.array(body.get(f"MiddleFingerTip{side}").position_ras)) < 0.1
+
+
+@pytest.mark.slow
+def test_hand_volumes_have_the_geometry_of_their_files(hands: dict[str, rh.HandSubject], tmp_path: Path) -> None:
+    """A mesh50_XCAT hand (bones, axial LPS file) and an HRA hand (skin only, sagittal RAS file): spacing and axes of
+    the case, the layout of synth, every fingertip on the skin (hand and air within 1.5 mm)."""
+    for name in ("xcat_m50_R_mr0.8_ax", "hra_vhm_R_mr1.2_sag"):
+        case = HAND_CASES[name]
+        hand = hands[case.subject]
+        voxels, ijk_to_ras, points, info = make.build_hand_case(case, hand)
+        assert voxels.dtype == np.int16 and voxels.shape == tuple(info["shape_kji"])
+        spacing = [case.in_plane_mm, case.in_plane_mm, case.slice_mm]
+        assert np.allclose(ijk_to_ras[:3, :3], make.SLICE_AXES[case.orientation] * spacing)
+        make.write_volume(tmp_path / f"{name}.nii.gz", voxels, ijk_to_ras)
+        write_markups(tmp_path / f"{name}.mrk.json", points)
+        volume = read_volume(tmp_path / f"{name}.nii.gz")
+        assert np.allclose(volume.ijk_to_ras, ijk_to_ras, atol=1e-4)
+        read_back = read_markups(tmp_path / f"{name}.mrk.json")
+        assert read_back.labels == list(HAND_LANDMARKS)
+        assert all(p.status == "defined" for p in read_back.points)
+        labels = make.hand_labels(hand, ijk_to_ras, tuple(info["shape_kji"]))
+        assert info["bones"] == (labels >= 3).any() == name.startswith("xcat")
+        to_ijk = np.linalg.inv(ijk_to_ras)
+        for point in read_back.points:
+            i, j, k = np.rint(to_ijk[:3, :3] @ np.array(point.position_ras) + to_ijk[:3, 3]).astype(int)
+            di, dk = int(np.ceil(1.5 / case.in_plane_mm)), int(np.ceil(1.5 / case.slice_mm))
+            around = labels[k - dk:k + dk + 1, j - di:j + di + 1, i - di:i + di + 1]
+            assert around.any() and not around.all(), (name, point.label)
+            signal = voxels[k - dk:k + dk + 1, j - di:j + di + 1, i - di:i + di + 1]
+            assert signal.max() > 5 * np.median(voxels[labels == 0]), (name, point.label)

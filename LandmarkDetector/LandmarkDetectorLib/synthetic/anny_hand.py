@@ -52,6 +52,12 @@ HAND_LENGTH_RANGE_MM = (165.0, 205.0)
 """Wrist joint to middle fingertip along the straightened finger (adults, ANTHROPOMETRY.md); hands outside are scaled
 to the nearest end."""
 
+LENGTH_CALIBRATION = 0.94
+"""anny's straightened hands (wrist joint to middle tip) of adults from its prior are about 6% longer than adult hand
+lengths (ANTHROPOMETRY.md: men about 189 mm, women about 10% less; anny, 400 hands: men 204, women 186 mm median):
+every hand is scaled by this before the range is applied (then men 190, women 175 mm median; 7% of the hands end at
+165 mm, 1% at 205 mm)."""
+
 FOREARM_RANGE_MM = (25.0, 140.0)
 """Forearm kept proximal to the wrist joint (the scan's cut)."""
 
@@ -173,7 +179,9 @@ def _draw_pose(rng: np.random.Generator, count: int) -> dict[str, NDArray[np.flo
         "mcp_flexion": curl * 30.0 + rng.uniform(-10.0, 3.0, (count, 5)),
         "pip_flexion": curl * 40.0 + rng.uniform(0.0, 5.0, (count, 5)),
         "dip_flexion": curl * 20.0 + rng.uniform(0.0, 5.0, (count, 5)),
-        "thumb_abduction": rng.uniform(20.0, 65.0, count), "thumb_opposition": rng.uniform(5.0, 45.0, count),
+        # Opposition turns the thumb's metacarpal out of the palm plane towards the palm: at 30-45 degrees the thumb's
+        # tip lies level with the palm's pads (on the coil), at 15 degrees about 20 mm above them.
+        "thumb_abduction": rng.uniform(20.0, 65.0, count), "thumb_opposition": rng.uniform(15.0, 45.0, count),
         "thumb_mcp": rng.uniform(-10.0, 15.0, count), "thumb_ip": rng.uniform(-10.0, 20.0, count),
         "roll": rng.normal(0.0, 10.0, count), "tilt": rng.uniform(-12.0, 12.0, count),
         "pitch": rng.uniform(-6.0, 6.0, count),
@@ -219,9 +227,9 @@ def _set_direction(skeleton: _Skeleton, model: Any, bone: str, parent_rotation: 
 def sample_anny_hands(rng: np.random.Generator, count: int) -> AnnyHands:
     """``count`` random adult left hands lying palm down in an MR coil, with their fingertips.
 
-    Shapes come from anny's population prior (adults aged 20-85, with its thin and obese tails), hand lengths brought
-    into HAND_LENGTH_RANGE_MM by a uniform scale; poses and placement from ``_draw_pose``; the forearm is cut at a
-    length in FOREARM_RANGE_MM. The result depends only on ``rng``'s state.
+    Shapes come from anny's population prior (adults aged 20-85, with its thin and obese tails), hand lengths scaled
+    by LENGTH_CALIBRATION and brought into HAND_LENGTH_RANGE_MM; poses and placement from ``_draw_pose``; the forearm
+    is cut at a length in FOREARM_RANGE_MM. The result depends only on ``rng``'s state.
 
     Args:
         rng: random generator (consumed).
@@ -292,7 +300,7 @@ def sample_anny_hands(rng: np.random.Generator, count: int) -> AnnyHands:
     hand_frame = _palm_frame(heads, rig)
     origin = heads[:, rig.bone("wrist")]
     length_m = _straight_length(q, reference_vertices[:, rig.vertex_ids], rig)
-    length_mm = np.clip(length_m * 1e3, *HAND_LENGTH_RANGE_MM)
+    length_mm = np.clip(length_m * 1e3 * LENGTH_CALIBRATION, *HAND_LENGTH_RANGE_MM)
     scale_mm = length_mm / length_m
     placement = (_axis_angle(np.array([0.0, 1.0, 0.0]), pose["roll"] * deg)
                  @ _axis_angle(np.array([0.0, 0.0, 1.0]), pose["tilt"] * deg)
