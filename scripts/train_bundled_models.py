@@ -90,6 +90,11 @@ BODY_STAGE2 = {
         "Measured on real anatomy only through real-anatomy phantoms (mesh50_XCAT and HRA Visible Human models turned "
         "into CT-like volumes, two of the three from the same donor): no real whole-body CT with these landmarks was "
         "available. Fine-tune on a few of your own scans (`landmark-detector finetune`).",
+        "On the primitive synthetic bodies the shoulders and knees are 25-35 mm from their truth: that generator "
+        "places them by rules never calibrated on real anatomy (2-3% of stature lower than on the mesh50_XCAT "
+        "phantom), which stage 2 no longer teaches.",
+        "Middle fingertips of hands held away from the body (the HRA phantoms' A-pose) are still placed far off; the "
+        "mirror check reports most of them not found.",
         "Scans of the head alone (a brain MR) are outside the training fields of view: the head top is then "
         "not found.",
     ],
@@ -174,10 +179,12 @@ def train_body(args: argparse.Namespace) -> None:
     new = models["new"]
     calibration_count = 3 if args.quick else CALIBRATION_VOLUMES // 2
     new.metadata = dataclasses.replace(new.metadata, mirror_tolerance_mm=float("inf"))
-    calibration = merge_results([evaluate_synthetic_volumes(new, "body", CALIBRATION_SEED["body"], calibration_count,
-                                                            generator=g) for g in BODY_STAGE2["generators"]])
-    threshold, threshold_rates = calibrate_threshold(calibration)
-    tolerance, tolerance_rates = calibrate_mirror_tolerance(calibration, threshold)
+    calibration = {g: evaluate_synthetic_volumes(new, "body", CALIBRATION_SEED["body"], calibration_count, generator=g)
+                   for g in BODY_STAGE2["generators"]}
+    threshold, threshold_rates = calibrate_threshold(merge_results(list(calibration.values())))
+    # The tolerance on anny bodies only: the primitive bodies' joint centres follow other, uncalibrated rules that the
+    # model is not taught (primitive_unknown), so their "errors" there measure the definitions, not the model.
+    tolerance, tolerance_rates = calibrate_mirror_tolerance(calibration["anny"], threshold)
     new.metadata = dataclasses.replace(new.metadata, confidence_threshold=threshold, mirror_tolerance_mm=tolerance)
     logging.info("threshold %.2f %s; mirror tolerance %s mm %s", threshold, threshold_rates, tolerance, tolerance_rates)
     volumes = 3 if args.quick else args.volumes
@@ -232,7 +239,8 @@ def body_model_card(config: TrainConfig, stage1_steps: int, metrics: dict[str, A
     lines = [
         "# Model card: wholebody-ct", "", BODY_STAGE2["description"], "",
         "## Training",
-        f"- Network: heatmap U-Net; input canvas {config.canvas.width} x {config.canvas.height} px at "
+        f"- Network: {model.metadata.architecture} (heatmap U-Net); input canvas {config.canvas.width} x "
+        f"{config.canvas.height} px at "
         f"{config.canvas.pixel_spacing_mm} mm (silhouette, normalized depth, in-field mask).",
         f"- Stage 1: {stage1_steps} steps x {config.batch_size} synthetic primitive bodies (procedural anatomy).",
         f"- Stage 2, from stage 1's weights: {config.steps} steps x {config.batch_size} bodies, "
@@ -250,7 +258,8 @@ def body_model_card(config: TrainConfig, stage1_steps: int, metrics: dict[str, A
         f"(seed {calibration['seed']}) as not found.",
         f"- Mirror check: the network also sees the image flipped left-right (labels swapped back); the point is the "
         f"mean of both estimates and is found only when they agree within {calibration['mirror_tolerance_mm']} mm, "
-        "the largest tolerance at which 97% of the found landmarks of the calibration volumes lie within 30 mm.",
+        "the largest tolerance at which 97% of the found landmarks of the anny calibration volumes lie within 30 mm "
+        "(anny only: the primitive bodies' shoulders and knees follow uncalibrated rules the model is not taught).",
         "- Inside the scanned field: within the volume's extent or half a canvas pixel (5 mm) of it; a point at the "
         "edge of the scan is moved onto the edge.", "",
         "## Measured accuracy",

@@ -123,7 +123,11 @@ def test_wholebody_ct_landmarks_within_the_model_card_under_a_transform(module):
     errors = np.linalg.norm(np.array([p[3] for p in found]) - case.landmarks_ras, axis=1)
     errors_by_name = dict(zip(case.landmark_names, errors.round(1), strict=True))
     assert all(errors[placed & case.in_view] < tolerance_mm), errors_by_name
-    assert sum(placed & case.in_view) >= case.in_view.sum() - 1, found  # the card: 6.5% of in-view ones not found
+    # In-view landmarks not found: at most twice the card's share on primitive bodies (at least one).
+    missed_share = logic.loadModel("wholebody-ct", "cpu").metadata.metrics["evaluation"]["heatmap-unet"][
+        "detection"]["in_view_reported_not_found"]
+    allowed = max(1, int(np.ceil(2 * missed_share * case.in_view.sum())))
+    assert sum(placed & case.in_view) >= case.in_view.sum() - allowed, found
     assert not any(placed & ~case.in_view), found  # the fingertip out of view is an unplaced point
 
 
