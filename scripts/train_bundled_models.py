@@ -266,7 +266,7 @@ def body_model_card(config: TrainConfig, stage1_steps: int, metrics: dict[str, A
         f"3D error in mm (mean / median / p95 / max) through the whole path; held-out synthetic volumes of seed "
         f"{evaluation['seed']} ({evaluation['volumes']} of each generator, never used in training), and the "
         "real-anatomy phantoms (`python scripts/make_real_anatomy_set.py --anatomy body`; CT-like volumes made from "
-        "the mesh50_XCAT and HRA Visible Human models — phantoms, not scans). Stage 1 is the model bundled before.", "",
+        "the mesh50_XCAT and HRA Visible Human models - phantoms, not scans). Stage 1 is the model bundled before.", "",
     ]
     for name, by_model in evaluation["sets"].items():
         count = evaluation["real_anatomy_cases"] if "real" in name else evaluation["volumes"]

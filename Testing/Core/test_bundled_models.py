@@ -29,7 +29,7 @@ def test_bundled_model_is_valid_small_and_has_a_card(name):
     assert name in EXPECTED
     assert model.metadata.landmarks == EXPECTED[name][1]
     assert (BUNDLED_DIR / f"{name}.pt").stat().st_size < 10e6
-    card = (REPO / "LandmarkDetector" / "Resources" / "ModelCards" / f"{name}.md").read_text()
+    card = (REPO / "LandmarkDetector" / "Resources" / "ModelCards" / f"{name}.md").read_text(encoding="utf-8")
     assert "Measured accuracy" in card and model.metadata.architecture in card
 
 
