@@ -21,8 +21,10 @@ import csv
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import real_anatomy as ra
@@ -435,14 +437,20 @@ def main(argv: list[str] | None = None) -> int:
     if drift > 0.1:
         logger.warning("derived landmarks differ from %s by up to %.2f mm; rerun with --derive-only and commit",
                        args.reference_dir, drift)
+    return _write_cases(cases, args, started, lambda case: build_case(
+        case, subjects[case.subject], labels if case.subject == "xcat_m50" else None))
+
+
+def _write_cases(cases: list, args: argparse.Namespace, started: float,
+                 build: Callable[[Any], tuple[Any, Any, Any, Any]]) -> int:
+    """Build each case with ``build`` and write ``<case>.nii.gz`` + ``<case>.mrk.json`` into ``args.out``."""
     args.out.mkdir(parents=True, exist_ok=True)
     for n, case in enumerate(cases, start=1):
         volume_path, markups_path = args.out / f"{case.name}.nii.gz", args.out / f"{case.name}.mrk.json"
         if not args.overwrite and (volume_path.exists() or markups_path.exists()):
             logger.error("%s exists; use --overwrite", volume_path)
             return 1
-        voxels, ijk_to_ras, points, info = build_case(case, subjects[case.subject],
-                                                      labels if case.subject == "xcat_m50" else None)
+        voxels, ijk_to_ras, points, info = build(case)
         write_volume(volume_path, voxels, ijk_to_ras, overwrite=args.overwrite)
         write_markups(markups_path, points, overwrite=args.overwrite)
         logger.info("[%d/%d] %s %s (%.0f s)", n, len(cases), case.name, info, time.perf_counter() - started)
@@ -468,17 +476,7 @@ def _main_hand(args: argparse.Namespace) -> int:
     if drift > 0.1:
         logger.warning("derived fingertips differ from %s by up to %.2f mm; rerun with --derive-only and commit",
                        reference_dir, drift)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for n, case in enumerate(cases, start=1):
-        volume_path, markups_path = args.out / f"{case.name}.nii.gz", args.out / f"{case.name}.mrk.json"
-        if not args.overwrite and (volume_path.exists() or markups_path.exists()):
-            logger.error("%s exists; use --overwrite", volume_path)
-            return 1
-        voxels, ijk_to_ras, points, info = build_hand_case(case, hands[case.subject])
-        write_volume(volume_path, voxels, ijk_to_ras, overwrite=args.overwrite)
-        write_markups(markups_path, points, overwrite=args.overwrite)
-        logger.info("[%d/%d] %s %s (%.0f s)", n, len(cases), case.name, info, time.perf_counter() - started)
-    return 0
+    return _write_cases(cases, args, started, lambda case: build_hand_case(case, hands[case.subject]))
 
 
 if __name__ == "__main__":
