@@ -443,13 +443,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_cases(cases: list, args: argparse.Namespace, started: float,
                  build: Callable[[Any], tuple[Any, Any, Any, Any]]) -> int:
-    """Build each case with ``build`` and write ``<case>.nii.gz`` + ``<case>.mrk.json`` into ``args.out``."""
+    """Build each case with ``build`` and write ``<case>.nii.gz`` + ``<case>.mrk.json`` into ``args.out``; without
+    ``--overwrite``, refuse before writing anything if any of those files exists."""
+    paths = [(args.out / f"{case.name}.nii.gz", args.out / f"{case.name}.mrk.json") for case in cases]
+    existing = [str(p) for pair in paths for p in pair if p.exists()]
+    if existing and not args.overwrite:
+        logger.error("%s exist%s; use --overwrite to replace, or another --out", ", ".join(existing),
+                     "s" if len(existing) == 1 else "")
+        return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    for n, case in enumerate(cases, start=1):
-        volume_path, markups_path = args.out / f"{case.name}.nii.gz", args.out / f"{case.name}.mrk.json"
-        if not args.overwrite and (volume_path.exists() or markups_path.exists()):
-            logger.error("%s exists; use --overwrite", volume_path)
-            return 1
+    for n, (case, (volume_path, markups_path)) in enumerate(zip(cases, paths, strict=True), start=1):
         voxels, ijk_to_ras, points, info = build(case)
         write_volume(volume_path, voxels, ijk_to_ras, overwrite=args.overwrite)
         write_markups(markups_path, points, overwrite=args.overwrite)

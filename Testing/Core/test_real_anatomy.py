@@ -210,6 +210,24 @@ def test_missing_reference_landmarks_are_not_evaluated(tmp_path: Path) -> None:
     assert all(c.truth_in_view for c in rows)
 
 
+def test_an_existing_case_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    import argparse
+    import time
+
+    cases = [CASES[name] for name in list(CASES)[:3]]
+    (tmp_path / f"{cases[2].name}.mrk.json").write_text("theirs", encoding="utf-8")  # the last one exists
+    built = []
+
+    def build(case):
+        built.append(case.name)
+        return np.zeros((2, 2, 2), np.int16), np.eye(4), PointList(()), {}
+
+    args = argparse.Namespace(out=tmp_path, overwrite=False)
+    assert make._write_cases(cases, args, time.perf_counter(), build) == 1
+    assert built == [] and [p.name for p in tmp_path.iterdir()] == [f"{cases[2].name}.mrk.json"]
+    assert (tmp_path / f"{cases[2].name}.mrk.json").read_text(encoding="utf-8") == "theirs"
+
+
 def test_sphere_fit_recovers_a_sphere() -> None:
     rng = np.random.default_rng(0)
     directions = rng.normal(size=(200, 3))

@@ -18,6 +18,7 @@ from LandmarkDetectorLib.synthetic.anatomy import BODY_LANDMARKS
 from LandmarkDetectorLib.synthetic.dataset import synthesize_dataset
 from LandmarkDetectorLib.training.data import NO_AUGMENTATION, SyntheticSource
 from LandmarkDetectorLib.training.evaluate import (
+    FOUND_WITHIN_MM,
     Reference,
     calibrate_mirror_tolerance,
     calibrate_threshold,
@@ -269,6 +270,16 @@ def test_mirror_tolerance_is_the_largest_that_keeps_found_landmarks_right():
     assert calibrate_mirror_tolerance(result, threshold=0.5)[1]["in_view_reported_found"] == 0.25
     result["disagreement_mm"] = np.full_like(errors, np.nan)  # a model without a mirror check
     assert calibrate_mirror_tolerance(result, threshold=0.5)[0] is None
+
+
+def test_found_within_counts_found_landmarks_at_the_anatomys_distance():
+    # One case, four landmarks: errors 3, 8 and 40 mm found, one found although out of view (wrong by definition).
+    errors = np.array([[3.0, 8.0, 40.0, np.nan]])
+    result = {"names": ("a", "b", "c", "d"), "errors": {"model": np.stack([errors] * 3, axis=-1)},
+              "found": np.ones((1, 4), dtype=bool), "truth_in_view": np.array([[True, True, True, False]])}
+    assert summary(result)["detection"]["found_within"] == 0.5  # bodies: 30 mm
+    hand = summary(result, within_mm=FOUND_WITHIN_MM["hand"])["detection"]
+    assert hand["found_within"] == 0.25 and hand["within_mm"] == 5.0
 
 
 def test_training_log_rows_are_added_by_atomic_rewrites(tmp_path):
