@@ -14,8 +14,9 @@ Posing uses the local-ref parameterization: every bone gets a world rotation G_c
 reference heads q as head_c = head_parent + G_parent (q_c - q_parent), which lets the arm inverse kinematics (two-bone,
 batched) run in numpy before the single skinning pass.
 
-Landmarks (DESIGN.md section 2): HeadTop, MiddleFingerTip and BigToe are skin vertices (the farthest along the head's
-superior axis or the distal bone's direction, among the vertices that bone mostly moves); ShoulderR/L and KneeR/L are
+Landmarks (DESIGN.md section 2): HeadTop, MiddleFingerTip and BigToe are skin vertices (the most superior one of the
+head, as DESIGN and the real-anatomy references define it whatever the head's tilt; the farthest along the distal
+bone's direction among the vertices that bone mostly moves for the tips); ShoulderR/L and KneeR/L are
 joint centres placed from rig joints by SHOULDER_RULE and KNEE_RULE (calibrated on the mesh50_XCAT phantom, see their
 docstrings; ``fit_landmark_rules`` refits them from reference points).
 
@@ -890,7 +891,7 @@ def _landmark_frames(model: _AnnyModel, vertices: NDArray[np.float64], heads: ND
     def head(name: str) -> NDArray[np.float64]:
         return heads[:, model.bone(name)]
 
-    skin = {"HeadTop": farthest(model.head_vertices, rotation[:, model.bone("head"), :, 2])}
+    skin = {"HeadTop": farthest(model.head_vertices, np.broadcast_to(Z, (count, 3)))}  # the most superior
     origins = np.empty((count, len(RULE_LANDMARKS), 3))
     axes = np.empty((count, len(RULE_LANDMARKS), 3, 3))
     for side, s in _SIDES.items():
