@@ -94,7 +94,7 @@ RECIPES = {
             "Measured on real anatomy only through real-anatomy phantoms (the mesh50_XCAT and HRA Visible Human hands "
             "turned into MR- and CT-like volumes, from two donors): no real hand MR with these landmarks was "
             "available. Fine-tune on a few of your own scans (`landmark-detector finetune`).",
-            "Left hands only: flip a right hand's volume left-right first.",
+            "Left hands only, palm down (the MR protocol of the paper); a right hand is outside what it learned.",
         ],
     },
 }
