@@ -61,8 +61,8 @@ RECIPES = {
         "stage2": dict(steps=900, anny_fraction=0.7, primitive_unknown=("ShoulderR", "ShoulderL", "KneeR", "KneeL"),
                        augmentation=Augmentation(mirror=0.5), lr=1e-3, seed=3),
         "things": "bodies",
-        "anny": "adults of both sexes from its population prior, knee, hip and shoulder heights varied by 1.2% of "
-                "stature (sd), CT poses; landmark rules calibrated on the mesh50_XCAT phantom",
+        "anny": "adults of both sexes from its population prior, CT poses; landmark rules calibrated on the "
+                "mesh50_XCAT phantom",
         "description": "Whole-body CT: 9 landmarks (head top, shoulders, middle fingertips, knees, big toes). Trained "
                        "on anny (MakeHuman) and primitive synthetic bodies; a landmark is reported found only when the "
                        "network agrees with itself on the left-right mirrored image.",

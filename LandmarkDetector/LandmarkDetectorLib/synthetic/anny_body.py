@@ -68,17 +68,6 @@ HAND_PLACES = {"beside": 0.30, "thigh": 0.20, "groin": 0.15, "belly": 0.25, "che
 P_PRONE = 0.12
 """Share of prone patients (head turned to one side; hands not under the trunk; the scan puts the table in front)."""
 
-SEGMENT_KNOTS = (0.285, 0.53, 0.818)
-"""Knee, hip and shoulder (acromion) heights as fractions of stature (ANTHROPOMETRY.md): the knots of the proportion
-variation of ``_vary_proportions``."""
-
-SEGMENT_SD = 0.012
-"""Standard deviation of each knot's shift along the body axis, as a fraction of stature (clipped at 2.5 sd). Real
-segment heights vary by a few percent of stature (ANTHROPOMETRY.md) and anny's prior by less (its rig knee height:
-0.301 +- 0.006 of stature, BODYMODEL.md): the mesh50_XCAT man's humeral heads lie 1.6% of stature closer to his vertex
-than those of an anny man of his stature and BMI, and a network trained on anny's proportions alone placed them by
-those proportions, 27 mm too low."""
-
 FINGER_CURL = 0.3
 """Fraction of the reference pose's finger flexion kept (fingers 2-5; the thumb keeps its own)."""
 
@@ -123,8 +112,7 @@ class AnnyBodies:
             shoulder thinned by linear blend skinning) came within JOINT_MARGIN_MM of the rule's point.
         info: per body: generator ("anny"), sex, age (years; None for fixed phenotypes), height_mm (standing),
             weight_kg (mesh volume x TISSUE_DENSITY_KG_M3), bmi, tail, subcutaneous_extra_mm, arms (ARM_FAMILIES
-            key), hands ((R, L) places), knee_flexion_deg (R, L), head_turn_deg, prone, mirrored, segment_shift_mm
-            (the knee, hip and shoulder heights moved by ``_vary_proportions``, mm).
+            key), hands ((R, L) places), knee_flexion_deg (R, L), head_turn_deg, prone, mirrored.
     """
 
     vertices_ras: NDArray[np.float32]
@@ -734,8 +722,7 @@ def sample_anny_bodies(rng: np.random.Generator, count: int, *, phenotypes: dict
         phenotypes: fixed anny phenotypes (``gender`` 0 = male .. 1 = female, ``age``, ``muscle``, ``weight``,
             ``height``, ``proportions``; scalars or (count,) arrays, in [0, 1]) instead of the prior, e.g. to build a
             body like a reference phantom; no thin/obese tails are added then.
-        neutral_pose: the reference phantoms' pose (``_neutral_pose``) instead of random CT poses; supine, and with
-            anny's own proportions (no ``_vary_proportions``), for calibration.
+        neutral_pose: the reference phantoms' pose (``_neutral_pose``) instead of random CT poses; supine.
     Returns:
         AnnyBodies in the table frame of ``body.py``, RAS mm.
     Raises:
@@ -788,13 +775,6 @@ def sample_anny_bodies(rng: np.random.Generator, count: int, *, phenotypes: dict
         transforms, posed = model.model.get_bone_transforms(torch.as_tensor(delta), rest["rest_bone_poses"])
         vertices = model.model.get_skinned_vertices(torch.as_tensor(rest_vertices), transforms).numpy()
         heads = posed[..., :3, 3].numpy()
-    shifts = np.zeros((count, len(SEGMENT_KNOTS)))
-    if not neutral_pose:
-        shifts = np.clip(rng.normal(0.0, SEGMENT_SD, shifts.shape), -2.5 * SEGMENT_SD, 2.5 * SEGMENT_SD) \
-            * stature[:, None]
-        varied, heads = _vary_proportions(vertices, heads, stature, shifts)
-        volume = volume * _mesh_volume_m3(varied, model.faces) / _mesh_volume_m3(vertices, model.faces)
-        vertices = varied
     # Into the table frame: RAS millimetres, statures brought into HEIGHT_RANGE_MM, back on A = 0, soles at S = 0.
     scale = np.clip(stature, HEIGHT_RANGE_MM[0] / 1e3, HEIGHT_RANGE_MM[1] / 1e3) / stature
     to_ras = np.array([-1e3, -1e3, 1e3])
@@ -821,30 +801,9 @@ def sample_anny_bodies(rng: np.random.Generator, count: int, *, phenotypes: dict
          "age": None if np.isnan(age[i]) else round(float(age[i]), 1),
          "height_mm": round(float(height_m[i] * 1e3), 1), "weight_kg": round(float(mass[i]), 1),
          "bmi": round(float(mass[i] / height_m[i] ** 2), 2), "tail": tails[i],
-         "subcutaneous_extra_mm": round(float(inflate[i] * 1e3), 1),
-         "segment_shift_mm": (shifts[i] * scale[i] * 1e3).round(1).tolist(), **poses[i], "mirrored": False}
+         "subcutaneous_extra_mm": round(float(inflate[i] * 1e3), 1), **poses[i], "mirrored": False}
         for i in range(count))
     return bodies
-
-
-def _vary_proportions(vertices: NDArray[np.float64], heads: NDArray[np.float64], stature: NDArray[np.float64],
-                      shifts: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Posed vertices (B, V, 3) and bone heads (B, J, 3) with the body's segment heights varied, anny frame (m).
-
-    Each body's superior coordinate z goes through a monotone piecewise-linear map that moves the heights
-    SEGMENT_KNOTS x stature above the soles by ``shifts`` (B, K) metres and keeps the soles, the vertex (stature above
-    the soles) and what lies beyond them (raised hands) where they are: the legs, trunk and head-and-neck
-    get longer or shorter while the stature stays. Skin and joints move together, so the landmarks found on the result
-    stay on the skin and inside their joints. |shift| <= 2.5 SEGMENT_SD x stature keeps the map monotone.
-    """
-    out_vertices, out_heads = vertices.copy(), heads.copy()
-    for b in range(len(vertices)):
-        soles = vertices[b, :, 2].min()
-        knots = soles + np.array([0.0, *SEGMENT_KNOTS, 1.0]) * stature[b]
-        shift = np.array([0.0, *shifts[b], 0.0])
-        out_vertices[b, :, 2] += np.interp(vertices[b, :, 2], knots, shift)
-        out_heads[b, :, 2] += np.interp(heads[b, :, 2], knots, shift)
-    return out_vertices, out_heads
 
 
 def _rest_shapes(model: _AnnyModel, phenotypes: NDArray[np.float64]
