@@ -473,3 +473,24 @@ def test_saving_a_model_hides_only_torchs_deprecation_warning(tmp_path, monkeypa
         warnings.simplefilter("always")
         save_model(scripted, metadata(), tmp_path / "m.pt")
     assert [str(w.message) for w in caught] == ["something else"]
+
+
+def test_loading_asks_torch_for_the_models_device_and_hides_only_its_deprecation_warning(tmp_path, monkeypatch):
+    """Guards load_model's call of torch.jit.load: the weights are mapped to the device asked for (on a GPU machine
+    the bundle's CPU weights must land on the GPU), and only TorchScript's deprecation warning is silenced."""
+    path = tmp_path / "m.pt"
+    save_model(HeatmapUNet(len(NAMES), levels=(8, 16, 16)), metadata(), path)
+    real_load, devices = torch.jit.load, []
+
+    def recording_load(file, map_location=None, **kwargs):
+        devices.append(map_location)
+        warnings.warn("TorchScript is deprecated", DeprecationWarning, stacklevel=2)
+        warnings.warn("something else", UserWarning, stacklevel=2)
+        return real_load(file, map_location=map_location, **kwargs)
+
+    monkeypatch.setattr(torch.jit, "load", recording_load)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(path, device="cpu")
+    assert devices == ["cpu"]
+    assert [str(w.message) for w in caught if not str(w.message).startswith("`torch.jit")] == ["something else"]
