@@ -494,3 +494,25 @@ def test_loading_asks_torch_for_the_models_device_and_hides_only_its_deprecation
         load_model(path, device="cpu")
     assert devices == ["cpu"]
     assert [str(w.message) for w in caught if not str(w.message).startswith("`torch.jit")] == ["something else"]
+
+
+def test_metadata_bounds_on_the_threshold_and_the_mirror_tolerance():
+    """Guards the range checks: a threshold anywhere in [0, 1] (both ends included), a tolerance any positive finite
+    number of mm (below 1 mm too); anything else refused by name."""
+    for threshold in (0.0, 1.0):
+        assert ModelMetadata.from_json(metadata(confidence_threshold=threshold).to_json()).confidence_threshold \
+            == threshold
+    for threshold in (-0.01, 1.01, 1.5):
+        with pytest.raises(ModelError, match=f"confidence_threshold must be in \\[0, 1\\], got {threshold}"):
+            ModelMetadata.from_json(metadata(confidence_threshold=threshold).to_json())
+    assert ModelMetadata.from_json(metadata(mirror_tolerance_mm=0.5).to_json()).mirror_tolerance_mm == 0.5
+    for tolerance in (0.0, -3.0, float("inf")):
+        with pytest.raises(ModelError, match="mirror_tolerance_mm must be a positive number of mm or null"):
+            ModelMetadata.from_json(metadata(mirror_tolerance_mm=tolerance).to_json())
+
+
+def test_invalid_metadata_names_the_error():
+    """Guards the message for metadata missing a required field: the kind of error and the field."""
+    text = metadata().to_json().replace('"landmarks"', '"landmarkz"')
+    with pytest.raises(ModelError, match=rf"^m.pt: invalid metadata in {METADATA_FILE} \(KeyError: 'landmarks'\)\.$"):
+        ModelMetadata.from_json(text, source="m.pt")
