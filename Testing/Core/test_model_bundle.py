@@ -327,6 +327,7 @@ def test_network_runs_on_its_cpu_threads_and_restores_torchs(tmp_path):
     ("linux", {"XDG_DATA_HOME": "relative/path"}, "~/.local/share/LandmarkDetector/models"),  # invalid: ignored
     ("darwin", {}, "~/Library/Application Support/LandmarkDetector/models"),
     ("win32", {"LOCALAPPDATA": "/Users/me/AppData/Local"}, "/Users/me/AppData/Local/LandmarkDetector/models"),
+    ("win32", {}, "~/AppData/Local/LandmarkDetector/models"),  # LOCALAPPDATA unset: its usual place
     ("darwin", {"LANDMARK_DETECTOR_MODELS": "/shared/models"}, "/shared/models"),  # the override wins everywhere
 ])
 def test_user_models_folder_follows_the_platform(monkeypatch, platform, environment, expected):
