@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from LandmarkDetectorLib.errors import FileFormatError
 from LandmarkDetectorLib.fileio import atomic_open, atomic_path
 from LandmarkDetectorLib.framing import CanvasSpec
 from LandmarkDetectorLib.markups import PointList, write_markups
@@ -133,3 +134,31 @@ def test_a_failed_rename_leaves_the_old_file_and_no_temporary(tmp_path, monkeypa
         WRITERS[name](target)
     assert target.read_bytes() == b"OLD"
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_a_missing_folder_or_an_existing_file_is_refused_before_anything_is_written(tmp_path):
+    """Guards check_writable_target's messages: the missing folder named (not the working directory's), and the
+    file that exists."""
+    with pytest.raises(FileFormatError, match=rf"^cannot write {tmp_path}/no/a.txt: folder {tmp_path}/no does not "
+                                              r"exist; create it first\.$"):
+        with atomic_open(tmp_path / "no" / "a.txt") as f:
+            f.write("x")
+    (tmp_path / "a.txt").write_text("old")
+    with pytest.raises(FileExistsError, match=rf"^{tmp_path}/a.txt already exists; pass overwrite=True to replace "
+                                              r"it\.$"):
+        with atomic_open(tmp_path / "a.txt") as f:
+            f.write("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"] and (tmp_path / "a.txt").read_text() == "old"
+
+
+@pytest.mark.parametrize("denied", [os.W_OK, os.X_OK], ids=["no write", "no search"])
+def test_a_folder_without_write_or_search_permission_is_refused(tmp_path, monkeypatch, denied):
+    """Guards the permission check (both write and search are needed to create a file); the operating system's
+    answer is faked, since the tests may run as root, whom a folder's mode does not stop."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: not mode & denied and real_access(path, mode))
+    with pytest.raises(FileFormatError, match=rf"^cannot write {tmp_path}/a.txt: folder {tmp_path} is not writable; "
+                                              r"choose another output folder\.$"):
+        with atomic_open(tmp_path / "a.txt") as f:
+            f.write("x")
+    assert list(tmp_path.iterdir()) == []

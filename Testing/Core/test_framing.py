@@ -36,3 +36,24 @@ def test_the_canvas_is_centred_on_the_body_at_its_own_pixel_size():
                                image.uvd_to_ras([[origin[0] + 1.0, origin[1], 0.0]])[0])
     network_input = canvas.network_input()
     assert network_input.dtype == np.float32 and network_input.shape == (3, 8, 16)
+
+
+def test_a_canvas_larger_than_the_source_copies_it_whole_and_nothing_beyond():
+    """Guards the source's edges: a canvas at the source's pixel size reaching past all four sides holds every source
+    pixel, the first and last rows and columns included, once and in place, and marks the rest out of the field."""
+    rng = np.random.default_rng(15)
+    silhouette = rng.random((7, 9)) < 0.5  # rows and columns differ from their neighbours, so a shifted one shows
+    depth = np.where(silhouette, np.arange(63.0).reshape(7, 9), np.nan).astype(np.float32)
+    image = ProjectedImage(silhouette=silhouette, depth_mm=depth,
+                           pixel_to_ras=view_pixel_to_ras("lr", (5.0, 6.0, 7.0), (2.0, 2.0)), threshold=-300.5,
+                           view="lr")
+    canvas = frame(image, CanvasSpec(height=12, width=14, pixel_spacing_mm=2.0), origin_uv=np.array([-2.0, -3.0]))
+    inside = (slice(3, 10), slice(2, 11))  # canvas rows 3-9 and columns 2-10 are source rows 0-6 and columns 0-8
+    expected_field = np.zeros((12, 14), dtype=bool)
+    expected_field[inside] = True
+    np.testing.assert_array_equal(canvas.in_field, expected_field)
+    np.testing.assert_array_equal(canvas.image.silhouette[inside], silhouette)
+    assert not canvas.image.silhouette[~expected_field].any()
+    np.testing.assert_array_equal(canvas.image.depth_mm[inside], depth)
+    # The canvas is still a projection of that threshold, seen from that side.
+    assert (canvas.image.threshold, canvas.image.view) == (-300.5, "lr")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -12,13 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from LandmarkDetectorLib.errors import ModelError
+from LandmarkDetectorLib.errors import InputError, ModelError
 from LandmarkDetectorLib.framing import CanvasSpec
 from LandmarkDetectorLib.model import (
     METADATA_FILE,
+    LandmarkModel,
     ModelMetadata,
+    _check_outputs,
     load_model,
     read_metadata,
+    resolve_device,
     save_model,
     user_models_dir,
 )
@@ -31,7 +36,8 @@ SPEC = CanvasSpec(height=64, width=32, pixel_spacing_mm=8.0)
 
 def metadata(**changes) -> ModelMetadata:
     values = dict(name="test", landmarks=NAMES, canvas=SPEC, projection=ProjectionConfig(table_removal_mm=10.0),
-                  architecture="heatmap-unet", training={"seed": 1}, metrics={"mean_mm": 1.0})
+                  architecture="heatmap-unet", description="A test model.", confidence_threshold=0.625,
+                  mirror_tolerance_mm=25.0, training={"seed": 1}, metrics={"mean_mm": 1.0})  # no field at its default
     values.update(changes)
     return ModelMetadata(**values)
 
@@ -321,6 +327,7 @@ def test_network_runs_on_its_cpu_threads_and_restores_torchs(tmp_path):
     ("linux", {"XDG_DATA_HOME": "relative/path"}, "~/.local/share/LandmarkDetector/models"),  # invalid: ignored
     ("darwin", {}, "~/Library/Application Support/LandmarkDetector/models"),
     ("win32", {"LOCALAPPDATA": "/Users/me/AppData/Local"}, "/Users/me/AppData/Local/LandmarkDetector/models"),
+    ("win32", {}, "~/AppData/Local/LandmarkDetector/models"),  # LOCALAPPDATA unset: its usual place
     ("darwin", {"LANDMARK_DETECTOR_MODELS": "/shared/models"}, "/shared/models"),  # the override wins everywhere
 ])
 def test_user_models_folder_follows_the_platform(monkeypatch, platform, environment, expected):
@@ -330,3 +337,183 @@ def test_user_models_folder_follows_the_platform(monkeypatch, platform, environm
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(sys, "platform", platform)
     assert user_models_dir() == Path(os.path.expanduser(expected))
+
+
+def test_metadata_is_stored_as_indented_json_with_sorted_keys():
+    """Guards the stored text: readable in the archive, and the same bytes for the same metadata."""
+    lines = metadata().to_json().splitlines()
+    assert lines[:3] == ["{", '  "architecture": "heatmap-unet",', '  "canvas": {']
+    keys = [line.split('"')[1] for line in lines if line.startswith('  "')]
+    assert keys == sorted(keys) and len(keys) == 12
+
+
+def test_metadata_without_the_optional_fields_gets_their_defaults():
+    """Guards the defaults of a bundle written with only the required fields (format, name, landmarks, canvas,
+    projection): they must be ModelMetadata's own."""
+    values = json.loads(metadata().to_json())
+    for optional in ("confidence_threshold", "mirror_tolerance_mm", "architecture", "description", "training",
+                     "metrics"):
+        del values[optional]
+    expected = ModelMetadata(name="test", landmarks=NAMES, canvas=SPEC,
+                             projection=ProjectionConfig(table_removal_mm=10.0))
+    assert ModelMetadata.from_json(json.dumps(values)) == expected
+
+
+@pytest.mark.parametrize("text", ['[1, 2]', '"landmark-detector-model"',
+                                  json.dumps({**json.loads(metadata().to_json()), "format": "other-model"})],
+                         ids=["a list", "a string", "another format"])
+def test_metadata_of_another_kind_is_refused_by_its_format_tag(text):
+    """Guards the format check: JSON that is not an object, or one with another format tag, is not a bundle's."""
+    with pytest.raises(ModelError, match="^model is not a LandmarkDetector model bundle"):
+        ModelMetadata.from_json(text)
+
+
+def test_save_model_refuses_to_replace_a_file_unless_asked(tmp_path):
+    """Guards save_model's overwrite default (False): an existing file is kept."""
+    path = tmp_path / "m.pt"
+    path.write_bytes(b"OLD")
+    with pytest.raises(FileExistsError):
+        save_model(HeatmapUNet(len(NAMES), levels=(8, 16, 16)), metadata(), path)
+    assert path.read_bytes() == b"OLD"
+    save_model(HeatmapUNet(len(NAMES), levels=(8, 16, 16)), metadata(), path, overwrite=True)
+    assert read_metadata(path) == metadata()
+
+
+def test_a_loaded_model_is_frozen_for_inference_and_is_already_on_its_device(tmp_path):
+    """Guards load_model's optimization (weights folded into constants) and LandmarkModel.to on the same device."""
+    path = tmp_path / "m.pt"
+    save_model(HeatmapUNet(len(NAMES), levels=(8, 16, 16)), metadata(), path)
+    model = load_model(path, device="cpu")
+    assert list(model.module.parameters()) == []
+    assert model.to("cpu") is model
+
+
+def test_predict_takes_float64_canvases_too():
+    """Guards predict's conversion to float32: a float64 input gives the float32 input's outputs."""
+    network = HeatmapUNet(len(NAMES), levels=(8, 16, 16)).eval()
+    model = LandmarkModel(metadata=metadata(), module=torch.jit.script(network), path=Path("m.pt"))
+    x = np.random.default_rng(1).normal(size=(1, 3, 64, 32))
+    for single, double in zip(model.predict(x.astype(np.float32)), model.predict(x), strict=True):
+        np.testing.assert_array_equal(single, double)
+
+
+def test_a_model_on_another_device_gets_its_input_there_and_leaves_the_cpu_threads_alone():
+    """Guards predict's and the output check's device handling, with torch's "meta" device standing in for a GPU:
+    the input goes to the model's device, and torch's CPU thread count is set only for a CPU model."""
+    seen = []
+
+    def network(x):
+        seen.append((x.device.type, torch.get_num_threads()))
+        n = len(NAMES)
+        return torch.zeros(x.shape[0], n, 2), torch.zeros(x.shape[0], n), torch.zeros(x.shape[0], n)
+
+    model = LandmarkModel(metadata=metadata(), module=network, path=Path("m.pt"), device="meta", cpu_threads=1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model.predict(np.zeros((1, 3, 64, 32), np.float32))
+        _check_outputs(model)
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == [("meta", 2), ("meta", 2)]
+
+
+def test_device_names_with_a_gpu(monkeypatch):
+    """Guards resolve_device when CUDA is present: "auto" picks it, "cuda" and "cuda:N" are kept, others refused."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert [resolve_device(d) for d in ("auto", "cuda", "cuda:1", "cpu")] == ["cuda", "cuda", "cuda:1", "cpu"]
+    for wrong in ("gpu", "CUDA", "cpu:0"):
+        with pytest.raises(InputError, match=f"^device must be auto, cpu or cuda, got '{wrong}'.$"):
+            resolve_device(wrong)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="^device 'cuda' was requested but PyTorch sees no CUDA GPU; choose device "
+                                         "'cpu' or 'auto'.$"):
+        resolve_device("cuda")
+
+
+def test_a_bundled_model_whose_name_has_a_space_is_checked_by_its_whole_name(tmp_path, monkeypatch):
+    """Guards the SHA256SUMS parsing: a line is the digest, then the file name, which may hold spaces."""
+    import hashlib
+
+    from LandmarkDetectorLib import model as model_module
+
+    bundled = tmp_path / "Models"
+    bundled.mkdir()
+    path = saved(bundled, name="demo model.pt")
+    (bundled / "SHA256SUMS").write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  demo model.pt\n")
+    monkeypatch.setattr(model_module, "BUNDLED_DIR", bundled)
+    monkeypatch.setenv("LANDMARK_DETECTOR_MODELS", str(tmp_path / "none"))
+    assert load_model("demo model").metadata.landmarks == NAMES
+
+
+class AnInteger(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> int:
+        return 3
+
+
+def test_refuses_a_network_whose_output_is_not_a_tensor_or_a_tuple(tmp_path):
+    """Guards the message for an output that is neither a tuple nor a tensor (it has no shape to name)."""
+    with pytest.raises(ModelError, match=r"outputs one int do not match its 3 landmarks"):
+        load_model(saved(tmp_path, network=AnInteger()))
+
+
+def test_saving_a_model_hides_only_torchs_deprecation_warning(tmp_path, monkeypatch):
+    """Guards save_model's warning filter: TorchScript's deprecation is silenced, any other warning is not."""
+    real_save = torch.jit.save
+
+    def warning_save(*args, **kwargs):
+        warnings.warn("TorchScript is deprecated", DeprecationWarning, stacklevel=2)
+        warnings.warn("something else", UserWarning, stacklevel=2)
+        return real_save(*args, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(HeatmapUNet(len(NAMES), levels=(8, 16, 16)))  # torch.jit.script warns too
+    monkeypatch.setattr(torch.jit, "save", warning_save)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_model(scripted, metadata(), tmp_path / "m.pt")
+    assert [str(w.message) for w in caught] == ["something else"]
+
+
+def test_loading_asks_torch_for_the_models_device_and_hides_only_its_deprecation_warning(tmp_path, monkeypatch):
+    """Guards load_model's call of torch.jit.load: the weights are mapped to the device asked for (on a GPU machine
+    the bundle's CPU weights must land on the GPU), and only TorchScript's deprecation warning is silenced."""
+    path = tmp_path / "m.pt"
+    save_model(HeatmapUNet(len(NAMES), levels=(8, 16, 16)), metadata(), path)
+    real_load, devices = torch.jit.load, []
+
+    def recording_load(file, map_location=None, **kwargs):
+        devices.append(map_location)
+        warnings.warn("TorchScript is deprecated", DeprecationWarning, stacklevel=2)
+        warnings.warn("something else", UserWarning, stacklevel=2)
+        return real_load(file, map_location=map_location, **kwargs)
+
+    monkeypatch.setattr(torch.jit, "load", recording_load)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(path, device="cpu")
+    assert devices == ["cpu"]
+    assert [str(w.message) for w in caught if not str(w.message).startswith("`torch.jit")] == ["something else"]
+
+
+def test_metadata_bounds_on_the_threshold_and_the_mirror_tolerance():
+    """Guards the range checks: a threshold anywhere in [0, 1] (both ends included), a tolerance any positive finite
+    number of mm (below 1 mm too); anything else refused by name."""
+    for threshold in (0.0, 1.0):
+        assert ModelMetadata.from_json(metadata(confidence_threshold=threshold).to_json()).confidence_threshold \
+            == threshold
+    for threshold in (-0.01, 1.01, 1.5):
+        with pytest.raises(ModelError, match=f"confidence_threshold must be in \\[0, 1\\], got {threshold}"):
+            ModelMetadata.from_json(metadata(confidence_threshold=threshold).to_json())
+    assert ModelMetadata.from_json(metadata(mirror_tolerance_mm=0.5).to_json()).mirror_tolerance_mm == 0.5
+    for tolerance in (0.0, -3.0, float("inf")):
+        with pytest.raises(ModelError, match="mirror_tolerance_mm must be a positive number of mm or null"):
+            ModelMetadata.from_json(metadata(mirror_tolerance_mm=tolerance).to_json())
+
+
+def test_invalid_metadata_names_the_error():
+    """Guards the message for metadata missing a required field: the kind of error and the field."""
+    text = metadata().to_json().replace('"landmarks"', '"landmarkz"')
+    with pytest.raises(ModelError, match=rf"^m.pt: invalid metadata in {METADATA_FILE} \(KeyError: 'landmarks'\)\.$"):
+        ModelMetadata.from_json(text, source="m.pt")

@@ -162,3 +162,14 @@ def test_the_scanned_field_judges_each_point_at_the_volumes_depth():
     np.testing.assert_array_equal(inside, [True, False, True, True])
     assert not in_scanned_field(points[3:] + [0.2, 0.0, 0.0], np.array([0.0, -2.0, 0.0]), ijk_to_ras, (10, 12, 14),
                                 margin_mm=0.0)[0]
+
+
+def test_a_point_beside_an_oblique_volume_is_judged_at_the_depth_of_its_centre():
+    """Guards the depth a point is moved to: a 20 x 20 mm volume turned 45 degrees about S is a diamond seen along A,
+    widest (14.14 mm either side) only at the depth of its centre, so a point 14.1 mm to the right is in the field at
+    that depth and out at any other."""
+    ijk_to_ras = make_ijk_to_ras(rotation((0.0, 0.0, 1.0), 45.0), (2.0, 2.0, 2.0), (6, 10, 10), (30.0, 400.0, -250.0))
+    centre = np.array([30.0, 400.0, -250.0])
+    points = centre + np.array([[14.1, -300.0, 0.0], [-14.1, 250.0, 3.0], [14.2, -300.0, 0.0], [0.0, 0.0, 0.0]])
+    inside = in_scanned_field(points, np.array([0.0, 3.0, 0.0]), ijk_to_ras, (6, 10, 10), margin_mm=0.0)
+    np.testing.assert_array_equal(inside, [True, True, False, True])
