@@ -148,3 +148,34 @@ def test_mirrored_training_image_swaps_sides_exactly():
     again = _mirrored(flipped, mirrored, mirrored_in_view, partners)
     np.testing.assert_allclose(again[1], points, atol=1e-9)
     np.testing.assert_array_equal(again[0].depth_mm, depth)
+
+
+def test_network_estimates_average_the_flipped_pass_and_measure_their_distance_in_mm():
+    # A stand-in network that answers fixed numbers for the canvas and for its mirror (KneeR and KneeL swapped there),
+    # on a 10-pixel-wide canvas of 2 x 3 mm pixels whose depth is normalized by 10 mm.
+    from types import SimpleNamespace
+
+    from LandmarkDetectorLib.pipeline import network_estimates
+
+    inputs = np.random.default_rng(0).normal(size=(3, 4, 10)).astype(np.float32)
+    seen = []
+
+    def predict(batch):
+        seen.append(batch)
+        uv = np.array([[[4.5, 1.0], [2.0, 5.0], [7.0, 5.0]], [[4.5, 1.0], [2.0, 5.5], [7.0, 5.0]]])
+        return uv, np.array([[0.1, 0.2, 0.3], [0.1, 0.5, 0.2]]), np.array([[0.9, 0.8, 0.7], [0.9, 0.6, 0.5]])
+
+    model = SimpleNamespace(metadata=SimpleNamespace(landmarks=("HeadTop", "KneeR", "KneeL"), mirror_tolerance_mm=9.0),
+                            predict=predict)
+    canvas = SimpleNamespace(network_input=lambda: inputs, in_field=np.ones((4, 10), bool),
+                             image=SimpleNamespace(pixel_spacing_mm=(2.0, 3.0), depth_std_mm=10.0))
+    uv, depth, probability, disagreement = network_estimates(model, canvas)
+    np.testing.assert_array_equal(seen[0], np.stack([inputs, inputs[..., ::-1]]))  # the second is the mirror
+    # Mirrored KneeL (the first's KneeR) at u 9 - 2 = 7, v 5.5; KneeR from the mirrored KneeL at 9 - 7 = 2, v 5.
+    np.testing.assert_allclose(uv, [[4.5, 1.0], [2.0, 5.0], [7.0, 5.25]])
+    np.testing.assert_allclose(depth, [0.1, 0.2, 0.4])
+    np.testing.assert_allclose(probability, [0.9, 0.65, 0.65])
+    # KneeL: 0.5 px x 3 mm apart in v and 0.2 x 10 mm in depth: sqrt(1.5^2 + 2^2) = 2.5 mm.
+    np.testing.assert_allclose(disagreement, [0.0, 0.0, 2.5])
+    model.metadata.mirror_tolerance_mm = None  # no mirror check: one pass, no disagreement
+    assert np.isnan(network_estimates(model, canvas)[3]).all() and seen[-1].shape[0] == 1
