@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import subprocess
@@ -182,15 +181,14 @@ def train_two_stages(anatomy: str, args: argparse.Namespace) -> None:
                "calibration": {"seed": CALIBRATION_SEED[anatomy], "volumes_per_generator": calibration_count,
                                "threshold": threshold, **threshold_rates, "mirror_tolerance_mm": tolerance,
                                **{f"at_tolerance_{k}": v for k, v in tolerance_rates.items()}}}
-    path = bundled
     network = torch.jit.load(str(run_dir / "model.pt"))
     training = {**new.metadata.training, "stage1": {"steps": stage1.steps, "config": stage1.to_dict()}}
-    export(network, config, path, name=recipe["name"], metrics=metrics, description=recipe["description"],
+    export(network, config, bundled, name=recipe["name"], metrics=metrics, description=recipe["description"],
            training=training, confidence_threshold=threshold, mirror_tolerance_mm=tolerance, overwrite=True)
-    record_checksum(path)
+    record_checksum(bundled)
     card = CARDS_DIR / f"{recipe['name']}.md"
-    card.write_text(model_card(recipe, config, stage1.steps, metrics, load_model(path)), encoding="utf-8")
-    print(f"bundled {path} ({path.stat().st_size / 1e6:.1f} MB); model card {card}")
+    card.write_text(model_card(recipe, config, stage1.steps, metrics, load_model(bundled)), encoding="utf-8")
+    print(f"bundled {bundled} ({bundled.stat().st_size / 1e6:.1f} MB); model card {card}")
 
 
 def record_checksum(path: Path) -> None:
@@ -198,7 +196,7 @@ def record_checksum(path: Path) -> None:
     sums_path = BUNDLED_DIR / CHECKSUM_FILE
     sums = dict(reversed(line.split(maxsplit=1)) for line in sums_path.read_text().splitlines()) \
         if sums_path.exists() else {}
-    sums[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    sums[path.name] = sha256_of(path)
     sums_path.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())))
 
 

@@ -155,17 +155,23 @@ def test_read_metadata_needs_no_network(tmp_path):
         assert any(n.endswith(f"extra/{METADATA_FILE}") for n in archive.namelist())
 
 
-def test_bundled_models_are_checked_against_their_sha256(tmp_path, monkeypatch):
-    import hashlib
-
+def bundled_with_checksum(tmp_path, monkeypatch, name):
+    """A bundle ``name`` in a stand-in bundled-models folder, listed in its SHA256SUMS; no user models."""
     from LandmarkDetectorLib import model as model_module
+    from LandmarkDetectorLib.model import sha256_of
 
     bundled = tmp_path / "Models"
     bundled.mkdir()
-    path = saved(bundled, name="demo.pt")
-    (bundled / "SHA256SUMS").write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  demo.pt\n")
+    path = saved(bundled, name=name)
+    (bundled / "SHA256SUMS").write_text(f"{sha256_of(path)}  {name}\n")
     monkeypatch.setattr(model_module, "BUNDLED_DIR", bundled)
     monkeypatch.setenv("LANDMARK_DETECTOR_MODELS", str(tmp_path / "none"))
+    return path
+
+
+def test_bundled_models_are_checked_against_their_sha256(tmp_path, monkeypatch):
+    path = bundled_with_checksum(tmp_path, monkeypatch, "demo.pt")
+    bundled = path.parent
     assert load_model("demo").metadata.landmarks == NAMES
     data = bytearray(path.read_bytes())
     data[-30] ^= 0xFF  # flip bits in the archive's tail
@@ -433,16 +439,7 @@ def test_device_names_with_a_gpu(monkeypatch):
 
 def test_a_bundled_model_whose_name_has_a_space_is_checked_by_its_whole_name(tmp_path, monkeypatch):
     """Guards the SHA256SUMS parsing: a line is the digest, then the file name, which may hold spaces."""
-    import hashlib
-
-    from LandmarkDetectorLib import model as model_module
-
-    bundled = tmp_path / "Models"
-    bundled.mkdir()
-    path = saved(bundled, name="demo model.pt")
-    (bundled / "SHA256SUMS").write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  demo model.pt\n")
-    monkeypatch.setattr(model_module, "BUNDLED_DIR", bundled)
-    monkeypatch.setenv("LANDMARK_DETECTOR_MODELS", str(tmp_path / "none"))
+    bundled_with_checksum(tmp_path, monkeypatch, "demo model.pt")
     assert load_model("demo model").metadata.landmarks == NAMES
 
 
