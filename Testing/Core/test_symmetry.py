@@ -58,6 +58,19 @@ class GuessingModel(nn.Module):
         return uv, torch.zeros_like(uv[..., 0]), torch.full_like(uv[..., 0], 10.0)
 
 
+class UnsureEdgesModel(nn.Module):
+    """EdgesModel's points, mirror-consistent, but the midline "Top" almost surely out of view (logit -10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.edges = EdgesModel()
+        self.register_buffer("sign", torch.tensor([-1.0, 1.0, 1.0]))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        uv, depth, logits = self.edges(x)
+        return uv, depth, logits * self.sign
+
+
 def _save(tmp_path, module: nn.Module, tolerance_mm: float | None):
     path = tmp_path / f"{type(module).__name__}-{tolerance_mm}.pt"
     metadata = ModelMetadata(name="edges", landmarks=NAMES, canvas=SPEC,
@@ -108,6 +121,19 @@ def test_guessing_network_loses_its_paired_points(tmp_path, box_volume):
     assert "mirror disagreement 80.0 mm" in description and "not found" in description
     loose = detect_landmarks(*box_volume, _save(tmp_path, GuessingModel(), 100.0))
     assert loose.found.all()
+
+
+def test_a_disagreement_of_exactly_the_tolerance_is_within_it(tmp_path, box_volume):
+    at_tolerance = detect_landmarks(*box_volume, _save(tmp_path, GuessingModel(), 2 * SHIFT_PX * 4.0))
+    assert at_tolerance.disagreement_mm.tolist() == [0.0, 80.0, 80.0]  # exact: whole pixels of 4 mm
+    assert at_tolerance.found.all()
+
+
+def test_the_mirror_check_only_takes_landmarks_away(tmp_path, box_volume):
+    """Agreeing with its mirror does not make a landmark the network places out of view found."""
+    checked = detect_landmarks(*box_volume, _save(tmp_path, UnsureEdgesModel(), 5.0))
+    np.testing.assert_allclose(checked.disagreement_mm, 0.0, atol=1e-6)
+    assert checked.confidence[0] < 0.01 and checked.found.tolist() == [False, True, True]
 
 
 @pytest.mark.parametrize("tolerance", [0.0, -1.0, float("nan"), float("inf")])
