@@ -184,7 +184,8 @@ def model_projection(volume_kji: NDArray, ijk_to_ras: ArrayLike, projection: Pro
 
 
 def framed(image: ProjectedImage, spec: CanvasSpec, offset_px: ArrayLike | None = None) -> Canvas:
-    """The canvas centred on the silhouette, shifted by ``offset_px`` canvas pixels (training jitter)."""
+    """The canvas centred on the silhouette, shifted by ``offset_px`` pixels of ``image`` (training jitter; callers
+    project at the canvas's pixel size, so these are canvas pixels)."""
     origin = canvas_origin_uv(image, spec)
     if offset_px is not None:
         origin = origin + np.asarray(offset_px, dtype=np.float64)
