@@ -6,8 +6,9 @@
 Builds the set with make_real_anatomy_set.py where cases are missing, detects every case with
 ``landmark-detector batch``, compares with the reference files (``landmark-detector evaluate``'s pairing), and prints
 per landmark: cases in view, reported found, 3D error mean / median / max (mm), the share of found landmarks within
-30 mm (bodies) or 5 mm (hands), and out-of-view landmarks reported found. These are real-anatomy phantoms, not CT or
-MR scans.
+30 mm (bodies) or 5 mm (hands), the mean signed error (predicted minus reference, R / A / S mm: a systematic offset
+shows here; ``--mirror-tolerance-mm inf`` takes in more points), and out-of-view landmarks reported found. These
+are real-anatomy phantoms, not CT or MR scans.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ def table(rows: list[Comparison], within_mm: float) -> str:
     """Per-landmark results as a Markdown table, with a row over all landmarks."""
     labels = list(dict.fromkeys(c.landmark for c in rows))
     lines = [f"| landmark | in view | found | mean | median | max | found within {within_mm:g} mm | "
-             "out of view, found |", "|---|---|---|---|---|---|---|---|"]
+             "mean offset R / A / S | out of view, found |", "|---|---|---|---|---|---|---|---|---|"]
     for label in labels + ["all"]:
         group = [c for c in rows if label in ("all", c.landmark)]
         in_view = [c for c in group if c.truth_in_view]
         found = [c for c in in_view if c.found]
         errors = np.array([c.error_mm for c in found])
         numbers = (f"{errors.mean():.1f} | {np.median(errors):.1f} | {errors.max():.1f} | "
-                   f"{np.mean(errors <= within_mm):.0%}") if errors.size else "- | - | - | -"
+                   f"{np.mean(errors <= within_mm):.0%} | "
+                   + " / ".join(f"{v:+.0f}" for v in np.mean([c.offset_ras_mm for c in found], axis=0))
+                   ) if errors.size else "- | - | - | - | -"
         wrongly = sum(c.found for c in group if not c.truth_in_view)
         name = f"**{label}**" if label == "all" else label
         lines.append(f"| {name} | {len(in_view)} | {len(found)} | {numbers} | "
@@ -73,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pred", type=Path, help="folder for the predictions (default: <set>_pred_<model>)")
     parser.add_argument("--within-mm", type=float,
                         help="distance that counts a found landmark right (default 30 for bodies, 5 for hands)")
+    parser.add_argument("--mirror-tolerance-mm",
+                        help="detect with this mirror tolerance instead of the model's (e.g. to compare two models "
+                             "at the same one)")
     args = parser.parse_args(argv)
     hand = args.anatomy == "hand"
     args.model = args.model or ("hand-mr" if hand else "wholebody-ct")
@@ -84,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing and make.main(build) != 0:
         return 1
     pred = args.pred or args.set.with_name(f"{args.set.name}_pred_{Path(args.model).stem}")
-    status = cli.main(["batch", str(args.set), "--out", str(pred), "--model", args.model, "--overwrite"])
+    tolerance = ["--mirror-tolerance-mm", args.mirror_tolerance_mm] if args.mirror_tolerance_mm else []
+    status = cli.main(["batch", str(args.set), "--out", str(pred), "--model", args.model, "--overwrite", *tolerance])
     rows, _ = compare_cases({args.model: pred}, args.set)
     print(f"\n{args.model} on the real-anatomy development set ({len({c.case for c in rows})} cases; "
           f"real-anatomy phantoms, not {'MR' if hand else 'CT'} scans); 3D error in mm\n")

@@ -58,6 +58,7 @@ class BatchOptions:
         device: "auto", "cpu" or "cuda".
         output_format: "mrk.json", "fcsv" or "csv".
         confidence_threshold: in-view probability needed to call a landmark found (None: the model's).
+        mirror_tolerance_mm: largest left-right mirror disagreement of a found landmark, mm (None: the model's).
         threshold: body/air intensity threshold (None: the model's setting).
         table_removal_mm: table removal thickness (None: the model's setting).
         threads: CPU threads of the network (None: the model's default, one; see ``LandmarkModel.cpu_threads``).
@@ -67,6 +68,7 @@ class BatchOptions:
     device: str = "auto"
     output_format: str = "mrk.json"
     confidence_threshold: float | None = None
+    mirror_tolerance_mm: float | None = None
     threshold: float | None = None
     table_removal_mm: float | None = None
     threads: int | None = None
@@ -173,6 +175,7 @@ def run_case(case: BatchCase, out_dir: Path, options: BatchOptions, overwrite: b
         voxels = volume() if volume is not None else read_volume(case.path)
         landmarks = detect_landmarks(voxels.voxels_kji, voxels.ijk_to_ras, model, options.device,
                                      confidence_threshold=options.confidence_threshold,
+                                     mirror_tolerance_mm=options.mirror_tolerance_mm,
                                      projection=projection_settings(model, options.threshold, options.table_removal_mm))
         result = CaseResult(case.name, "ok", found=int(landmarks.found.sum()), output=target.name,
                             confidence={n: round(float(c), 4) for n, c in zip(landmarks.names, landmarks.confidence,
@@ -205,7 +208,8 @@ def batch_settings(options: BatchOptions) -> dict[str, Any]:
 
     path = model_file(options.model)
     return {"model": model_name_of(path), "model_sha256": sha256_of(path), "output_format": options.output_format,
-            "confidence_threshold": options.confidence_threshold, "threshold": options.threshold,
+            "confidence_threshold": options.confidence_threshold,
+            "mirror_tolerance_mm": options.mirror_tolerance_mm, "threshold": options.threshold,
             "table_removal_mm": options.table_removal_mm}
 
 

@@ -123,11 +123,20 @@ def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the network runs (default auto: CUDA when present)")
     parser.add_argument("--confidence-threshold", type=_number(float, lambda v: 0 <= v <= 1, "a probability"),
                         help="in-view probability needed to call a landmark found (default: the model's)")
+    parser.add_argument("--mirror-tolerance-mm", type=_number(float, lambda v: v > 0, "a positive number"),
+                        help="largest disagreement (mm) between the network's estimates on the volume and on its "
+                             "left-right mirror at which a landmark is called found; larger finds more landmarks, "
+                             "fewer of them right; inf turns the check off (default: the model's"
+                             f"{_bundled_values(_mirror_tolerance)})")
     parser.add_argument("--threshold", type=finite_float,
                         help="body/air intensity threshold (default: the model's setting, automatic)")
     parser.add_argument("--table-removal-mm", type=non_negative_float,
                         help="minimum body thickness along a ray, removes the CT table (default: the model's"
                              f"{_bundled_values(lambda m: f'{m.projection.table_removal_mm:g}')}; 0 disables)")
+
+
+def _mirror_tolerance(metadata: Any) -> str:
+    return "none" if metadata.mirror_tolerance_mm is None else f"{metadata.mirror_tolerance_mm:g}"
 
 
 def _bundled_values(value: Callable[[Any], str]) -> str:
@@ -189,7 +198,8 @@ def command_detect(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.device)
     projection = projection_settings(model, args.threshold, args.table_removal_mm)
     landmarks = detect_landmarks(volume.voxels_kji, volume.ijk_to_ras, model, args.device,
-                                 confidence_threshold=args.confidence_threshold, projection=projection)
+                                 confidence_threshold=args.confidence_threshold,
+                                 mirror_tolerance_mm=args.mirror_tolerance_mm, projection=projection)
     if args.out:
         write_markups(args.out, landmarks.to_point_list(case_name(args.volume)), overwrite=args.overwrite)
     if args.preview:
@@ -223,7 +233,8 @@ def command_batch(args: argparse.Namespace) -> int:
         raise InputError(f"no volumes in {args.input} (looked for {', '.join(VOLUME_SUFFIXES)} files and DICOM folders)"
                          + (f" for shard {args.shard[0]}/{args.shard[1]}" if args.shard else "") + ".")
     options = BatchOptions(model=args.model, device=args.device, output_format=args.format,
-                           confidence_threshold=args.confidence_threshold, threshold=args.threshold,
+                           confidence_threshold=args.confidence_threshold,
+                           mirror_tolerance_mm=args.mirror_tolerance_mm, threshold=args.threshold,
                            table_removal_mm=args.table_removal_mm)
     counts = {"ok": 0, "failed": 0, "finished earlier": 0}
     with progress_bar(len(cases), "batch", enabled=not args.quiet) as bar:

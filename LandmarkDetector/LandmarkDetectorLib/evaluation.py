@@ -41,6 +41,7 @@ class Comparison:
         truth_in_view: the reference point is defined.
         found: the predicted point is defined.
         error_mm, in_plane_mm, depth_mm: 3D error and its parts; NaN unless both points are defined.
+        offset_ras_mm: predicted minus reference point (R, A, S) in mm, the signed error; NaN unless both are defined.
     """
 
     method: str
@@ -51,6 +52,7 @@ class Comparison:
     error_mm: float
     in_plane_mm: float
     depth_mm: float
+    offset_ras_mm: tuple[float, float, float] = (float("nan"),) * 3
 
 
 def landmark_files(folder: str | os.PathLike[str]) -> dict[str, Path]:
@@ -119,12 +121,14 @@ def _compare(method: str, case: str, predicted: PointList, truth: PointList, war
         truth_in_view = reference.status == "defined"
         found = guess is not None and guess.status == "defined"
         error = in_plane = depth = float("nan")
+        offset: tuple[float, float, float] = (float("nan"),) * 3
         if truth_in_view and found:
             delta = np.subtract(guess.position_ras, reference.position_ras)
             error = float(np.linalg.norm(delta))
             depth = float(abs(delta[DEPTH_AXIS_RAS]))
             in_plane = float(np.hypot(delta[0], delta[2]))
-        rows.append(Comparison(method, case, label, truth_in_view, found, error, in_plane, depth))
+            offset = (float(delta[0]), float(delta[1]), float(delta[2]))
+        rows.append(Comparison(method, case, label, truth_in_view, found, error, in_plane, depth, offset))
     return rows
 
 

@@ -221,7 +221,8 @@ def network_estimates(model: LandmarkModel, canvas: Canvas) -> tuple[NDArray[np.
 
 def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: LandmarkModel | str = "wholebody-ct",
                      device: str = "auto", *, confidence_threshold: float | None = None,
-                     projection: ProjectionConfig | None = None, progress: ProgressCallback | None = None,
+                     mirror_tolerance_mm: float | None = None, projection: ProjectionConfig | None = None,
+                     progress: ProgressCallback | None = None,
                      should_cancel: CancelCheck | None = None) -> Landmarks:
     """Detect anatomical landmarks in a CT/MR volume.
 
@@ -231,6 +232,9 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
         model: a loaded bundle (``load_model``), or a model name or file path to load.
         device: where the network runs: "auto" (CUDA when present), "cpu" or "cuda". The projection runs on the CPU.
         confidence_threshold: in-view probability needed to report a landmark as found (default: the model's).
+        mirror_tolerance_mm: the largest disagreement with the left-right mirror at which a landmark is reported as
+            found (default: the model's; larger reports more landmarks, fewer of them right; ``inf`` keeps none out).
+            Only for models with a mirror check.
         projection: projection settings, e.g. another threshold (default: the model's; the pixel size is always
             the model's).
         progress: called with (fraction, message) between stages.
@@ -239,7 +243,8 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
         Landmarks; points_ras is (N, 3), ordered as model.landmark_names.
     Raises:
         InputError: volume not 3D, empty or blank, ijk_to_ras unusable, the volume a thin slab, no body or a body
-            too small in it (``check_body``); a confidence threshold outside [0, 1]; "cuda" without a GPU.
+            too small in it (``check_body``); a confidence threshold outside [0, 1]; a mirror tolerance that is not
+            a positive number, or given for a model without a mirror check; "cuda" without a GPU.
         ModelError: the model cannot be loaded.
         Cancelled: should_cancel() returned True between stages.
     """
@@ -248,6 +253,13 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     threshold = metadata.confidence_threshold if confidence_threshold is None else confidence_threshold
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"confidence_threshold must be a probability between 0 and 1, got {threshold}.")
+    tolerance_mm = metadata.mirror_tolerance_mm if mirror_tolerance_mm is None else mirror_tolerance_mm
+    if mirror_tolerance_mm is not None and metadata.mirror_tolerance_mm is None:
+        raise InputError(f"model {metadata.name} has no mirror check (its landmarks have no left-right pairs): a "
+                         "mirror tolerance does not apply to it; leave it out.")
+    if mirror_tolerance_mm is not None and not mirror_tolerance_mm > 0:
+        raise InputError(f"mirror_tolerance_mm must be a positive number of mm (inf: no landmark left out by the "
+                         f"mirror check), got {mirror_tolerance_mm}.")
     projection = projection or metadata.projection
     image = model_projection(volume_kji, ijk_to_ras, projection, metadata.canvas,
                              progress=None if progress is None else lambda f, m: progress(0.8 * f, m),
@@ -266,8 +278,8 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     ijk_to_ras = geometry.validate_ijk_to_ras(ijk_to_ras)
     found = (probability >= threshold) & in_scanned_field(points_ras, canvas.image.pixel_to_ras[:3, 2], ijk_to_ras,
                                                           np.shape(volume_kji), EDGE_MARGIN_PX * spec_mm)
-    if metadata.mirror_tolerance_mm is not None:
-        found &= ~(disagreement > metadata.mirror_tolerance_mm)  # NaN (no pairs) passes
+    if tolerance_mm is not None:
+        found &= ~(disagreement > tolerance_mm)  # NaN (no pairs) passes
     points_ras[found] = into_volume(points_ras[found], ijk_to_ras, np.shape(volume_kji))
     return Landmarks(names=metadata.landmarks, points_ras=points_ras, confidence=probability,
                      found=found, canvas=canvas, disagreement_mm=disagreement,

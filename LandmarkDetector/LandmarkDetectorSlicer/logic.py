@@ -102,13 +102,15 @@ class LandmarkDetectorLogic(ScriptedLoadableModuleLogic):
                         device: str = "auto", confidenceThreshold: Optional[float] = None,
                         threshold: Optional[float] = None, tableRemovalMm: Optional[float] = None,
                         progress: Optional[Callable[[float, str], None]] = None,
-                        shouldCancel: Optional[Callable[[], bool]] = None) -> Landmarks:
+                        shouldCancel: Optional[Callable[[], bool]] = None,
+                        mirrorToleranceMm: Optional[float] = None) -> Landmarks:
         """Detect landmarks without changing the scene (see detect())."""
         volumeKJI, ijkToWorld = self.volumeArrays(inputVolume)
         if progress:
             progress(0.0, _("Loading the model"))
         loaded = self.loadModel(model, device)
         return detect_landmarks(volumeKJI, ijkToWorld, loaded, device, confidence_threshold=confidenceThreshold,
+                                mirror_tolerance_mm=mirrorToleranceMm,
                                 projection=projection_settings(loaded, threshold, tableRemovalMm), progress=progress,
                                 should_cancel=shouldCancel)
 
@@ -117,7 +119,8 @@ class LandmarkDetectorLogic(ScriptedLoadableModuleLogic):
                model: Union[str, LandmarkModel] = DEFAULT_MODEL,
                device: str = "auto", confidenceThreshold: Optional[float] = None, threshold: Optional[float] = None,
                tableRemovalMm: Optional[float] = None, progress: Optional[Callable[[float, str], None]] = None,
-               shouldCancel: Optional[Callable[[], bool]] = None) -> vtkMRMLMarkupsFiducialNode:
+               shouldCancel: Optional[Callable[[], bool]] = None,
+               mirrorToleranceMm: Optional[float] = None) -> vtkMRMLMarkupsFiducialNode:
         """Detect a model's landmarks in a volume and put them in a point list.
 
         Args:
@@ -125,7 +128,8 @@ class LandmarkDetectorLogic(ScriptedLoadableModuleLogic):
             outputPoints: point list whose points are replaced; None adds a new list "<volume> landmarks".
             model: model name (bundled or user model), model file path, or a loaded model.
             device: "auto", "cpu" or "cuda".
-            confidenceThreshold, threshold, tableRemovalMm: replace the model's settings (None keeps them).
+            confidenceThreshold, threshold, tableRemovalMm, mirrorToleranceMm: replace the model's settings (None
+                keeps them).
             progress: called with (fraction, message).
             shouldCancel: returns True to stop.
         Returns:
@@ -137,7 +141,7 @@ class LandmarkDetectorLogic(ScriptedLoadableModuleLogic):
             Cancelled: shouldCancel() returned True. On any error the scene is left unchanged.
         """
         landmarks = self.detectLandmarks(inputVolume, model, device, confidenceThreshold, threshold, tableRemovalMm,
-                                         progress, shouldCancel)
+                                         progress, shouldCancel, mirrorToleranceMm=mirrorToleranceMm)
         return self.updatePointList(landmarks, outputPoints, self.pointListName(inputVolume))
 
     @staticmethod

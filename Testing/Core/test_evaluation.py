@@ -61,6 +61,10 @@ def test_known_errors_in_mixed_formats(folders):
                      "predicted landmark 'D' is not in the reference", "no predicted landmark 'C'"):
         assert fragment in text
     assert [case for case, _ in ranked_cases(comparisons, "m1")] == ["case1", "case2"]
+    offsets = {(c.case, c.landmark): c.offset_ras_mm for c in comparisons}
+    assert offsets[("case1", "A")] == (3.0, 4.0, 0.0) and offsets[("case2", "A")] == (0.0, 0.0, 1.0)  # signed, RAS
+    assert offsets[("case1", "B")] == (0.0, 0.0, 12.0)
+    assert all(np.isnan(offsets[key]).all() for key in (("case1", "C"), ("case2", "B"), ("case2", "C")))
 
 
 def test_no_common_case_is_an_error(tmp_path, folders):

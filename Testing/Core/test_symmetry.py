@@ -15,13 +15,16 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from LandmarkDetectorLib import ModelError, detect_landmarks, load_model
+from LandmarkDetectorLib import InputError, ModelError, detect_landmarks, load_model
+from LandmarkDetectorLib.cli import main
 from LandmarkDetectorLib.framing import CanvasSpec
+from LandmarkDetectorLib.markups import read_markups
 from LandmarkDetectorLib.model import ModelMetadata, save_model
 from LandmarkDetectorLib.projection import ProjectedImage, ProjectionConfig, view_pixel_to_ras
 from LandmarkDetectorLib.symmetry import mirror_partners
 from LandmarkDetectorLib.synthetic.anatomy import BODY_LANDMARKS, HAND_LANDMARKS
 from LandmarkDetectorLib.training.data import _mirrored
+from LandmarkDetectorLib.volume_io import write_volume
 
 from phantoms import add_box
 
@@ -134,6 +137,42 @@ def test_the_mirror_check_only_takes_landmarks_away(tmp_path, box_volume):
     checked = detect_landmarks(*box_volume, _save(tmp_path, UnsureEdgesModel(), 5.0))
     np.testing.assert_allclose(checked.disagreement_mm, 0.0, atol=1e-6)
     assert checked.confidence[0] < 0.01 and checked.found.tolist() == [False, True, True]
+
+
+@pytest.mark.parametrize("override, found", [(None, [True, False, False]), (79.9, [True, False, False]),
+                                             (80.0, [True, True, True]), (float("inf"), [True, True, True])])
+def test_the_callers_mirror_tolerance_replaces_the_models(tmp_path, box_volume, override, found):
+    model = _save(tmp_path, GuessingModel(), 5.0)  # the guesses disagree by 80 mm
+    checked = detect_landmarks(*box_volume, model, mirror_tolerance_mm=override)
+    assert checked.found.tolist() == found
+    assert model.metadata.mirror_tolerance_mm == 5.0  # the model itself is left as it was
+
+
+@pytest.mark.parametrize("override", [0.0, -5.0, float("nan")])
+def test_a_mirror_tolerance_that_is_not_a_positive_number_is_refused(tmp_path, box_volume, override):
+    with pytest.raises(InputError, match="mirror_tolerance_mm must be a positive number of mm"):
+        detect_landmarks(*box_volume, _save(tmp_path, GuessingModel(), 5.0), mirror_tolerance_mm=override)
+
+
+def test_a_mirror_tolerance_for_a_model_without_mirror_check_is_refused(tmp_path, box_volume):
+    with pytest.raises(InputError, match="model edges has no mirror check"):
+        detect_landmarks(*box_volume, _save(tmp_path, GuessingModel(), None), mirror_tolerance_mm=50.0)
+
+
+def test_command_line_detect_and_batch_take_the_mirror_tolerance(tmp_path, box_volume):
+    (tmp_path / "in").mkdir()
+    write_volume(tmp_path / "in" / "box.nrrd", *box_volume)
+    model = ["-m", str(_save(tmp_path, GuessingModel(), 5.0).path), "--device", "cpu"]
+    for flags, found in (([], [True, False, False]), (["--mirror-tolerance-mm", "100"], [True, True, True])):
+        out = tmp_path / f"box{len(flags)}.mrk.json"
+        assert main(["detect", str(tmp_path / "in" / "box.nrrd"), "-o", str(out), *model, *flags]) == 0
+        assert [p.status == "defined" for p in read_markups(out).points] == found
+        batch = tmp_path / f"batch{len(flags)}"
+        assert main(["batch", str(tmp_path / "in"), "-o", str(batch), *model, *flags]) == 0
+        assert [p.status == "defined" for p in read_markups(batch / "box.mrk.json").points] == found
+    with pytest.raises(SystemExit) as exit_info:
+        main(["detect", str(tmp_path / "in" / "box.nrrd"), "-o", str(out), *model, "--mirror-tolerance-mm", "0"])
+    assert exit_info.value.code == 2
 
 
 @pytest.mark.parametrize("tolerance", [0.0, -1.0, float("nan"), float("inf")])

@@ -128,6 +128,10 @@ def test_wholebody_ct_landmarks_within_the_model_card_under_a_transform(module):
         "detection"]["in_view_reported_not_found"]
     allowed = max(1, int(np.ceil(2 * missed_share * case.in_view.sum())))
     assert sum(placed & case.in_view) >= case.in_view.sum() - allowed, found
+    # The caller's mirror tolerance replaces the model's: none left out by the check, or all but exact agreements.
+    loose = logic.detectLandmarks(volume, "wholebody-ct", "cpu", mirrorToleranceMm=float("inf"))
+    strict = logic.detectLandmarks(volume, "wholebody-ct", "cpu", mirrorToleranceMm=1e-6)
+    assert strict.found.sum() < loose.found.sum() and strict.found.sum() <= placed.sum() <= loose.found.sum()
     assert not any(placed & ~case.in_view), found  # the fingertip out of view is an unplaced point
 
 

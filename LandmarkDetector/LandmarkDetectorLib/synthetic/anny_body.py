@@ -480,13 +480,14 @@ def _arm_codes(rng: np.random.Generator, count: int, prone: NDArray[np.bool_]
 def _draw_pose(rng: np.random.Generator, count: int, prone: NDArray[np.bool_]) -> dict[str, Any]:
     """Random pose parameters of a batch (angles in radians; per-side arrays are (B, 2) in (R, L) order)."""
     deg = np.pi / 180.0
-    # Knees flexed on a cushion for most (hips flex about half as much), legs slightly apart, feet relaxed.
+    # Knees flexed on a cushion for most (hips flex about half as much), legs slightly apart, feet from upright
+    # (resting on a foot support, as in the reference phantoms) to relaxed.
     cushion = rng.random(count) < 0.6
     knee = np.where(cushion[:, None], rng.uniform(5.0, 30.0, (count, 2)), rng.uniform(0.0, 5.0, (count, 2))) * deg
     pose: dict[str, Any] = {
         "knee": knee, "hip": knee * rng.uniform(0.4, 0.6, (count, 2)),
         "spread": rng.uniform(0.0, 8.0, (count, 2)) * deg, "leg_turn": rng.uniform(-5.0, 15.0, (count, 2)) * deg,
-        "plantar": rng.uniform(10.0, 40.0, (count, 2)) * deg, "foot_turn": rng.uniform(0.0, 25.0, (count, 2)) * deg,
+        "plantar": rng.uniform(0.0, 40.0, (count, 2)) * deg, "foot_turn": rng.uniform(0.0, 25.0, (count, 2)) * deg,
         # Head: a little flexion, side tilt and turn (prone: turned well to one side).
         "head_turn": np.where(prone, rng.choice([-1.0, 1.0], count) * rng.uniform(40.0, 80.0, count),
                               rng.uniform(-12.0, 12.0, count)) * deg,
@@ -494,9 +495,10 @@ def _draw_pose(rng: np.random.Generator, count: int, prone: NDArray[np.bool_]) -
     }
     pose["families"], codes = _arm_codes(rng, count, prone)
     pose["codes"] = codes
-    # Shoulders rise with raised arms (linear blend skinning alone would crush the shoulder).
+    # Shoulders rise with raised arms (linear blend skinning alone would crush the shoulder); with the arms down they
+    # hang or are drawn up a little, so that the shoulder's outline, not the body's proportions, places the joint.
     pose["elevation"] = np.where(codes >= 5, rng.uniform(10.0, 25.0, (count, 2)),
-                                 rng.uniform(-3.0, 5.0, (count, 2))) * deg
+                                 rng.uniform(-5.0, 12.0, (count, 2))) * deg
     pose["jitter"] = rng.random((count, 2, 6))
     pose["trunk_level"] = np.choose(np.clip(codes - 2, 0, 2), [rng.integers(0, 2, (count, 2)),
                                                                rng.integers(2, 5, (count, 2)),
