@@ -56,6 +56,27 @@ CONFIDENCE_LOGITS = {"Above": 3.0, "AtThreshold": 1.5, "JustBelow": 1.49, "Betwe
 """Landmark -> logit of ``save_confidence_model``: probabilities 0.953, 0.818, 0.816, 0.622 and 0.269."""
 
 
+class SideGuessModel(nn.Module):
+    """A left-right pair ("PointR", "PointL") both placed 10 pixels right of the silhouette centroid: on the mirrored
+    canvas they land 10 pixels left of it, so the two passes disagree by 20 pixels (30 mm on SPEC)."""
+
+    def __init__(self):
+        super().__init__()
+        self.centroid = CentroidModel()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        uv, depth, logits = self.centroid(x)
+        guess = uv + torch.tensor([10.0, 0.0], dtype=x.dtype)
+        return guess.expand(-1, 2, -1), depth.expand(-1, 2), logits.expand(-1, 2)
+
+
+def save_side_guess_model(path, tolerance_mm: float = 5.0) -> None:
+    metadata = ModelMetadata(name="sideguess", landmarks=("PointR", "PointL"), canvas=SPEC, projection=PROJECTION,
+                             mirror_tolerance_mm=tolerance_mm, architecture="analytic",
+                             description="a pair that disagrees with its mirror by 30 mm (tests)")
+    save_model(SideGuessModel(), metadata, path)
+
+
 def save_confidence_model(path, spec: CanvasSpec = SPEC, projection: ProjectionConfig = PROJECTION) -> float:
     """Save a ConfidenceModel whose calibrated threshold is exactly the probability the network gives "AtThreshold"
     (0.818, so that "Between" is found by a fixed 0.5 but not by the model's threshold); returns that threshold.

@@ -24,6 +24,8 @@ class LandmarkDetectorParameterNode:
     tableRemovalMm: Annotated[float, WithinRange(0.0, 500.0)]
     useConfidenceThreshold: bool = False
     confidenceThreshold: Annotated[float, WithinRange(0.0, 1.0)]
+    useMirrorTolerance: bool = False
+    mirrorToleranceMm: Annotated[float, WithinRange(0.1, 1000.0)] = 10.0
     showProjection: bool = False
     outputPoints: vtkMRMLMarkupsFiducialNode
     finetuneModelName: str = "my-model"

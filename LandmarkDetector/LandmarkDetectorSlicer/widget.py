@@ -193,6 +193,11 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameterNode.tableRemovalMm = metadata.projection.table_removal_mm
             if not parameterNode.useConfidenceThreshold:
                 parameterNode.confidenceThreshold = metadata.confidence_threshold
+            if metadata.mirror_tolerance_mm is None:  # no left-right pairs: nothing to set
+                parameterNode.useMirrorTolerance = False
+            elif not parameterNode.useMirrorTolerance:
+                parameterNode.mirrorToleranceMm = metadata.mirror_tolerance_mm
+        self.ui.useMirrorToleranceCheckBox.enabled = metadata.mirror_tolerance_mm is not None
 
     @staticmethod
     def _modelDescription(model: str, metadata: ModelMetadata) -> str:
@@ -276,6 +281,7 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "tableRemovalMm": parameterNode.tableRemovalMm if parameterNode.useTableRemoval else None,
             "confidenceThreshold": (parameterNode.confidenceThreshold if parameterNode.useConfidenceThreshold
                                     else None),
+            "mirrorToleranceMm": parameterNode.mirrorToleranceMm if parameterNode.useMirrorTolerance else None,
         }
 
     def onDetectButton(self) -> None:

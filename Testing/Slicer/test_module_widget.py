@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import slicer
 import standins
-from analytic_model import save_confidence_model
+from analytic_model import save_confidence_model, save_side_guess_model
 
 from LandmarkDetectorLib import InputError, detect_landmarks, load_model, read_volume
 from LandmarkDetectorLib.model import BUNDLED_DIR, USER_MODELS_ENV, default_model, user_models_dir
@@ -511,3 +511,28 @@ def test_the_confidence_threshold_override_decides_what_is_found(module, widget,
     assert statuses[False] == {"Above": True, "AtThreshold": True, "JustBelow": False, "Between": False,
                                "Below": False}
     assert statuses[True] == {"Above": True, "AtThreshold": True, "JustBelow": True, "Between": True, "Below": False}
+
+
+def test_the_mirror_tolerance_override_decides_what_is_found(module, widget, monkeypatch, tmp_path):
+    """A pair that disagrees with its mirror by 30 mm: lost at the model's 5 mm, found when Advanced allows 50 mm;
+    a model without left-right pairs greys the setting out and unticks it."""
+    monkeypatch.setenv(USER_MODELS_ENV, str(tmp_path))
+    save_side_guess_model(tmp_path / "sideguess.pt", tolerance_mm=5.0)
+    shape = (31, 33, 35)
+    ijk_to_ras = make_ijk_to_ras(np.eye(3), (2.0, 2.0, 2.0), shape, (0.0, 0.0, 0.0))
+    parameters = widget._parameterNode
+    parameters.inputVolume = slicer.util.addVolumeFromArray(spheres_volume(shape, ijk_to_ras, (0, 0, 0), 20.0),
+                                                            ijk_to_ras, "Pair")
+    parameters.model, parameters.device = "sideguess", "cpu"
+    assert parameters.mirrorToleranceMm == 5.0 and widget.ui.useMirrorToleranceCheckBox.enabled
+    parameters.mirrorToleranceMm = 50.0
+    found = {}
+    for use in (False, True):
+        parameters.useMirrorTolerance = use
+        widget.ui.detectButton.click()
+        points = slicer.mrmlScene.GetFirstNodeByName("Pair landmarks" + ("_1" if use else ""))
+        found[use] = [points.GetNthControlPointPositionStatus(i) == points.PositionDefined
+                      for i in range(points.GetNumberOfControlPoints())]
+    assert found == {False: [False, False], True: [True, True]}
+    parameters.model = "hand-mr"
+    assert not parameters.useMirrorTolerance and not widget.ui.useMirrorToleranceCheckBox.enabled
