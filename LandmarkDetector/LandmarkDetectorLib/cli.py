@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import InputError, LandmarkDetectorError, UsageError
 from .fileio import atomic_open, check_writable_target
@@ -153,27 +154,42 @@ def _bundled_values(value: Callable[[Any], str]) -> str:
 
 
 def format_landmarks(landmarks: Any) -> str:
-    """A plain-text table: landmark, found, confidence, R A S in mm (no position for landmarks not found)."""
+    """A plain-text table: landmark, found, confidence, the mirror disagreement in mm (models with a mirror check),
+    R A S in mm (no position for landmarks not found)."""
     width = max(len("landmark"), *(len(n) for n in landmarks.names))
-    lines = [f"{'landmark':<{width}}  found  confidence        R        A        S"]
-    for name, point, confidence, found in zip(landmarks.names, landmarks.points_ras, landmarks.confidence,
-                                              landmarks.found, strict=True):
+    disagreement = _disagreement_mm(landmarks)
+    mirror = bool(np.isfinite(disagreement).any())
+    lines = [f"{'landmark':<{width}}  found  confidence" + ("  mirror mm" if mirror else "")
+             + "        R        A        S"]
+    for n, (name, point, confidence, found) in enumerate(zip(landmarks.names, landmarks.points_ras,
+                                                              landmarks.confidence, landmarks.found, strict=True)):
         position = "  ".join(f"{value:7.1f}" for value in point) if found else f"{'-':>7}  {'-':>7}  {'-':>7}"
-        lines.append(f"{name:<{width}}  {'yes' if found else 'NO':<5}  {confidence:10.3f}  {position}")
+        agreement = f"  {disagreement[n]:9.1f}" if mirror and np.isfinite(disagreement[n]) else \
+            f"  {'-':>9}" if mirror else ""
+        lines.append(f"{name:<{width}}  {'yes' if found else 'NO':<5}  {confidence:10.3f}{agreement}  {position}")
     return "\n".join(lines)
 
 
+def _disagreement_mm(landmarks: Any) -> NDArray[np.float64]:
+    """The mirror disagreement of each landmark, mm (NaN without a mirror check)."""
+    if landmarks.disagreement_mm is None:
+        return np.full(len(landmarks.names), np.nan)
+    return np.asarray(landmarks.disagreement_mm, dtype=np.float64)
+
+
 def landmarks_json(landmarks: Any, volume: str, model: str, output: str | None, warning: str) -> dict[str, Any]:
-    """What ``detect --json`` prints: per landmark its name, found, confidence and RAS mm position (null when not
-    found)."""
+    """What ``detect --json`` prints: per landmark its name, found, confidence, mirror disagreement in mm (null without
+    a mirror check) and RAS mm position (null when not found)."""
     return {
         "volume": volume, "model": model, "output": output, "coordinate_system": "RAS", "units": "mm",
         "confidence_threshold": landmarks.confidence_threshold, "found": int(landmarks.found.sum()),
         "warning": warning or None,
         "landmarks": [{"name": name, "found": bool(found), "confidence": round(float(confidence), 4),
+                       "mirror_disagreement_mm": round(float(disagreement), 2) if np.isfinite(disagreement) else None,
                        "position_ras": [round(float(v), 3) for v in point] if found else None}
-                      for name, point, confidence, found in zip(landmarks.names, landmarks.points_ras,
-                                                                landmarks.confidence, landmarks.found, strict=True)],
+                      for name, point, confidence, found, disagreement in zip(
+                          landmarks.names, landmarks.points_ras, landmarks.confidence, landmarks.found,
+                          _disagreement_mm(landmarks), strict=True)],
     }
 
 
@@ -217,6 +233,12 @@ def command_detect(args: argparse.Namespace) -> int:
     print(format_landmarks(landmarks))
     print(f"{int(landmarks.found.sum())} of {len(landmarks.names)} landmarks found -> {args.out}"
           + (f" (preview {args.preview})" if args.preview else ""))
+    tolerance = args.mirror_tolerance_mm or model.metadata.mirror_tolerance_mm
+    mirrored_out = int(((landmarks.confidence >= landmarks.confidence_threshold)
+                        & (_disagreement_mm(landmarks) > (tolerance or np.inf))).sum())
+    if mirrored_out:
+        print(f"{mirrored_out} not found because the network's estimates on the volume and on its left-right mirror "
+              f"were more than {tolerance:g} mm apart; --mirror-tolerance-mm loosens this (more found, fewer right).")
     if warning:
         logger.warning(warning)
     return 0

@@ -159,7 +159,7 @@ def test_a_mirror_tolerance_for_a_model_without_mirror_check_is_refused(tmp_path
         detect_landmarks(*box_volume, _save(tmp_path, GuessingModel(), None), mirror_tolerance_mm=50.0)
 
 
-def test_command_line_detect_and_batch_take_the_mirror_tolerance(tmp_path, box_volume):
+def test_command_line_detect_and_batch_take_the_mirror_tolerance(tmp_path, box_volume, capsys):
     (tmp_path / "in").mkdir()
     write_volume(tmp_path / "in" / "box.nrrd", *box_volume)
     model = ["-m", str(_save(tmp_path, GuessingModel(), 5.0).path), "--device", "cpu"]
@@ -167,9 +167,14 @@ def test_command_line_detect_and_batch_take_the_mirror_tolerance(tmp_path, box_v
         out = tmp_path / f"box{len(flags)}.mrk.json"
         assert main(["detect", str(tmp_path / "in" / "box.nrrd"), "-o", str(out), *model, *flags]) == 0
         assert [p.status == "defined" for p in read_markups(out).points] == found
+        printed = capsys.readouterr().out
+        assert ("2 not found because the network's estimates on the volume and on its left-right mirror were more "
+                "than 5 mm apart; --mirror-tolerance-mm loosens this" in printed) == (not flags), printed
+        assert "mirror mm" in printed.splitlines()[0] and "80.0" in printed.splitlines()[2]
         batch = tmp_path / f"batch{len(flags)}"
         assert main(["batch", str(tmp_path / "in"), "-o", str(batch), *model, *flags]) == 0
         assert [p.status == "defined" for p in read_markups(batch / "box.mrk.json").points] == found
+        capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(["detect", str(tmp_path / "in" / "box.nrrd"), "-o", str(out), *model, "--mirror-tolerance-mm", "0"])
     assert exit_info.value.code == 2
