@@ -433,3 +433,185 @@ def test_a_bad_value_is_quoted_in_the_message_up_to_80_characters(tmp_path, leng
     with pytest.raises(FileFormatError) as error:
         read_markups(path)
     assert f"got {shown};" in str(error.value)
+
+
+# ------------------------------------------------------------------------------- messages, warnings, layouts
+
+def bad_json(tmp_path: Path, markup: dict) -> Path:
+    return write_text(tmp_path / "bad.mrk.json", json.dumps({"markups": [{"type": "Fiducial", **markup}]}))
+
+
+@pytest.mark.parametrize(("markup", "message"), [
+    ({"coordinateSystem": "XYZ"}, ": coordinateSystem must be 'LPS' or 'RAS', got 'XYZ'."),
+    ({"coordinateUnits": ["inch", "UCUM", "inch"]},
+     ": coordinateUnits must be 'mm' or 'um', got ['inch', 'UCUM', 'inch']."),
+    ({"controlPoints": {}}, ": 'controlPoints' must be a list, got dict."),
+    ({"controlPoints": [{"label": "a"}, 5]}, ", control point 2: expected an object, got 5."),
+    ({"controlPoints": [{"label": 3}]}, ", control point 1: label and description must be strings, got 3, ''."),
+    ({"controlPoints": [{"label": "a", "description": 4}]},
+     ", control point 1: label and description must be strings, got 'a', 4."),
+    ({"controlPoints": [{"positionStatus": "placed"}]},
+     ", control point 1: positionStatus must be one of ('defined', 'preview', 'undefined'), got 'placed'."),
+    ({"controlPoints": [{"label": "P7", "position": [1, 2]}]},
+     ", control point 1 ('P7'): position must be 3 finite numbers, got [1, 2]."),
+])
+def test_json_errors_name_the_file_the_point_and_the_bad_value(tmp_path, markup, message):
+    path = bad_json(tmp_path, markup)
+    with pytest.raises(FileFormatError) as info:
+        read_markups(path)
+    assert str(info.value) == f"{path}{message}"
+
+
+def test_json_too_long_a_number_names_the_error_and_its_first_100_characters(tmp_path):
+    """An integer of 5,000 digits: Python's ValueError (over 100 characters) is named and cut at 100."""
+    text = '{"markups": [{"type": "Fiducial", "name": ' + "1" * 5000 + "}]}"
+    with pytest.raises(ValueError) as raw:
+        json.loads(text)
+    assert len(str(raw.value)) > 101
+    path = write_text(tmp_path / "long.mrk.json", text)
+    with pytest.raises(FileFormatError) as info:
+        read_markups(path)
+    assert str(info.value) == (f"{path} is not a markups file: its JSON is malformed (ValueError: "
+                               f"{str(raw.value)[:100]}); fix the file or save it again from Slicer.")
+
+
+def test_json_reader_warnings_name_the_file_the_markup_and_the_point(tmp_path, caplog):
+    document = {"markups": [{"type": "Curve", "controlPoints": [{"label": "P", "position": ""}]}, {"type": "ROI"}]}
+    path = write_text(tmp_path / "two.mrk.json", json.dumps(document))
+    with caplog.at_level(logging.WARNING):
+        assert read_markups(path).points == (MarkupsPoint("P", (0.0, 0.0, 0.0), status="undefined"),)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{path} has no point list; reading the control points of its 'Curve' markup.",
+        f"{path} holds 2 markups; reading only the first point list.",
+        f"{path}, control point 1 ('P') is defined but has no position; reading it as undefined, as Slicer does."]
+
+
+def test_reading_slicers_own_json_file_logs_nothing(examples, caplog):
+    with caplog.at_level(logging.DEBUG, logger="LandmarkDetectorLib"):
+        read_markups(examples / "written-by-slicer-core-5.13.mrk.json")
+    assert caplog.records == []  # one markup: no "holds 1 markups" warning
+
+
+@pytest.mark.parametrize(("markup", "points"), [
+    ({"name": 7, "controlPoints": [{"label": "a", "position": [1, 2, 3]}]}, (MarkupsPoint("a", (-1.0, -2.0, 3.0)),)),
+    ({"name": ["list"]}, ()),  # no controlPoints: an empty point list
+    ({}, ()),
+])
+def test_json_point_list_with_a_name_that_is_no_text_is_named_after_the_file(tmp_path, markup, points):
+    point_list = read_markups(bad_json(tmp_path, markup))
+    assert point_list == PointList(points, name="bad")
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("2,4.5,-5", "line 5: expected id,x,y,z,... got '2,4.5,-5'; the file is truncated or not .fcsv."),
+    ("2,4.5,-5.25,6,0,0,0,1,1,1,0,L2,,,defined,0",
+     "line 5: positionStatus (column 15) must be 0, 1, 2 or 3, got 'defined'."),
+])
+def test_fcsv_errors_quote_the_bad_line_or_value(tmp_path, row, message):
+    path = write_text(tmp_path / "bad.fcsv", "# Markups fiducial file version = 5.6\n# CoordinateSystem = LPS\n"
+                                             f"# columns = id,x,y,z\n1,1,2,3,0,0,0,1,1,1,0,L1,,\n{row}\n")
+    with pytest.raises(FileFormatError) as info:
+        read_markups(path)
+    assert str(info.value) == f"{path}, {message}"
+
+
+def test_fcsv_coordinate_system_value_is_all_after_the_first_equals_sign(tmp_path):
+    path = write_text(tmp_path / "bad.fcsv", "# Markups fiducial file version = 5.6\n# CoordinateSystem = RAS = LPS\n"
+                                             "1,1,2,3\n")
+    with pytest.raises(FileFormatError) as info:
+        read_markups(path)
+    assert str(info.value) == f"{path}, line 2: CoordinateSystem must be LPS, RAS, 0 or 1, got 'RAS = LPS'."
+
+
+def test_fcsv_commented_out_coordinate_system_line_is_ignored_like_slicer_does(tmp_path):
+    """Slicer reads a header option only from a line starting "# " (vtkMRMLMarkupsFiducialStorageNode)."""
+    text = "# Markups fiducial file version = 5.6\n##CoordinateSystem = RAS\n1,1.5,-2,3,0,0,0,1,1,1,0,P,,\n"
+    assert read_markups(write_text(tmp_path / "p.fcsv", text)).points[0].position_ras == (-1.5, 2.0, 3.0)  # LPS
+
+
+EXPECTED_HEADER = "label,l,p,s,defined,selected,visible,locked,description"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", f" is empty; expected a header row such as {EXPECTED_HEADER}."),
+    ("label,x,y,z\nA,1,2,3\n",
+     ": the header row must have r,a,s or l,p,s columns, got ['label', 'x', 'y', 'z']; "
+     f"write it like {EXPECTED_HEADER}."),
+    ("label,r,a,s\nA,1,two,3\n",
+     ", line 2: column a must be a finite number, got 'two'; the file is truncated or corrupt."),
+    ("label,r,a,s,defined\nA,1,2,3,yes\n", ", line 2: column defined must be 0 or 1, got 'yes'."),
+    ("label,r,a,s\nA,1,2," + "9" * 140_000 + "\n",
+     ", line 2: field larger than field limit (131072); the file is corrupt or not a table of points."),
+])
+def test_table_errors_name_the_file_and_quote_the_bad_value(tmp_path, text, message):
+    path = write_text(tmp_path / "bad.csv", text)
+    with pytest.raises(FileFormatError) as info:
+        read_markups(path)
+    assert str(info.value) == f"{path}{message}"
+
+
+@pytest.mark.parametrize(("text", "position"), [("r,a,s\n1,2,3\n", (1.0, 2.0, 3.0)),
+                                                 ("L,P,S\n1,2,3\n", (-1.0, -2.0, 3.0))])
+def test_table_with_only_the_coordinate_columns(tmp_path, text, position):
+    assert read_markups(write_text(tmp_path / "p.csv", text)).points == (MarkupsPoint("", position),)
+
+
+@pytest.mark.parametrize("suffix", [".fcsv", ".csv", ".tsv"])
+def test_line_break_refusal_names_the_file(tmp_path, suffix):
+    path = tmp_path / f"p{suffix}"
+    with pytest.raises(FileFormatError) as info:
+        write_markups(path, PointList((MarkupsPoint("two\nlines", (0.0, 0.0, 0.0)),)))
+    assert str(info.value) == (f"cannot write {path}: point 'two\\nlines' has a line break in its label or "
+                               "description, which Slicer cannot read in this format; write .mrk.json instead.")
+
+
+def test_double_quote_warning_names_the_file_and_only_comes_with_a_double_quote(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        write_markups(tmp_path / "plain.csv", PointList(SAMPLE.points[:1] + SAMPLE.points[2:]))
+    assert caplog.records == []
+    path = tmp_path / "quoted.tsv"
+    with caplog.at_level(logging.WARNING):
+        write_markups(path, SAMPLE)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{path}: a label or description contains a double quote, which Slicer's table reader garbles (this module "
+        "reads it back correctly); use .mrk.json for Slicer."]
+
+
+@pytest.mark.parametrize("windows", [False, True])
+@pytest.mark.parametrize("suffix", [".fcsv", ".csv", ".tsv"])
+def test_csv_formats_end_lines_with_lf_only_on_every_platform(tmp_path, monkeypatch, suffix, windows):
+    """As Slicer writes them on Linux and macOS. `windows`: text files opened as on Windows, where Python's text
+    mode would turn each "\\n" into "\\r\\n" (the pure-Python io module, with os.linesep = "\\r\\n")."""
+    if windows:
+        import _pyio
+
+        from LandmarkDetectorLib import fileio
+        monkeypatch.setattr(fileio, "open", _pyio.open, raising=False)
+        monkeypatch.setattr("os.linesep", "\r\n")
+    path = tmp_path / f"points{suffix}"
+    write_markups(path, PointList(SAMPLE.points[:3]))
+    data = path.read_bytes()
+    assert b"\r" not in data and data.count(b"\n") == 4 + (2 if suffix == ".fcsv" else 0) and data.endswith(b"\n")
+    assert read_markups(path).points == SAMPLE.points[:3]
+
+
+def test_written_json_layout_matches_slicers(tmp_path, examples):
+    """Same keys, values, order and 4-space indentation as Slicer's file, up to the control points (its schema
+    URL names v1.0.4, ours v1.0.3, which Slicer's older versions read too)."""
+    slicer_lines = (examples / "written-by-slicer-core-5.13.mrk.json").read_text(encoding="utf-8").splitlines()
+    path = tmp_path / "points.mrk.json"
+    write_markups(path, PointList((MarkupsPoint("L1", (1.0, 2.0, 3.0)), MarkupsPoint("L2", (-4.5, 5.25, 6.0), "desc"))))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[1] == slicer_lines[1].replace("v1.0.4", "v1.0.3")
+    assert lines[:1] + lines[2:17] == slicer_lines[:1] + slicer_lines[2:17]
+    assert lines[7:10] == ['            "locked": false,', '            "fixedNumberOfControlPoints": false,',
+                           '            "labelFormat": "%N-%d",']
+
+
+def test_from_arrays_takes_none_for_a_missing_position():
+    """A detector's output with None for a landmark it did not find: NaN, so an undefined point."""
+    point_list = PointList.from_arrays(["found", "missed"], [[1, 2, 3], [None, None, None]])
+    assert point_list.points == (MarkupsPoint("found", (1.0, 2.0, 3.0)),
+                                 MarkupsPoint("missed", (0.0, 0.0, 0.0), status="undefined"))
+    again = PointList.from_arrays(["missed"], [[None, None, None]], defined=[False])
+    assert again.points == (MarkupsPoint("missed", (0.0, 0.0, 0.0), status="undefined"),)
