@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import sys
 import warnings
 import zipfile
@@ -514,3 +515,100 @@ def test_invalid_metadata_names_the_error():
     text = metadata().to_json().replace('"landmarks"', '"landmarkz"')
     with pytest.raises(ModelError, match=rf"^m.pt: invalid metadata in {METADATA_FILE} \(KeyError: 'landmarks'\)\.$"):
         ModelMetadata.from_json(text, source="m.pt")
+
+
+def test_a_user_model_with_a_bundled_models_name_is_listed_as_user_name(tmp_path, monkeypatch):
+    """Guards available_models: a user model never hides the bundled model of the same name."""
+    from LandmarkDetectorLib.model import available_models
+
+    bundled = bundled_with_checksum(tmp_path, monkeypatch, "demo.pt")
+    (tmp_path / "user").mkdir()
+    mine = saved(tmp_path / "user", name="demo.pt")
+    monkeypatch.setenv("LANDMARK_DETECTOR_MODELS", str(tmp_path / "user"))
+    assert available_models() == {"demo": bundled, "user:demo": mine}
+
+
+def test_a_torchscript_error_is_reported_by_its_first_line(tmp_path, monkeypatch):
+    """Guards load_model's message when torch cannot load a bundle: the path and the first line of torch's error."""
+    path = saved(tmp_path)
+
+    def failing_load(*args, **kwargs):
+        raise RuntimeError("the first line\nthe second line")
+
+    monkeypatch.setattr(torch.jit, "load", failing_load)
+    with pytest.raises(ModelError) as caught:
+        load_model(path)
+    assert str(caught.value) == f"{path} could not be loaded as TorchScript (the first line)."
+
+
+def test_a_loaded_model_knows_its_file_and_the_output_check_names_it(tmp_path):
+    """Guards the path given to LandmarkModel by load_model: kept on the model (LandmarkModel.to loads it again from
+    there) and named by the output check's message."""
+    path = saved(tmp_path)
+    assert load_model(path, device="cpu").path == path
+    wrong = saved(tmp_path, network=HeatmapUNet(5, levels=(8, 16, 16)), name="five.pt")
+    with pytest.raises(ModelError, match=f"^{re.escape(str(wrong))}: outputs"):
+        load_model(wrong)
+
+
+def test_a_model_loaded_for_a_gpu_is_checked_and_kept_on_the_gpu(tmp_path, monkeypatch):
+    """Guards the device given to LandmarkModel by load_model (torch.cuda faked; no GPU needed): the output check
+    and the model run on the device asked for, not on LandmarkModel's default CPU."""
+    from LandmarkDetectorLib import model as model_module
+
+    path = saved(tmp_path)
+    real_load, checked = torch.jit.load, []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.jit, "load", lambda file, map_location=None: real_load(file, map_location="cpu"))
+    monkeypatch.setattr(model_module, "_check_outputs", lambda model: checked.append(model.device))
+    assert load_model(path, device="cuda").device == "cuda"
+    assert checked == ["cuda"]
+
+
+def test_a_file_in_the_working_folder_is_a_model_by_its_bare_name(tmp_path, monkeypatch):
+    """Guards model_file: an existing file given without a folder and without the .pt suffix is taken as a path, and
+    a name that is no file but has a folder or the suffix is a path too (read_metadata then says it is missing)."""
+    from LandmarkDetectorLib.model import model_file
+
+    monkeypatch.setenv("LANDMARK_DETECTOR_MODELS", str(tmp_path / "none"))
+    monkeypatch.chdir(tmp_path)
+    saved(tmp_path, name="bundle")
+    assert model_file("bundle") == Path("bundle")
+    assert load_model("bundle").metadata.landmarks == NAMES
+    for missing in ("missing.pt", os.path.join("folder", "missing")):
+        assert model_file(missing) == Path(missing)
+        with pytest.raises(ModelError, match="does not exist"):
+            load_model(missing)
+
+
+def test_unknown_name_says_when_no_model_is_available(tmp_path, monkeypatch):
+    """Guards model_file's message when neither bundled nor user models exist."""
+    from LandmarkDetectorLib import model as model_module
+
+    monkeypatch.setattr(model_module, "BUNDLED_DIR", tmp_path / "bundled")
+    monkeypatch.setenv("LANDMARK_DETECTOR_MODELS", str(tmp_path / "user"))
+    with pytest.raises(ModelError, match=r"^unknown model 'knees'; available: none \(or give a file path\)\.$"):
+        model_module.model_file("knees")
+
+
+def test_metadata_errors_name_the_model_file(tmp_path):
+    """Guards read_metadata's source for the metadata messages: the bundle's path."""
+    path = saved(tmp_path, extra={METADATA_FILE: "{oops"})
+    with pytest.raises(ModelError, match=f"^{re.escape(str(path))}: {METADATA_FILE} is not valid JSON"):
+        read_metadata(path)
+
+
+def test_predict_gives_the_network_the_canvases_it_is_given():
+    """Guards predict's conversion of its input: the network gets the canvases themselves (a mutant fed it a
+    one-element NaN array, on which the optimized network crashed inside torch)."""
+    seen = []
+
+    def network(x):
+        seen.append(x.numpy().copy())
+        n = len(NAMES)
+        return torch.zeros(x.shape[0], n, 2), torch.zeros(x.shape[0], n), torch.zeros(x.shape[0], n)
+
+    model = LandmarkModel(metadata=metadata(), module=network, path=Path("m.pt"))
+    x = np.random.default_rng(2).normal(size=(2, 3, 64, 32)).astype(np.float32)
+    model.predict(x)
+    np.testing.assert_array_equal(seen[0], x)
