@@ -15,7 +15,7 @@ MODULES=("$@")
 [ ${#MODULES[@]} -gt 0 ] || MODULES=(projection geometry framing pipeline markups fileio model)
 TESTS=(test_projection test_projection_properties test_projection_paths test_projection_thresholds test_projection_rest
        test_pipeline test_symmetry test_thresholds test_detection_report test_markups test_markups_properties
-       test_fileio test_model_bundle test_detect test_geometry)
+       test_fileio test_model_bundle test_detect test_geometry test_framing)
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,mutation]"
 

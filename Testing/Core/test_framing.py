@@ -4,7 +4,9 @@ whatever the source pixels (here 2 x 3 mm, not square), with the field of view o
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from LandmarkDetectorLib.errors import InputError
 from LandmarkDetectorLib.framing import CanvasSpec, canvas_origin_uv, frame
 from LandmarkDetectorLib.projection import ProjectedImage, view_pixel_to_ras
 
@@ -57,3 +59,19 @@ def test_a_canvas_larger_than_the_source_copies_it_whole_and_nothing_beyond():
     np.testing.assert_array_equal(canvas.image.depth_mm[inside], depth)
     # The canvas is still a projection of that threshold, seen from that side.
     assert (canvas.image.threshold, canvas.image.view) == (-300.5, "lr")
+
+
+def test_a_canvas_of_8_x_8_pixels_of_any_positive_finite_size_is_accepted():
+    assert CanvasSpec(height=8, width=8, pixel_spacing_mm=0.5).width == 8
+
+
+@pytest.mark.parametrize("height, width", [(20, 7), (7, 20)])
+def test_a_canvas_narrower_or_lower_than_8_pixels_is_refused(height, width):
+    with pytest.raises(InputError, match=f"canvas must be at least 8 x 8 pixels, got {width} x {height}"):
+        CanvasSpec(height=height, width=width, pixel_spacing_mm=2.0)
+
+
+@pytest.mark.parametrize("spacing", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_canvas_pixel_size_that_is_not_positive_and_finite_is_refused(spacing):
+    with pytest.raises(InputError, match="canvas pixel_spacing_mm must be positive"):
+        CanvasSpec(height=8, width=8, pixel_spacing_mm=spacing)
