@@ -188,7 +188,9 @@ class ExperimentResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: config, folds, statistics and every comparison (NaN as None)."""
         rows = [{**c.__dict__, **{k: None if not np.isfinite(getattr(c, k)) else getattr(c, k)
-                                  for k in ("error_mm", "in_plane_mm", "depth_mm")}} for c in self.comparisons]
+                                  for k in ("error_mm", "in_plane_mm", "depth_mm")},
+                 "offset_ras_mm": list(c.offset_ras_mm) if np.isfinite(c.offset_ras_mm).all() else None}
+                for c in self.comparisons]
         return {"config": self.config.to_dict(), "landmarks": list(self.landmarks), "seconds": self.seconds,
                 "folds": [{"training": t, "held_out": h} for t, h in self.folds],
                 "statistics": self.statistics(), "comparisons": rows}
