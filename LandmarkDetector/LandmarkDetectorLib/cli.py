@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from .errors import InputError, LandmarkDetectorError, UsageError
 from .fileio import atomic_open, check_writable_target
@@ -157,7 +156,7 @@ def format_landmarks(landmarks: Any) -> str:
     """A plain-text table: landmark, found, confidence, the mirror disagreement in mm (models with a mirror check),
     R A S in mm (no position for landmarks not found)."""
     width = max(len("landmark"), *(len(n) for n in landmarks.names))
-    disagreement = _disagreement_mm(landmarks)
+    disagreement = landmarks.disagreement_mm
     mirror = bool(np.isfinite(disagreement).any())
     lines = [f"{'landmark':<{width}}  found  confidence" + ("  mirror mm" if mirror else "")
              + "        R        A        S"]
@@ -168,13 +167,6 @@ def format_landmarks(landmarks: Any) -> str:
             f"  {'-':>9}" if mirror else ""
         lines.append(f"{name:<{width}}  {'yes' if found else 'NO':<5}  {confidence:10.3f}{agreement}  {position}")
     return "\n".join(lines)
-
-
-def _disagreement_mm(landmarks: Any) -> NDArray[np.float64]:
-    """The mirror disagreement of each landmark, mm (NaN without a mirror check)."""
-    if landmarks.disagreement_mm is None:
-        return np.full(len(landmarks.names), np.nan)
-    return np.asarray(landmarks.disagreement_mm, dtype=np.float64)
 
 
 def landmarks_json(landmarks: Any, volume: str, model: str, output: str | None, warning: str) -> dict[str, Any]:
@@ -189,7 +181,7 @@ def landmarks_json(landmarks: Any, volume: str, model: str, output: str | None, 
                        "position_ras": [round(float(v), 3) for v in point] if found else None}
                       for name, point, confidence, found, disagreement in zip(
                           landmarks.names, landmarks.points_ras, landmarks.confidence, landmarks.found,
-                          _disagreement_mm(landmarks), strict=True)],
+                          landmarks.disagreement_mm, strict=True)],
     }
 
 
@@ -233,9 +225,9 @@ def command_detect(args: argparse.Namespace) -> int:
     print(format_landmarks(landmarks))
     print(f"{int(landmarks.found.sum())} of {len(landmarks.names)} landmarks found -> {args.out}"
           + (f" (preview {args.preview})" if args.preview else ""))
-    tolerance = args.mirror_tolerance_mm or model.metadata.mirror_tolerance_mm
+    tolerance = landmarks.mirror_tolerance_mm
     mirrored_out = int(((landmarks.confidence >= landmarks.confidence_threshold)
-                        & (_disagreement_mm(landmarks) > (tolerance or np.inf))).sum())
+                        & (landmarks.disagreement_mm > (np.inf if tolerance is None else tolerance))).sum())
     if mirrored_out:
         print(f"{mirrored_out} not found because the network's estimates on the volume and on its left-right mirror "
               f"were more than {tolerance:g} mm apart; --mirror-tolerance-mm loosens this (more found, fewer right).")

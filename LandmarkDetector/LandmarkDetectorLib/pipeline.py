@@ -49,8 +49,9 @@ class Landmarks:
             inside the scanned field, and (for models with a mirror check) its mirror disagreement within tolerance.
         canvas: what the network saw, for previews.
         disagreement_mm: (N,) distance between the network's estimates on the canvas and on its left-right mirror,
-            mm (NaN for models without a mirror check); large where the network is guessing.
+            mm (NaN for models without a mirror check, and when not given); large where the network is guessing.
         confidence_threshold: the threshold ``found`` was decided with.
+        mirror_tolerance_mm: the mirror tolerance ``found`` was decided with (None: no mirror check).
     """
 
     names: tuple[str, ...]
@@ -60,6 +61,11 @@ class Landmarks:
     canvas: Canvas | None = None
     disagreement_mm: NDArray[np.float64] | None = None
     confidence_threshold: float = 0.5
+    mirror_tolerance_mm: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.disagreement_mm is None:
+            object.__setattr__(self, "disagreement_mm", np.full(len(self.names), np.nan))
 
     @property
     def low_confidence_below(self) -> float:
@@ -69,10 +75,9 @@ class Landmarks:
     def to_point_list(self, name: str = "Landmarks") -> PointList:
         """Markups point list: labels = names, confidence (and mirror disagreement) in the description, not-found
         points undefined."""
-        disagreement = np.full(len(self.names), np.nan) if self.disagreement_mm is None else self.disagreement_mm
         descriptions = [f"confidence {c:.3f}" + ("" if np.isnan(d) else f"; mirror disagreement {d:.1f} mm")
                         + ("" if ok else "; not found")
-                        for c, d, ok in zip(self.confidence, disagreement, self.found, strict=True)]
+                        for c, d, ok in zip(self.confidence, self.disagreement_mm, self.found, strict=True)]
         return PointList.from_arrays(self.names, self.points_ras, descriptions=descriptions, defined=self.found,
                                      name=name)
 
@@ -283,7 +288,7 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     points_ras[found] = into_volume(points_ras[found], ijk_to_ras, np.shape(volume_kji))
     return Landmarks(names=metadata.landmarks, points_ras=points_ras, confidence=probability,
                      found=found, canvas=canvas, disagreement_mm=disagreement,
-                     confidence_threshold=threshold)
+                     confidence_threshold=threshold, mirror_tolerance_mm=tolerance_mm)
 
 
 def detection_warning(landmarks: Landmarks, metadata: ModelMetadata, user_threshold: bool = False) -> str:

@@ -145,6 +145,7 @@ def test_the_callers_mirror_tolerance_replaces_the_models(tmp_path, box_volume, 
     model = _save(tmp_path, GuessingModel(), 5.0)  # the guesses disagree by 80 mm
     checked = detect_landmarks(*box_volume, model, mirror_tolerance_mm=override)
     assert checked.found.tolist() == found
+    assert checked.mirror_tolerance_mm == (5.0 if override is None else override)  # what "found" was decided with
     assert model.metadata.mirror_tolerance_mm == 5.0  # the model itself is left as it was
 
 
