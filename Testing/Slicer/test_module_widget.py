@@ -490,24 +490,37 @@ def test_cancel_in_the_progress_dialog_adds_nothing(module, widget, monkeypatch)
     assert widget._running == ""
 
 
-def test_the_confidence_threshold_override_decides_what_is_found(module, widget, monkeypatch, tmp_path):
-    """A model calibrated at 0.818 (not 0.5): unticked, the panel uses it; ticked, the value set in Advanced."""
-    monkeypatch.setenv(USER_MODELS_ENV, str(tmp_path))
-    save_confidence_model(tmp_path / "confident.pt")
+def ball_in_panel(widget, name: str, model: str):
+    """A 20 mm ball in 2 mm voxels as the panel's input, detected with ``model`` on the CPU; the parameter node."""
     shape = (31, 33, 35)
     ijk_to_ras = make_ijk_to_ras(np.eye(3), (2.0, 2.0, 2.0), shape, (0.0, 0.0, 0.0))
     parameters = widget._parameterNode
     parameters.inputVolume = slicer.util.addVolumeFromArray(spheres_volume(shape, ijk_to_ras, (0, 0, 0), 20.0),
-                                                            ijk_to_ras, "Ball")
-    parameters.model, parameters.device = "confident", "cpu"
-    parameters.confidenceThreshold = 0.6
-    statuses = {}
+                                                            ijk_to_ras, name)
+    parameters.model, parameters.device = model, "cpu"
+    return parameters
+
+
+def placed_unticked_and_ticked(widget, parameters, setting: str) -> dict[bool, dict[str, bool]]:
+    """Detect with the Advanced ``setting`` unticked, then ticked: whether each landmark was placed, by label."""
+    placed = {}
     for use in (False, True):
-        parameters.useConfidenceThreshold = use
+        setattr(parameters, setting, use)
         widget.ui.detectButton.click()
-        points = slicer.mrmlScene.GetFirstNodeByName("Ball landmarks" + ("_1" if use else ""))
-        statuses[use] = {points.GetNthControlPointLabel(i): points.GetNthControlPointPositionStatus(i) ==
-                         points.PositionDefined for i in range(points.GetNumberOfControlPoints())}
+        points = slicer.mrmlScene.GetFirstNodeByName(parameters.inputVolume.GetName() + " landmarks"
+                                                     + ("_1" if use else ""))
+        placed[use] = {points.GetNthControlPointLabel(i): points.GetNthControlPointPositionStatus(i) ==
+                       points.PositionDefined for i in range(points.GetNumberOfControlPoints())}
+    return placed
+
+
+def test_the_confidence_threshold_override_decides_what_is_found(module, widget, monkeypatch, tmp_path):
+    """A model calibrated at 0.818 (not 0.5): unticked, the panel uses it; ticked, the value set in Advanced."""
+    monkeypatch.setenv(USER_MODELS_ENV, str(tmp_path))
+    save_confidence_model(tmp_path / "confident.pt")
+    parameters = ball_in_panel(widget, "Ball", "confident")
+    parameters.confidenceThreshold = 0.6
+    statuses = placed_unticked_and_ticked(widget, parameters, "useConfidenceThreshold")
     assert statuses[False] == {"Above": True, "AtThreshold": True, "JustBelow": False, "Between": False,
                                "Below": False}
     assert statuses[True] == {"Above": True, "AtThreshold": True, "JustBelow": True, "Between": True, "Below": False}
@@ -518,21 +531,10 @@ def test_the_mirror_tolerance_override_decides_what_is_found(module, widget, mon
     a model without left-right pairs greys the setting out and unticks it."""
     monkeypatch.setenv(USER_MODELS_ENV, str(tmp_path))
     save_side_guess_model(tmp_path / "sideguess.pt", tolerance_mm=5.0)
-    shape = (31, 33, 35)
-    ijk_to_ras = make_ijk_to_ras(np.eye(3), (2.0, 2.0, 2.0), shape, (0.0, 0.0, 0.0))
-    parameters = widget._parameterNode
-    parameters.inputVolume = slicer.util.addVolumeFromArray(spheres_volume(shape, ijk_to_ras, (0, 0, 0), 20.0),
-                                                            ijk_to_ras, "Pair")
-    parameters.model, parameters.device = "sideguess", "cpu"
+    parameters = ball_in_panel(widget, "Pair", "sideguess")
     assert parameters.mirrorToleranceMm == 5.0 and widget.ui.useMirrorToleranceCheckBox.enabled
     parameters.mirrorToleranceMm = 50.0
-    found = {}
-    for use in (False, True):
-        parameters.useMirrorTolerance = use
-        widget.ui.detectButton.click()
-        points = slicer.mrmlScene.GetFirstNodeByName("Pair landmarks" + ("_1" if use else ""))
-        found[use] = [points.GetNthControlPointPositionStatus(i) == points.PositionDefined
-                      for i in range(points.GetNumberOfControlPoints())]
-    assert found == {False: [False, False], True: [True, True]}
+    found = placed_unticked_and_ticked(widget, parameters, "useMirrorTolerance")
+    assert found == {False: {"PointR": False, "PointL": False}, True: {"PointR": True, "PointL": True}}
     parameters.model = "hand-mr"
     assert not parameters.useMirrorTolerance and not widget.ui.useMirrorToleranceCheckBox.enabled
