@@ -59,6 +59,9 @@ class ModelMetadata:
         mirror_tolerance_mm: a landmark is reported as found only when the network's estimates on the canvas and on
             its left-right mirror (paired labels swapped) lie within this distance, mm; None: no mirror check (one
             network pass; models whose landmarks have no left-right pairs).
+        depth_fractions: landmark name -> fraction of the body's thickness along its viewing ray (0 where the ray
+            enters the body, 1 where it leaves) at which detection places it instead of at the network's depth
+            (``thickness.at_depth_fractions``); joint centres for which that measured better.
         architecture: network family, e.g. "heatmap-unet" or "regression-cnn".
         description: one paragraph for people (model card summary).
         training: provenance: data, recipe, command, seed, versions.
@@ -71,6 +74,7 @@ class ModelMetadata:
     projection: ProjectionConfig
     confidence_threshold: float = 0.5
     mirror_tolerance_mm: float | None = None
+    depth_fractions: dict[str, float] = field(default_factory=dict)
     architecture: str = ""
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)
@@ -81,7 +85,8 @@ class ModelMetadata:
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "name": self.name,
             "landmarks": list(self.landmarks), "canvas": self.canvas.to_dict(),
             "projection": self.projection.to_dict(), "confidence_threshold": self.confidence_threshold,
-            "mirror_tolerance_mm": self.mirror_tolerance_mm, "architecture": self.architecture,
+            "mirror_tolerance_mm": self.mirror_tolerance_mm, "depth_fractions": self.depth_fractions,
+            "architecture": self.architecture,
             "description": self.description, "training": self.training, "metrics": self.metrics},
             indent=2, sort_keys=True)
 
@@ -109,6 +114,8 @@ class ModelMetadata:
                            projection=ProjectionConfig.from_dict(values["projection"]),
                            confidence_threshold=float(values.get("confidence_threshold", 0.5)),
                            mirror_tolerance_mm=_optional_float(values.get("mirror_tolerance_mm")),
+                           depth_fractions={str(k): float(v) for k, v in
+                                            dict(values.get("depth_fractions") or {}).items()},
                            architecture=str(values.get("architecture", "")),
                            description=str(values.get("description", "")),
                            training=dict(values.get("training", {})), metrics=dict(values.get("metrics", {})))
@@ -122,6 +129,10 @@ class ModelMetadata:
         tolerance = metadata.mirror_tolerance_mm
         if tolerance is not None and not (np.isfinite(tolerance) and tolerance > 0):
             raise ModelError(f"{source}: mirror_tolerance_mm must be a positive number of mm or null, got {tolerance}.")
+        for name, fraction in metadata.depth_fractions.items():
+            if name not in landmarks or not 0.0 <= fraction <= 1.0:
+                raise ModelError(f"{source}: depth_fractions must map the model's landmarks to fractions in [0, 1], "
+                                 f"got {name!r}: {fraction}.")
         return metadata
 
 

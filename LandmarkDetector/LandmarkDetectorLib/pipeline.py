@@ -16,6 +16,7 @@ from .model import LandmarkModel, ModelMetadata, load_model
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 from .projection import CT_AIR_THRESHOLD_HU, ProjectedImage, ProjectionConfig, project_volume
 from .symmetry import mirror_partners, unmirror
+from .thickness import at_depth_fractions
 
 MIN_EXTENT_FRACTION = 0.05
 """The voxel grid (along each of its axes) and the body's silhouette must span at least this fraction of the model's
@@ -278,14 +279,17 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     spec_mm = metadata.canvas.pixel_spacing_mm
     check_cancel(should_cancel)
     uvd = np.column_stack([uv, canvas.image.denormalize_depth(depth)])
-    report(progress, 1.0, "Done")
     points_ras = canvas.image.uvd_to_ras(uvd)
     ijk_to_ras = geometry.validate_ijk_to_ras(ijk_to_ras)
+    points_ras = at_depth_fractions(points_ras, metadata.landmarks, metadata.depth_fractions, volume_kji, ijk_to_ras,
+                                    canvas.image.pixel_to_ras[:3, 2], canvas.image.threshold,
+                                    projection.surface_min_mm)
     found = (probability >= threshold) & in_scanned_field(points_ras, canvas.image.pixel_to_ras[:3, 2], ijk_to_ras,
                                                           np.shape(volume_kji), EDGE_MARGIN_PX * spec_mm)
     if tolerance_mm is not None:
         found &= ~(disagreement > tolerance_mm)  # NaN (no pairs) passes
     points_ras[found] = into_volume(points_ras[found], ijk_to_ras, np.shape(volume_kji))
+    report(progress, 1.0, "Done")
     return Landmarks(names=metadata.landmarks, points_ras=points_ras, confidence=probability,
                      found=found, canvas=canvas, disagreement_mm=disagreement,
                      confidence_threshold=threshold, mirror_tolerance_mm=tolerance_mm)

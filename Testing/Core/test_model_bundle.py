@@ -38,7 +38,8 @@ SPEC = CanvasSpec(height=64, width=32, pixel_spacing_mm=8.0)
 def metadata(**changes) -> ModelMetadata:
     values = dict(name="test", landmarks=NAMES, canvas=SPEC, projection=ProjectionConfig(table_removal_mm=10.0),
                   architecture="heatmap-unet", description="A test model.", confidence_threshold=0.625,
-                  mirror_tolerance_mm=25.0, training={"seed": 1}, metrics={"mean_mm": 1.0})  # no field at its default
+                  mirror_tolerance_mm=25.0, depth_fractions={"B": 0.375}, training={"seed": 1},
+                  metrics={"mean_mm": 1.0})  # no field at its default
     values.update(changes)
     return ModelMetadata(**values)
 
@@ -351,15 +352,15 @@ def test_metadata_is_stored_as_indented_json_with_sorted_keys():
     lines = metadata().to_json().splitlines()
     assert lines[:3] == ["{", '  "architecture": "heatmap-unet",', '  "canvas": {']
     keys = [line.split('"')[1] for line in lines if line.startswith('  "')]
-    assert keys == sorted(keys) and len(keys) == 12
+    assert keys == sorted(keys) and len(keys) == 13
 
 
 def test_metadata_without_the_optional_fields_gets_their_defaults():
     """Guards the defaults of a bundle written with only the required fields (format, name, landmarks, canvas,
     projection): they must be ModelMetadata's own."""
     values = json.loads(metadata().to_json())
-    for optional in ("confidence_threshold", "mirror_tolerance_mm", "architecture", "description", "training",
-                     "metrics"):
+    for optional in ("confidence_threshold", "mirror_tolerance_mm", "depth_fractions", "architecture", "description",
+                     "training", "metrics"):
         del values[optional]
     expected = ModelMetadata(name="test", landmarks=NAMES, canvas=SPEC,
                              projection=ProjectionConfig(table_removal_mm=10.0))
@@ -508,6 +509,20 @@ def test_metadata_bounds_on_the_threshold_and_the_mirror_tolerance():
     for tolerance in (0.0, -3.0, float("inf")):
         with pytest.raises(ModelError, match="mirror_tolerance_mm must be a positive number of mm or null"):
             ModelMetadata.from_json(metadata(mirror_tolerance_mm=tolerance).to_json())
+
+
+def test_depth_fractions_must_name_the_models_landmarks_with_fractions_from_0_to_1():
+    """Guards the depth fractions' check: both ends of [0, 1] kept; another landmark, a fraction outside [0, 1] or
+    NaN, or something that is not a mapping refused by name."""
+    fractions = {"A": 0.0, "C": 1.0}
+    assert ModelMetadata.from_json(metadata(depth_fractions=fractions).to_json()).depth_fractions == fractions
+    for bad in ({"D": 0.5}, {"A": -0.01}, {"B": 1.01}, {"C": float("nan")}):
+        with pytest.raises(ModelError, match="depth_fractions must map the model's landmarks to fractions in"):
+            ModelMetadata.from_json(metadata(depth_fractions=bad).to_json())
+    values = json.loads(metadata().to_json())
+    for bad in ([0.5], "A", {"A": "half"}):
+        with pytest.raises(ModelError, match="invalid metadata"):
+            ModelMetadata.from_json(json.dumps({**values, "depth_fractions": bad}))
 
 
 def test_invalid_metadata_names_the_error():

@@ -20,12 +20,15 @@ from LandmarkDetectorLib.training.data import NO_AUGMENTATION, SyntheticSource
 from LandmarkDetectorLib.training.evaluate import (
     FOUND_WITHIN_MM,
     Reference,
+    calibrate_depth_fractions,
     calibrate_mirror_tolerance,
     calibrate_threshold,
     evaluate_annotated_volumes,
     evaluate_synthetic_volumes,
     merge_results,
     summary,
+    thickness_sample,
+    with_depth_fractions,
 )
 from LandmarkDetectorLib.training.finetune import FinetuneConfig, find_cases, finetune, trainable_network
 from LandmarkDetectorLib.training.losses import gaussian_targets
@@ -270,6 +273,58 @@ def test_mirror_tolerance_is_the_largest_that_keeps_found_landmarks_right():
     assert calibrate_mirror_tolerance(result, threshold=0.5)[1]["in_view_reported_found"] == 0.25
     result["disagreement_mm"] = np.full_like(errors, np.nan)  # a model without a mirror check
     assert calibrate_mirror_tolerance(result, threshold=0.5)[0] is None
+
+
+def test_depth_fractions_are_the_median_truth_fraction_and_replace_only_those_depth_errors():
+    # Two landmarks, five cases: (truth's fraction, entry and exit of the predicted point's stretch, truth's depth).
+    a = np.array([[0.40, -20.0, 20.0, -3.0], [0.60, -25.0, 15.0, 1.0], [0.44, -30.0, 10.0, -14.0],
+                  [np.nan, -30.0, 10.0, -14.0], [0.9, np.nan, np.nan, 2.0]])
+    b = np.full((5, 4), np.nan)
+    errors = np.zeros((5, 2, 3))
+    errors[:, 0] = [[5.0, 4.0, 3.0], [4.1, 4.0, 1.0], [14.6, 4.0, 14.0], [14.6, 4.0, 14.0], [4.5, 4.0, 2.0]]
+    result = {"names": ("Knee", "Toe"), "thickness": np.stack([a, b], axis=1), "errors": {"model": errors}}
+    before = errors.copy()
+    fractions, rates = calibrate_depth_fractions(result, ("Knee", "Toe"))
+    # The median (not the mean, 0.48) over the cases where all three are known (the fourth lacks the truth's
+    # fraction, the fifth a stretch at the prediction); the toe, never known, gets none.
+    assert fractions == {"Knee": 0.44} and set(rates) == {"Knee"}
+    depth = np.abs(a[:, 1] + 0.44 * (a[:, 2] - a[:, 1]) - a[:, 3])  # 0.6, 8.4, 1.6, 1.6, NaN
+    assert rates["Knee"] == pytest.approx({"fraction": 0.44, "cases": 3, "network_depth_mm": 6.0,
+                                           "fraction_depth_mm": depth[:3].mean()})
+    assert calibrate_depth_fractions(result, ("Toe",)) == ({}, {})
+    moved = with_depth_fractions(result, fractions)["errors"]["model"]
+    np.testing.assert_allclose(moved[:4, 0, 2], depth[:4])
+    np.testing.assert_allclose(moved[:4, 0, 0], np.hypot(4.0, depth[:4]))
+    np.testing.assert_allclose(moved[:4, 0, 1], 4.0)
+    np.testing.assert_array_equal(moved[4], before[4])  # no stretch at the prediction: the network's depth stays
+    np.testing.assert_array_equal(moved[:, 1], before[:, 1])
+    np.testing.assert_array_equal(result["errors"]["model"], before)  # the input is left as it was
+    assert with_depth_fractions(result, {})["errors"]["model"].tolist() == before.tolist()
+
+
+def test_thickness_sample_measures_along_the_models_ray(tmp_path):
+    """A slab of tissue, voxelized from A = -11 to A = 31 mm, seen along the AP ray: the truth at A = 20 lies 11 of
+    its 42 mm in; the prediction at A = 50 (in front, in air) has the slab from 19 to 61 mm behind it and the truth
+    30 mm behind."""
+    from LandmarkDetectorLib.framing import Canvas
+    from LandmarkDetectorLib.pipeline import Landmarks
+    from LandmarkDetectorLib.projection import ProjectedImage, view_pixel_to_ras
+
+    shape = (31, 41, 35)
+    ijk_to_ras = np.diag([2.0, 2.0, 2.0, 1.0])
+    ijk_to_ras[:3, 3] = [-34.0, -40.0, -30.0]
+    a = ijk_to_ras[1, 1] * np.arange(shape[1]) + ijk_to_ras[1, 3]
+    volume = np.where(((a >= -10) & (a <= 30))[None, :, None], 40, -1000) * np.ones(shape)
+    image = ProjectedImage(np.ones((2, 2), bool), np.zeros((2, 2), np.float32),
+                           view_pixel_to_ras("ap", (0.0, 100.0, 0.0), (2.0, 2.0)), threshold=-500.0, view="ap")
+    result = Landmarks(names=("X", "Y"), points_ras=np.array([[0.0, 50.0, 0.0], [4.0, 0.0, 2.0]]),
+                       confidence=np.ones(2), found=np.ones(2, bool),
+                       canvas=Canvas(image, np.ones((2, 2), bool)),
+                       disagreement_mm=np.full(2, np.nan))
+    sample = thickness_sample(volume, ijk_to_ras, result, np.array([[0.0, 20.0, 0.0], [np.nan] * 3]), 5.0)
+    np.testing.assert_allclose(sample[0], [11 / 42, 19.0, 61.0, 30.0], atol=0.26)  # to a quarter of a voxel
+    assert sample[0, 0] == pytest.approx(11 / 42, abs=0.01)
+    assert np.isnan(sample[1]).all()
 
 
 def test_found_within_counts_found_landmarks_at_the_anatomys_distance():

@@ -22,6 +22,7 @@ from ..model import LandmarkModel
 from ..pipeline import Landmarks, detect_landmarks
 from ..progress import ProgressCallback, report
 from ..synthetic.dataset import synthesize_case
+from ..thickness import body_runs_along_ray, fraction_in_run, nearest_run
 from ..volume_io import read_volume
 from .data import Batch, SyntheticSource
 
@@ -95,7 +96,8 @@ def evaluate_synthetic_volumes(model: LandmarkModel, anatomy: str, seed: int, co
         (NaN where the truth is out of view), in-plane and depth components; found/in-view flags; the in-view
         probabilities, the mirror disagreements (mm) and whether each prediction lies inside the scanned field
         (found = inside, probability at least the model's threshold and the mirror check passed), so that other
-        thresholds and tolerances can be assessed (``calibrate_threshold``, ``calibrate_mirror_tolerance``).
+        thresholds and tolerances can be assessed (``calibrate_threshold``, ``calibrate_mirror_tolerance``); and
+        "thickness" (count, N, 4) for ``calibrate_depth_fractions`` (``thickness_sample``).
     """
     names = model.metadata.landmarks
     methods = ["model"] + (["mean_depth", "nn_syn"] if reference is not None else [])
@@ -104,6 +106,7 @@ def evaluate_synthetic_volumes(model: LandmarkModel, anatomy: str, seed: int, co
     confidence = np.zeros((count, len(names)))
     disagreement = np.full((count, len(names)), np.nan)
     truth_in_view = np.zeros((count, len(names)), dtype=bool)
+    thickness = np.full((count, len(names), 4), np.nan)
     lenient = _lenient(model)
     for index in range(count):
         scan = synthesize_case(anatomy, seed, index, generator=generator)
@@ -124,9 +127,12 @@ def evaluate_synthetic_volumes(model: LandmarkModel, anatomy: str, seed: int, co
             errors[method][index] = np.where(in_view[:, None], parts, np.nan)
         inside[index], confidence[index], truth_in_view[index] = result.found, result.confidence, in_view
         disagreement[index] = result.disagreement_mm
+        thickness[index] = np.where(in_view[:, None], thickness_sample(
+            scan.voxels_kji, scan.ijk_to_ras, result, truth, model.metadata.projection.surface_min_mm), np.nan)
         report(progress, (index + 1) / count, f"Evaluated {index + 1}/{count} volumes")
     return {"names": names, "errors": errors, "truth_in_view": truth_in_view, "inside": inside,
             "confidence": confidence, "disagreement_mm": disagreement, "known": np.ones_like(truth_in_view),
+            "thickness": thickness,
             "found": found_at(inside, confidence, disagreement, model.metadata.confidence_threshold,
                               model.metadata.mirror_tolerance_mm)}
 
@@ -169,6 +175,23 @@ def evaluate_annotated_volumes(model: LandmarkModel, pairs: list[tuple[Path, Pat
             "disagreement_mm": disagreement,
             "found": found_at(inside, confidence, disagreement, model.metadata.confidence_threshold,
                               model.metadata.mirror_tolerance_mm)}
+
+
+def thickness_sample(volume_kji: NDArray, ijk_to_ras: NDArray[np.float64], result: Landmarks,
+                     truth_ras: NDArray[np.float64], min_run_mm: float) -> NDArray[np.float64]:
+    """(N, 4) per landmark, along its viewing ray: the truth's fraction of the body's thickness (``fraction_in_run``
+    of the stretch through the truth); entry and exit of the stretch the prediction lies in or nearest to, and the
+    truth's depth, mm from the prediction along the ray. NaN where the truth is unknown or a ray crosses no body."""
+    image = result.canvas.image
+    ray = image.pixel_to_ras[:3, 2] / np.linalg.norm(image.pixel_to_ras[:3, 2])
+    out = np.full((len(truth_ras), 4), np.nan)
+    for n, (truth, predicted) in enumerate(zip(truth_ras, result.points_ras, strict=True)):
+        if not np.isfinite(truth).all():
+            continue
+        at_truth = body_runs_along_ray(volume_kji, ijk_to_ras, truth, ray, image.threshold, min_run_mm)
+        run = nearest_run(body_runs_along_ray(volume_kji, ijk_to_ras, predicted, ray, image.threshold, min_run_mm))
+        out[n] = [fraction_in_run(at_truth), *(run or (np.nan, np.nan)), (truth - predicted) @ ray]
+    return out
 
 
 def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -255,6 +278,47 @@ def calibrate_mirror_tolerance(result: dict[str, Any], threshold: float, within_
         if rates(tolerance)["found_within_mm"] >= share:
             return float(tolerance), rates(tolerance)
     return 5.0, rates(5.0)
+
+
+def calibrate_depth_fractions(result: dict[str, Any], landmarks: tuple[str, ...]
+                              ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The fraction of the body's thickness along the ray at which to place each of ``landmarks``: the median of
+    their truths' fractions (``thickness_sample``) over an ``evaluate_synthetic_volumes`` result of a model without
+    depth fractions.
+
+    Returns:
+        Landmark name -> fraction (those with no in-view case whose ray crosses the body left out); and per landmark:
+        the fraction, the number of cases, and the mean depth error (mm) of the network and of the fraction at the
+        model's predicted positions.
+    """
+    fractions: dict[str, float] = {}
+    rates: dict[str, dict[str, float]] = {}
+    for name in landmarks:
+        truth_fraction, entry, exit_, truth_mm = np.moveaxis(result["thickness"][:, result["names"].index(name)], -1, 0)
+        usable = np.isfinite(truth_fraction) & np.isfinite(entry) & np.isfinite(truth_mm)
+        if not usable.any():
+            continue
+        fractions[name] = round(float(np.clip(np.median(truth_fraction[usable]), 0.0, 1.0)), 3)
+        rule = entry + fractions[name] * (exit_ - entry) - truth_mm
+        rates[name] = {"fraction": fractions[name], "cases": int(usable.sum()),
+                       "network_depth_mm": float(np.abs(truth_mm[usable]).mean()),
+                       "fraction_depth_mm": float(np.abs(rule[usable]).mean())}
+    return fractions, rates
+
+
+def with_depth_fractions(result: dict[str, Any], fractions: dict[str, float]) -> dict[str, Any]:
+    """An ``evaluate_synthetic_volumes`` result as the model with these depth fractions would have given it: the
+    model's depth errors (and 3D errors) of those landmarks replaced where their ray crosses the body."""
+    errors = result["errors"]["model"].copy()
+    for n, name in enumerate(result["names"]):
+        if name not in fractions:
+            continue
+        _, entry, exit_, truth_mm = np.moveaxis(result["thickness"][:, n], -1, 0)
+        depth = np.abs(entry + fractions[name] * (exit_ - entry) - truth_mm)
+        moved = np.isfinite(depth)
+        errors[moved, n, 2] = depth[moved]
+        errors[moved, n, 0] = np.hypot(errors[moved, n, 1], depth[moved])
+    return {**result, "errors": {**result["errors"], "model": errors}}
 
 
 def summary(result: dict[str, Any], within_mm: float = FOUND_WITHIN_MM["body"]) -> dict[str, Any]:
