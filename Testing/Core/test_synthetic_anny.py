@@ -93,6 +93,10 @@ def test_hands_are_where_the_pose_puts_them(bodies) -> None:
     for b, k in _family(bodies, "crossed") + _family(bodies, "behind"):  # the fingertips cross the midline
         assert lm[b, tips[k], 0] * (1 if k == 0 else -1) < -20.0
         assert lm[b, tips[k], 2] > lm[b, _index("HeadTop"), 2] - 300.0
+    for b, k in _family(bodies, "away"):  # the arm abducted: the fingertip well lateral of the shoulder, below it
+        sign = 1.0 if k == 0 else -1.0
+        assert sign * (lm[b, tips[k], 0] - lm[b, shoulders[k], 0]) > 50.0, (b, k)
+        assert lm[b, tips[k], 2] < lm[b, shoulders[k], 2] - 400.0, (b, k)
     for place in ("thigh", "groin", "belly", "chest"):  # on the front of the body
         for b, k in _family(bodies, place):
             assert lm[b, tips[k], 1] > lm[b, shoulders[k], 1] + 30.0, (place, b, k)

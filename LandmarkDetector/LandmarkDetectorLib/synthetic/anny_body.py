@@ -62,8 +62,13 @@ ARM_FAMILIES = {"down": 0.52, "one_raised": 0.12, "raised": 0.18, "crossed_above
 """Arm postures: both down (hands at HAND_PLACES), one raised, both raised above the head, hands crossed above the
 head, hands crossed behind (under) the head."""
 
-HAND_PLACES = {"beside": 0.30, "thigh": 0.20, "groin": 0.15, "belly": 0.25, "chest": 0.10}
-"""Where a hand of an arm that is down rests: beside the thigh, on the thigh, over the groin, on the belly or chest."""
+HAND_PLACES = {"beside": 0.24, "thigh": 0.18, "groin": 0.13, "belly": 0.23, "chest": 0.10, "away": 0.12}
+"""Where a hand of an arm that is down rests: beside the thigh, on the thigh, over the groin, on the belly or chest,
+or away from the body (the arm abducted by ``AWAY_ABDUCTION_DEG``: on an arm support, or the A-pose of the HRA
+phantoms)."""
+
+AWAY_ABDUCTION_DEG = (8.0, 30.0)
+"""Range of the abduction of an arm held away from the body (the angle between the arm and the body's long axis)."""
 
 P_PRONE = 0.12
 """Share of prone patients (head turned to one side; hands not under the trunk; the scan puts the table in front)."""
@@ -456,8 +461,9 @@ def _posed_points(skeleton: _Skeleton, heads: NDArray[np.float64], rest: NDArray
     return np.einsum("bpij,bpj->bpi", g, ref - skeleton.q[:, dominant]) + heads[:, dominant]
 
 
-_PLACE_CODES = ("beside", "thigh", "groin", "belly", "chest", "raised", "crossed", "behind")
-"""Per-arm target families (the first five are HAND_PLACES)."""
+_PLACE_CODES = ("beside", "thigh", "groin", "belly", "chest", "away", "raised", "crossed", "behind")
+"""Per-arm target families (the first six are HAND_PLACES)."""
+_RAISED = _PLACE_CODES.index("raised")
 
 
 def _arm_codes(rng: np.random.Generator, count: int, prone: NDArray[np.bool_]
@@ -469,8 +475,8 @@ def _arm_codes(rng: np.random.Generator, count: int, prone: NDArray[np.bool_]
     places[same, 1] = places[same, 0]
     raised_side = rng.integers(0, 2, count)
     codes = places.copy()
-    codes[families == "one_raised", raised_side[families == "one_raised"]] = 5
-    for family, code in (("raised", 5), ("crossed_above_head", 6), ("behind_head", 7)):
+    codes[families == "one_raised", raised_side[families == "one_raised"]] = _RAISED
+    for family, code in (("raised", _RAISED), ("crossed_above_head", _RAISED + 1), ("behind_head", _RAISED + 2)):
         codes[families == family] = code
     # Prone patients do not lie on their hands: hands under the trunk go beside the thighs instead.
     codes[prone[:, None] & (codes >= 2) & (codes <= 4)] = 0
@@ -497,7 +503,7 @@ def _draw_pose(rng: np.random.Generator, count: int, prone: NDArray[np.bool_]) -
     pose["codes"] = codes
     # Shoulders rise with raised arms (linear blend skinning alone would crush the shoulder); with the arms down they
     # hang or are drawn up a little, so that the shoulder's outline, not the body's proportions, places the joint.
-    pose["elevation"] = np.where(codes >= 5, rng.uniform(10.0, 25.0, (count, 2)),
+    pose["elevation"] = np.where(codes >= _RAISED, rng.uniform(10.0, 25.0, (count, 2)),
                                  rng.uniform(-5.0, 12.0, (count, 2))) * deg
     pose["jitter"] = rng.random((count, 2, 6))
     pose["trunk_level"] = np.choose(np.clip(codes - 2, 0, 2), [rng.integers(0, 2, (count, 2)),
@@ -608,6 +614,13 @@ def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], 
     groin_down = _unit(probe(probes["trunk_front"][np.zeros(count, dtype=np.int64), column])
                        - probe(probes["trunk_front"][np.ones(count, dtype=np.int64), column]))
     lift = np.where(on_top, 0.035, 0.0)[:, None]
+    shoulder = heads[:, bone("upperarm01")]
+    upper_ref = q[:, bone("lowerarm01")] - q[:, bone("upperarm01")]
+    fore_ref = q[:, bone("wrist")] - q[:, bone("lowerarm01")]
+    la, lb = np.linalg.norm(upper_ref, axis=1), np.linalg.norm(fore_ref, axis=1)
+    # An arm held away from the body: nearly straight, abducted in the frontal plane.
+    abduction = np.radians(jit(0, *AWAY_ABDUCTION_DEG))
+    away = np.cos(abduction) * -Z + np.sin(abduction) * lat
     twist = pronation[:, None]
     raised_twist = (u[:, 4] * np.pi / 2)[:, None]
     ones = np.ones((count, 1))
@@ -618,6 +631,7 @@ def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], 
         trunk_probe + ant * (0.025 + lift) + Z * jit(0, -0.03, 0.03),
         trunk_probe + ant * (0.02 + lift) + Z * jit(0, -0.03, 0.03),
         trunk_probe + ant * (0.02 + lift) + Z * jit(0, -0.03, 0.03),
+        shoulder + (0.95 * (la + lb)[:, None] + 0.5 * palm) * away + ant * jit(1, -0.02, 0.04),
         head_top + Z * jit(0, 0.02, 0.15) + lat * jit(1, 0.0, 0.2) + Y * jit(2, -0.05, 0.08),
         head_top + Z * jit(0, 0.10, 0.20) + med * jit(1, 0.03, 0.12) + Y * (s * 0.025),
         head_back + Y * (0.02 + s * 0.01) + med * jit(1, 0.0, 0.06) + Z * (jit(0, -0.03, 0.03) + s * 0.035),
@@ -628,6 +642,7 @@ def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], 
         0.5 * groin_down + 0.85 * towards_midline,
         towards_midline + Z * jit(3, -0.5, 0.5),
         towards_midline + Z * jit(3, 0.0, 0.8),
+        away,
         Z + med * jit(3, 0.0, 0.6),
         0.6 * Z + 0.8 * med + 0 * ones,
         med + 0.2 * Z + 0 * ones,
@@ -635,26 +650,24 @@ def _arm_ik(model: _AnnyModel, skeleton: _Skeleton, heads: NDArray[np.float64], 
     palm_normal = np.stack([
         np.cos(twist) * med + np.sin(twist) * post,
         post * ones, post * ones, post * ones, post * ones,
+        np.cos(twist) * med + np.sin(twist) * post,
         np.cos(raised_twist) * ant + np.sin(raised_twist) * med,
         ant * ones, ant * ones,
     ])
     pole = np.stack([post + 0.4 * lat, lat + 0.6 * post, lat + 0.5 * post, lat + 0.7 * post,
-                     lat + 0.5 * post - 0.3 * Z, lat + 0.3 * Z, lat + 0.8 * Z, lat + 0.3 * Z + 0.3 * post])
-    shoulder = heads[:, bone("upperarm01")]
+                     lat + 0.5 * post - 0.3 * Z, post + 0.4 * lat, lat + 0.3 * Z, lat + 0.8 * Z,
+                     lat + 0.3 * Z + 0.3 * post])
     # Where a hand goes when its target is out of reach: towards a point outside the body that it can reach (beside
     # the hip, the top of the thigh, above the trunk, above the shoulder), not back through the body.
     top_of_thigh = np.zeros(count, dtype=np.int64)
     fallback = np.stack([probe(probes[f"thigh_side.{side}"][top_of_thigh]) + lat * 0.03,
                          probe(probes[f"thigh_front.{side}"][top_of_thigh]) + ant * 0.02,
                          trunk_probe + ant * 0.1, trunk_probe + ant * 0.1, trunk_probe + ant * 0.1,
-                         shoulder + Z * 0.25 + lat * 0.05, shoulder + Z * 0.25, centre[7]])
+                         shoulder + 0.5 * away, shoulder + Z * 0.25 + lat * 0.05, shoulder + Z * 0.25, centre[8]])
     centre, fingers, palm_normal = centre[code, rows], fingers[code, rows], palm_normal[code, rows]
     fallback, pole = fallback[code, rows], np.broadcast_to(pole[code], (count, 3))
     wrist_target = centre - 0.5 * palm * fingers
     # Two-bone IK: shoulder S, elbow E, wrist W; the elbow bends in the plane of S, W and the pole.
-    upper_ref = q[:, bone("lowerarm01")] - q[:, bone("upperarm01")]
-    fore_ref = q[:, bone("wrist")] - q[:, bone("lowerarm01")]
-    la, lb = np.linalg.norm(upper_ref, axis=1), np.linalg.norm(fore_ref, axis=1)
     wrist_target = _within_reach(shoulder, fallback - 0.5 * palm * fingers, wrist_target, 0.97 * (la + lb))
     reach = wrist_target - shoulder
     d = np.clip(np.linalg.norm(reach, axis=1), np.abs(la - lb) + 0.02, 0.995 * (la + lb))
