@@ -42,7 +42,6 @@ from LandmarkDetectorLib.training.evaluate import (
     markdown_table,
     merge_results,
     summary,
-    with_depth_fractions,
 )
 from LandmarkDetectorLib.training.finetune import find_cases
 from LandmarkDetectorLib.training.train import TrainConfig, export, train
@@ -164,13 +163,16 @@ def train_two_stages(anatomy: str, args: argparse.Namespace) -> None:
     threshold, threshold_rates = calibrate_threshold(merge_results(list(calibration.values())))
     # Depth fractions and the mirror tolerance on anny volumes only: the primitive bodies' joint centres follow other,
     # uncalibrated rules that the model is not taught (primitive_unknown), so their "errors" there measure the
-    # definitions, not the model. The tolerance is calibrated on the depths detection will give. None for a model
-    # without left-right pairs (the hand).
+    # definitions, not the model. The tolerance is calibrated on the anny volumes detected again with the fractions,
+    # as detection will place those landmarks and measure their disagreement. None for a model without left-right
+    # pairs (the hand).
     fractions, fraction_rates = calibrate_depth_fractions(calibration["anny"], recipe.get("depth_fractions", ()))
-    tolerance, tolerance_rates = calibrate_mirror_tolerance(with_depth_fractions(calibration["anny"], fractions),
-                                                            threshold, within_mm)
-    new.metadata = dataclasses.replace(new.metadata, confidence_threshold=threshold, mirror_tolerance_mm=tolerance,
-                                       depth_fractions=fractions)
+    new.metadata = dataclasses.replace(new.metadata, depth_fractions=fractions)
+    if fractions:
+        calibration["anny"] = evaluate_synthetic_volumes(new, anatomy, CALIBRATION_SEED[anatomy], calibration_count,
+                                                         generator="anny")
+    tolerance, tolerance_rates = calibrate_mirror_tolerance(calibration["anny"], threshold, within_mm)
+    new.metadata = dataclasses.replace(new.metadata, confidence_threshold=threshold, mirror_tolerance_mm=tolerance)
     logging.info("threshold %.2f %s; depth fractions %s %s; mirror tolerance %s mm %s", threshold, threshold_rates,
                  fractions, fraction_rates, tolerance, tolerance_rates)
     volumes = 3 if args.quick else args.volumes

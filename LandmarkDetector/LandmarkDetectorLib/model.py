@@ -61,7 +61,8 @@ class ModelMetadata:
             network pass; models whose landmarks have no left-right pairs).
         depth_fractions: landmark name -> fraction of the body's thickness along its viewing ray (0 where the ray
             enters the body, 1 where it leaves) at which detection places it instead of at the network's depth
-            (``thickness.at_depth_fractions``); joint centres for which that measured better.
+            (``thickness.at_depth_fractions``): joint centres, whose depth within a limb does not depend on the
+            body's build as the network's normalized depth does.
         architecture: network family, e.g. "heatmap-unet" or "regression-cnn".
         description: one paragraph for people (model card summary).
         training: provenance: data, recipe, command, seed, versions.

@@ -203,7 +203,9 @@ def network_estimates(model: LandmarkModel, canvas: Canvas) -> tuple[NDArray[np.
     """The network's landmark estimates on one canvas.
 
     With a mirror check (``metadata.mirror_tolerance_mm``), the network also sees the canvas flipped left-right; the
-    estimates are the mean of the two (paired labels swapped back) and their distance is the disagreement.
+    estimates are the mean of the two (paired labels swapped back) and their distance is the disagreement: in the
+    image plane only for the landmarks whose depth detection reads from the volume (``metadata.depth_fractions``),
+    where the network's depth is not used.
 
     Returns:
         uv (N, 2) canvas pixels, normalized depth (N,), in-view probability (N,), disagreement (N,) in mm (NaN
@@ -220,6 +222,7 @@ def network_estimates(model: LandmarkModel, canvas: Canvas) -> tuple[NDArray[np.
     spacing_mm = canvas.image.pixel_spacing_mm
     planar_mm = (uv[0] - uv_back) * np.array(spacing_mm)
     depth_mm = (depth[0] - depth_back) * canvas.image.depth_std_mm
+    depth_mm[[name in model.metadata.depth_fractions for name in model.metadata.landmarks]] = 0.0
     disagreement = np.sqrt((planar_mm ** 2).sum(axis=1) + depth_mm ** 2)
     return ((uv[0] + uv_back) / 2, (depth[0] + depth_back) / 2, (probability[0] + probability_back) / 2,
             disagreement)

@@ -236,8 +236,8 @@ def test_network_estimates_average_the_flipped_pass_and_measure_their_distance_i
         uv = np.array([[[4.5, 1.0], [2.0, 5.0], [7.0, 5.0]], [[4.5, 1.0], [2.0, 5.5], [7.0, 5.0]]])
         return uv, np.array([[0.1, 0.2, 0.3], [0.1, 0.5, 0.2]]), np.array([[0.9, 0.8, 0.7], [0.9, 0.6, 0.5]])
 
-    model = SimpleNamespace(metadata=SimpleNamespace(landmarks=("HeadTop", "KneeR", "KneeL"), mirror_tolerance_mm=9.0),
-                            predict=predict)
+    model = SimpleNamespace(metadata=SimpleNamespace(landmarks=("HeadTop", "KneeR", "KneeL"), mirror_tolerance_mm=9.0,
+                                                     depth_fractions={}), predict=predict)
     canvas = SimpleNamespace(network_input=lambda: inputs, in_field=np.ones((4, 10), bool),
                              image=SimpleNamespace(pixel_spacing_mm=(2.0, 3.0), depth_std_mm=10.0))
     uv, depth, probability, disagreement = network_estimates(model, canvas)
@@ -248,5 +248,7 @@ def test_network_estimates_average_the_flipped_pass_and_measure_their_distance_i
     np.testing.assert_allclose(probability, [0.9, 0.65, 0.65])
     # KneeL: 0.5 px x 3 mm apart in v and 0.2 x 10 mm in depth: sqrt(1.5^2 + 2^2) = 2.5 mm.
     np.testing.assert_allclose(disagreement, [0.0, 0.0, 2.5])
+    model.metadata.depth_fractions = {"KneeL": 0.5}  # its depth is read from the volume: the image plane only
+    np.testing.assert_allclose(network_estimates(model, canvas)[3], [0.0, 0.0, 1.5])
     model.metadata.mirror_tolerance_mm = None  # no mirror check: one pass, no disagreement
     assert np.isnan(network_estimates(model, canvas)[3]).all() and seen[-1].shape[0] == 1

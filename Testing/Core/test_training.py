@@ -28,7 +28,6 @@ from LandmarkDetectorLib.training.evaluate import (
     merge_results,
     summary,
     thickness_sample,
-    with_depth_fractions,
 )
 from LandmarkDetectorLib.training.finetune import FinetuneConfig, find_cases, finetune, trainable_network
 from LandmarkDetectorLib.training.losses import gaussian_targets
@@ -275,15 +274,12 @@ def test_mirror_tolerance_is_the_largest_that_keeps_found_landmarks_right():
     assert calibrate_mirror_tolerance(result, threshold=0.5)[0] is None
 
 
-def test_depth_fractions_are_the_median_truth_fraction_and_replace_only_those_depth_errors():
+def test_depth_fractions_are_the_median_truth_fraction():
     # Two landmarks, five cases: (truth's fraction, entry and exit of the predicted point's stretch, truth's depth).
     a = np.array([[0.40, -20.0, 20.0, -3.0], [0.60, -25.0, 15.0, 1.0], [0.44, -30.0, 10.0, -14.0],
                   [np.nan, -30.0, 10.0, -14.0], [0.9, np.nan, np.nan, 2.0]])
     b = np.full((5, 4), np.nan)
-    errors = np.zeros((5, 2, 3))
-    errors[:, 0] = [[5.0, 4.0, 3.0], [4.1, 4.0, 1.0], [14.6, 4.0, 14.0], [14.6, 4.0, 14.0], [4.5, 4.0, 2.0]]
-    result = {"names": ("Knee", "Toe"), "thickness": np.stack([a, b], axis=1), "errors": {"model": errors}}
-    before = errors.copy()
+    result = {"names": ("Knee", "Toe"), "thickness": np.stack([a, b], axis=1)}
     fractions, rates = calibrate_depth_fractions(result, ("Knee", "Toe"))
     # The median (not the mean, 0.48) over the cases where all three are known (the fourth lacks the truth's
     # fraction, the fifth a stretch at the prediction); the toe, never known, gets none.
@@ -292,14 +288,6 @@ def test_depth_fractions_are_the_median_truth_fraction_and_replace_only_those_de
     assert rates["Knee"] == pytest.approx({"fraction": 0.44, "cases": 3, "network_depth_mm": 6.0,
                                            "fraction_depth_mm": depth[:3].mean()})
     assert calibrate_depth_fractions(result, ("Toe",)) == ({}, {})
-    moved = with_depth_fractions(result, fractions)["errors"]["model"]
-    np.testing.assert_allclose(moved[:4, 0, 2], depth[:4])
-    np.testing.assert_allclose(moved[:4, 0, 0], np.hypot(4.0, depth[:4]))
-    np.testing.assert_allclose(moved[:4, 0, 1], 4.0)
-    np.testing.assert_array_equal(moved[4], before[4])  # no stretch at the prediction: the network's depth stays
-    np.testing.assert_array_equal(moved[:, 1], before[:, 1])
-    np.testing.assert_array_equal(result["errors"]["model"], before)  # the input is left as it was
-    assert with_depth_fractions(result, {})["errors"]["model"].tolist() == before.tolist()
 
 
 def test_thickness_sample_measures_along_the_models_ray(tmp_path):

@@ -306,21 +306,6 @@ def calibrate_depth_fractions(result: dict[str, Any], landmarks: tuple[str, ...]
     return fractions, rates
 
 
-def with_depth_fractions(result: dict[str, Any], fractions: dict[str, float]) -> dict[str, Any]:
-    """An ``evaluate_synthetic_volumes`` result as the model with these depth fractions would have given it: the
-    model's depth errors (and 3D errors) of those landmarks replaced where their ray crosses the body."""
-    errors = result["errors"]["model"].copy()
-    for n, name in enumerate(result["names"]):
-        if name not in fractions:
-            continue
-        _, entry, exit_, truth_mm = np.moveaxis(result["thickness"][:, n], -1, 0)
-        depth = np.abs(entry + fractions[name] * (exit_ - entry) - truth_mm)
-        moved = np.isfinite(depth)
-        errors[moved, n, 2] = depth[moved]
-        errors[moved, n, 0] = np.hypot(errors[moved, n, 1], depth[moved])
-    return {**result, "errors": {**result["errors"], "model": errors}}
-
-
 def summary(result: dict[str, Any], within_mm: float = FOUND_WITHIN_MM["body"]) -> dict[str, Any]:
     """Per method and landmark: mean, median, 95th percentile and maximum 3D error (mm); detection rates, with the
     share of found landmarks within ``within_mm`` of the truth."""
