@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from analytic_model import SPEC, save_centroid_model
+from analytic_model import SPEC
 
 from LandmarkDetectorLib import pipeline
 from LandmarkDetectorLib.errors import Cancelled, InputError
@@ -20,13 +20,6 @@ CENTRE_RAS = np.array([12.0, -7.0, 20.0])
 RADIUS_MM = 25.0
 DIRECTIONS = [signed_permutations()[i] for i in (0, 7, 21, 46)] + [rotation((1, 2, 0.5), 30),
                                                                    rotation((0, 1, 1), 60) @ np.diag([1.0, -1, 1])]
-
-
-@pytest.fixture(scope="module")
-def centroid_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "centroid.pt"
-    save_centroid_model(path)
-    return load_model(path)
 
 
 @pytest.mark.parametrize("index", range(len(DIRECTIONS)))

@@ -7,9 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from analytic_model import save_centroid_model
 
-from LandmarkDetectorLib.model import load_model
 from LandmarkDetectorLib.pipeline import detect_landmarks
 from LandmarkDetectorLib.thickness import at_depth_fractions, body_runs_along_ray, fraction_in_run, nearest_run
 
@@ -135,13 +133,6 @@ def test_only_listed_landmarks_move_and_only_along_the_ray():
     unchanged = at_depth_fractions(points, ["A", "B", "C"], {"A": 0.5}, np.full(SHAPE, AIR_HU), ijk_to_ras,
                                    POSTERIOR, 0.0, 5.0)
     np.testing.assert_array_equal(unchanged, points)
-
-
-@pytest.fixture(scope="module")
-def centroid_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "centroid.pt"
-    save_centroid_model(path)
-    return load_model(path)
 
 
 @pytest.mark.parametrize("index", range(len(DIRECTIONS)))
