@@ -63,6 +63,9 @@ class ModelMetadata:
             enters the body, 1 where it leaves) at which detection places it instead of at the network's depth
             (``thickness.at_depth_fractions``): joint centres, whose depth within a limb does not depend on the
             body's build as the network's normalized depth does.
+        surface_extremes: landmark name -> patient direction (RAS, unit) in which it is the body's farthest skin
+            point; detection places it at the body's extreme near the network's point, read from the volume
+            (``surface.at_surface_extremes``): skin landmarks defined as extremes (the head top, a toe's tip).
         architecture: network family, e.g. "heatmap-unet" or "regression-cnn".
         description: one paragraph for people (model card summary).
         training: provenance: data, recipe, command, seed, versions.
@@ -76,6 +79,7 @@ class ModelMetadata:
     confidence_threshold: float = 0.5
     mirror_tolerance_mm: float | None = None
     depth_fractions: dict[str, float] = field(default_factory=dict)
+    surface_extremes: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     architecture: str = ""
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)
@@ -87,6 +91,7 @@ class ModelMetadata:
             "landmarks": list(self.landmarks), "canvas": self.canvas.to_dict(),
             "projection": self.projection.to_dict(), "confidence_threshold": self.confidence_threshold,
             "mirror_tolerance_mm": self.mirror_tolerance_mm, "depth_fractions": self.depth_fractions,
+            "surface_extremes": {k: list(v) for k, v in self.surface_extremes.items()},
             "architecture": self.architecture,
             "description": self.description, "training": self.training, "metrics": self.metrics},
             indent=2, sort_keys=True)
@@ -117,6 +122,8 @@ class ModelMetadata:
                            mirror_tolerance_mm=_optional_float(values.get("mirror_tolerance_mm")),
                            depth_fractions={str(k): float(v) for k, v in
                                             dict(values.get("depth_fractions") or {}).items()},
+                           surface_extremes={str(k): _unit_direction(v) for k, v in
+                                             dict(values.get("surface_extremes") or {}).items()},
                            architecture=str(values.get("architecture", "")),
                            description=str(values.get("description", "")),
                            training=dict(values.get("training", {})), metrics=dict(values.get("metrics", {})))
@@ -134,11 +141,24 @@ class ModelMetadata:
             if name not in landmarks or not 0.0 <= fraction <= 1.0:
                 raise ModelError(f"{source}: depth_fractions must map the model's landmarks to fractions in [0, 1], "
                                  f"got {name!r}: {fraction}.")
+        for name in metadata.surface_extremes:
+            if name not in landmarks or name in metadata.depth_fractions:
+                raise ModelError(f"{source}: surface_extremes must name the model's landmarks, each not also in "
+                                 f"depth_fractions, got {name!r}.")
         return metadata
 
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _unit_direction(value: Any) -> tuple[float, float, float]:
+    """Three finite numbers, not all zero, scaled to unit length."""
+    v = np.asarray(value, dtype=np.float64)
+    if v.shape != (3,) or not np.all(np.isfinite(v)) or not np.linalg.norm(v) > 0:
+        raise ValueError(f"a direction must be three finite numbers, not all zero, got {value!r}")
+    x, y, z = v / np.linalg.norm(v)
+    return float(x), float(y), float(z)
 
 
 @dataclass

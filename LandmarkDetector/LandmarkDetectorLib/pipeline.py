@@ -15,6 +15,7 @@ from .markups import PointList
 from .model import LandmarkModel, ModelMetadata, load_model
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 from .projection import CT_AIR_THRESHOLD_HU, ProjectedImage, ProjectionConfig, project_volume
+from .surface import at_surface_extremes
 from .symmetry import mirror_partners, unmirror
 from .thickness import at_depth_fractions
 
@@ -284,11 +285,14 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     uvd = np.column_stack([uv, canvas.image.denormalize_depth(depth)])
     points_ras = canvas.image.uvd_to_ras(uvd)
     ijk_to_ras = geometry.validate_ijk_to_ras(ijk_to_ras)
+    # Whether the scan saw a landmark is judged at the network's point, before the volume's body moves it.
+    found = (probability >= threshold) & in_scanned_field(points_ras, canvas.image.pixel_to_ras[:3, 2], ijk_to_ras,
+                                                          np.shape(volume_kji), EDGE_MARGIN_PX * spec_mm)
     points_ras = at_depth_fractions(points_ras, metadata.landmarks, metadata.depth_fractions, volume_kji, ijk_to_ras,
                                     canvas.image.pixel_to_ras[:3, 2], canvas.image.threshold,
                                     projection.surface_min_mm)
-    found = (probability >= threshold) & in_scanned_field(points_ras, canvas.image.pixel_to_ras[:3, 2], ijk_to_ras,
-                                                          np.shape(volume_kji), EDGE_MARGIN_PX * spec_mm)
+    points_ras = at_surface_extremes(points_ras, metadata.landmarks, metadata.surface_extremes, volume_kji,
+                                     ijk_to_ras, projection, canvas.image.threshold)
     if tolerance_mm is not None:
         found &= ~(disagreement > tolerance_mm)  # NaN (no pairs) passes
     points_ras[found] = into_volume(points_ras[found], ijk_to_ras, np.shape(volume_kji))

@@ -38,7 +38,8 @@ SPEC = CanvasSpec(height=64, width=32, pixel_spacing_mm=8.0)
 def metadata(**changes) -> ModelMetadata:
     values = dict(name="test", landmarks=NAMES, canvas=SPEC, projection=ProjectionConfig(table_removal_mm=10.0),
                   architecture="heatmap-unet", description="A test model.", confidence_threshold=0.625,
-                  mirror_tolerance_mm=25.0, depth_fractions={"B": 0.375}, training={"seed": 1},
+                  mirror_tolerance_mm=25.0, depth_fractions={"B": 0.375}, surface_extremes={"A": (0.0, 0.6, -0.8)},
+                  training={"seed": 1},
                   metrics={"mean_mm": 1.0})  # no field at its default
     values.update(changes)
     return ModelMetadata(**values)
@@ -352,15 +353,15 @@ def test_metadata_is_stored_as_indented_json_with_sorted_keys():
     lines = metadata().to_json().splitlines()
     assert lines[:3] == ["{", '  "architecture": "heatmap-unet",', '  "canvas": {']
     keys = [line.split('"')[1] for line in lines if line.startswith('  "')]
-    assert keys == sorted(keys) and len(keys) == 13
+    assert keys == sorted(keys) and len(keys) == 14
 
 
 def test_metadata_without_the_optional_fields_gets_their_defaults():
     """Guards the defaults of a bundle written with only the required fields (format, name, landmarks, canvas,
     projection): they must be ModelMetadata's own."""
     values = json.loads(metadata().to_json())
-    for optional in ("confidence_threshold", "mirror_tolerance_mm", "depth_fractions", "architecture", "description",
-                     "training", "metrics"):
+    for optional in ("confidence_threshold", "mirror_tolerance_mm", "depth_fractions", "surface_extremes",
+                     "architecture", "description", "training", "metrics"):
         del values[optional]
     expected = ModelMetadata(name="test", landmarks=NAMES, canvas=SPEC,
                              projection=ProjectionConfig(table_removal_mm=10.0))
@@ -514,7 +515,7 @@ def test_metadata_bounds_on_the_threshold_and_the_mirror_tolerance():
 def test_depth_fractions_must_name_the_models_landmarks_with_fractions_from_0_to_1():
     """Guards the depth fractions' check: both ends of [0, 1] kept; another landmark, a fraction outside [0, 1] or
     NaN, or something that is not a mapping refused by name."""
-    fractions = {"A": 0.0, "C": 1.0}
+    fractions = {"B": 0.0, "C": 1.0}
     assert ModelMetadata.from_json(metadata(depth_fractions=fractions).to_json()).depth_fractions == fractions
     for bad in ({"D": 0.5}, {"A": -0.01}, {"B": 1.01}, {"C": float("nan")}):
         with pytest.raises(ModelError, match="depth_fractions must map the model's landmarks to fractions in"):
@@ -523,6 +524,20 @@ def test_depth_fractions_must_name_the_models_landmarks_with_fractions_from_0_to
     for bad in ([0.5], "A", {"A": "half"}):
         with pytest.raises(ModelError, match="invalid metadata"):
             ModelMetadata.from_json(json.dumps({**values, "depth_fractions": bad}))
+
+
+def test_surface_extremes_name_the_models_other_landmarks_with_directions_scaled_to_unit_length():
+    """Guards the surface extremes' check: directions scaled to unit length; another landmark, one that also has a
+    depth fraction, or a direction that is not three finite numbers, not all zero, refused."""
+    read = ModelMetadata.from_json(metadata(surface_extremes={"A": (0.0, 3.0, -4.0), "C": (0, 0, 2)}).to_json())
+    assert read.surface_extremes == {"A": (0.0, 0.6, -0.8), "C": (0.0, 0.0, 1.0)}
+    for bad in ({"D": (0, 0, 1)}, {"B": (0, 0, 1)}):
+        with pytest.raises(ModelError, match="surface_extremes must name the model's landmarks, each not also in"):
+            ModelMetadata.from_json(metadata(surface_extremes=bad).to_json())
+    values = json.loads(metadata().to_json())
+    for bad in ({"A": [0, 0]}, {"A": [0, 0, 0]}, {"A": [0, float("inf"), 1]}, {"A": "up"}, [[0, 0, 1]]):
+        with pytest.raises(ModelError, match="invalid metadata"):
+            ModelMetadata.from_json(json.dumps({**values, "surface_extremes": bad}))
 
 
 def test_invalid_metadata_names_the_error():

@@ -1,0 +1,165 @@
+"""Skin landmarks at the body's extreme near the network's point (surface.py), and detection with a model that lists
+them: flipped, permuted and oblique orientations, anisotropic spacing, odd sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from LandmarkDetectorLib.pipeline import detect_landmarks
+from LandmarkDetectorLib.projection import ProjectionConfig
+from LandmarkDetectorLib.surface import (
+    SEARCH_AHEAD_MM,
+    SEARCH_DEPTH_MM,
+    SEARCH_HALF_WIDTH_MM,
+    SLAB_HALF_DEPTH_MM,
+    at_surface_extremes,
+    surface_extreme,
+)
+
+from phantoms import (
+    AIR_HU,
+    TISSUE_HU,
+    make_ijk_to_ras,
+    rotation,
+    signed_permutations,
+    spheres_volume,
+    voxel_centres_ras,
+)
+
+ALIGNED = [signed_permutations()[i] for i in (0, 5, 19, 44)]
+OBLIQUE = [rotation((1, 2, 0.5), 30), rotation((0, 1, 1), 60) @ np.diag([1.0, -1, 1])]
+SPACING = (1.3, 1.9, 1.6)
+SHAPE = (41, 47, 37)
+SUPERIOR, ANTERIOR, RIGHT = np.eye(3)[[2, 1, 0]]
+TOE = np.array([0.0, np.cos(np.radians(20.0)), -np.sin(np.radians(20.0))])
+PLAIN = ProjectionConfig(threshold=0.0, table_removal_mm=0.0, surface_min_mm=0.0)
+CENTRE, RADIUS = np.array([4.0, -3.0, 6.0]), 20.0
+NETWORK_ERROR = np.array([6.0, 15.0, -8.0])  # where the network's point lies from the true extreme
+
+
+def sphere(direction_ras, spacing=SPACING, shape=SHAPE):
+    ijk_to_ras = make_ijk_to_ras(direction_ras, spacing, shape, (3.0, -2.0, 5.0))
+    return spheres_volume(shape, ijk_to_ras, CENTRE, RADIUS), ijk_to_ras
+
+
+@pytest.mark.parametrize("index", range(len(ALIGNED)))
+@pytest.mark.parametrize("direction", [SUPERIOR, ANTERIOR, TOE, RIGHT], ids=["S", "A", "toe", "R"])
+def test_the_extreme_of_a_sphere_is_found_to_half_a_voxel_in_aligned_volumes(index, direction):
+    volume, ijk_to_ras = sphere(ALIGNED[index])
+    extreme = CENTRE + RADIUS * direction
+    found = surface_extreme(volume, ijk_to_ras, extreme + NETWORK_ERROR, direction, PLAIN, 0.0)
+    assert abs((found - extreme) @ direction) <= max(SPACING) / 2
+    assert np.linalg.norm(found - extreme) <= max(SPACING)
+
+
+@pytest.mark.parametrize("index", range(len(OBLIQUE)))
+@pytest.mark.parametrize("direction", [SUPERIOR, ANTERIOR, TOE, RIGHT], ids=["S", "A", "toe", "R"])
+def test_the_extreme_of_a_sphere_is_found_in_oblique_volumes(index, direction):
+    volume, ijk_to_ras = sphere(OBLIQUE[index])
+    extreme = CENTRE + RADIUS * direction
+    found = surface_extreme(volume, ijk_to_ras, extreme + NETWORK_ERROR, direction, PLAIN, 0.0)
+    # Along the direction the surface is placed to half a voxel's diagonal; across it, the extreme of a round
+    # voxelized surface is only defined to about sqrt(2 r d) for a roughness d of half that diagonal.
+    half_diagonal = np.linalg.norm(SPACING) / 2
+    assert abs((found - extreme) @ direction) <= half_diagonal
+    assert np.linalg.norm(found - extreme) <= np.sqrt(2 * RADIUS * half_diagonal)
+
+
+def test_the_window_leaves_out_bodies_beside_or_far_in_front_of_or_behind_the_point():
+    shape, radius = (61, 151, 75), 15.0
+    ijk_to_ras = make_ijk_to_ras(np.eye(3), (1.5, 1.5, 1.5), shape, (0.0, 0.0, 0.0))
+    head = np.array([0.0, 0.0, 0.0])
+    clear = radius + 5.0  # another sphere of this radius this much beyond the window does not reach into it
+    # In the image plane (S): the window reaches SEARCH_HALF_WIDTH_MM to the side, SLAB_HALF_DEPTH_MM along the ray.
+    # Facing the viewer (A, in the AP view): SEARCH_DEPTH_MM along the ray.
+    for direction, other, taken in [
+            (SUPERIOR, head + [SEARCH_HALF_WIDTH_MM + clear, 0.0, 10.0], False),  # beside the window
+            (SUPERIOR, head + [0.0, -(SLAB_HALF_DEPTH_MM + clear), 10.0], False),  # an arm over the head, behind it
+            (SUPERIOR, head + [SEARCH_HALF_WIDTH_MM - 12.0, 0.0, 10.0], True),  # within the window: taken
+            (ANTERIOR, head + [0.0, radius + SEARCH_DEPTH_MM + clear, 10.0], False),  # far in front of the point
+            (ANTERIOR, head + [0.0, SEARCH_DEPTH_MM - 10.0, 10.0], True)]:  # its front within reach: taken
+        top = head + radius * direction
+        volume = spheres_volume(shape, ijk_to_ras, np.array([head, other]), radius)
+        found = surface_extreme(volume, ijk_to_ras, top - 5.0 * direction, direction, PLAIN, 0.0)
+        expected = other + radius * direction if taken else top
+        np.testing.assert_allclose(found @ direction, expected @ direction, atol=1.0)
+        if direction is SUPERIOR:
+            np.testing.assert_allclose(found, expected, atol=1.0)
+
+
+def test_in_the_image_plane_the_depth_stays_near_the_networks():
+    # A long body along the ray (an arm lying against the back of the head): the middle of its stretch lies 60 mm
+    # behind the network's point; the landmark stays within the slab the window searched.
+    shape = (41, 121, 45)
+    ijk_to_ras = make_ijk_to_ras(np.eye(3), (1.5, 1.5, 1.5), shape, (0.0, -55.0, 0.0))
+    chain = np.array([[0.0, a, 0.0] for a in np.arange(0.0, -121.0, -3.0)])
+    volume = spheres_volume(shape, ijk_to_ras, chain, 15.0)
+    point = np.array([0.0, 0.0, 10.0])
+    found = surface_extreme(volume, ijk_to_ras, point, SUPERIOR, PLAIN, 0.0)
+    np.testing.assert_allclose(found, [0.0, -SLAB_HALF_DEPTH_MM, 15.0], atol=1.0)
+
+
+def test_the_window_is_a_rectangle_along_the_direction_even_when_that_is_diagonal_in_the_image():
+    shape = (55, 27, 61)
+    ijk_to_ras = make_ijk_to_ras(np.eye(3), (1.5, 1.5, 1.5), shape, (12.0, 0.0, 10.0))
+    e, side = np.array([1.0, 0.0, 1.0]) / np.sqrt(2), np.array([1.0, 0.0, -1.0]) / np.sqrt(2)
+    extreme = 15.0 * e  # of a sphere of 15 mm at the origin
+    point = extreme + 3.0 * side
+    # Small spheres farther along the direction, inside the window's bounding box but 2 mm beyond its reach ahead or
+    # to the side.
+    small = 4.0
+    beyond_ahead = point + (SEARCH_AHEAD_MM + small + 2.0) * e
+    beyond_side = point + 5.0 * e + (SEARCH_HALF_WIDTH_MM + small + 2.0) * side
+    body = spheres_volume(shape, ijk_to_ras, np.zeros(3), 15.0)
+    for centre in (beyond_ahead, beyond_side):
+        other = spheres_volume(shape, ijk_to_ras, centre[None, :], small)
+        assert other.max() > 0.0  # inside the volume
+        body = np.maximum(body, other)
+    found = surface_extreme(body, ijk_to_ras, point, e, PLAIN, 0.0)
+    np.testing.assert_allclose(found, extreme, atol=1.5)
+    # The window's own pixels are the volume's, whatever pixel size the projection settings name.
+    np.testing.assert_array_equal(surface_extreme(body, ijk_to_ras, point, e,
+                                                  dataclasses.replace(PLAIN, pixel_spacing_mm=10.0), 0.0), found)
+
+
+def test_a_thin_plate_is_not_taken_for_the_body_when_the_projection_removes_tables():
+    shape = (61, 41, 45)
+    ijk_to_ras = make_ijk_to_ras(np.eye(3), (1.5, 1.5, 1.5), shape, (0.0, 0.0, 0.0))
+    volume = spheres_volume(shape, ijk_to_ras, np.zeros(3), 15.0)
+    a = voxel_centres_ras(shape, ijk_to_ras)[..., 1]
+    volume[(a > -25.0) & (a < -20.0)] = TISSUE_HU  # a plate behind the sphere, higher than it
+    top = np.array([0.0, 0.0, 15.0])
+    with_table_removal = dataclasses.replace(PLAIN, table_removal_mm=15.0)
+    np.testing.assert_allclose(surface_extreme(volume, ijk_to_ras, top, SUPERIOR, with_table_removal, 0.0), top,
+                               atol=1.0)
+    assert surface_extreme(volume, ijk_to_ras, top, SUPERIOR, PLAIN, 0.0)[2] > 30.0  # the plate's top
+
+
+def test_no_body_in_the_window_or_a_direction_away_from_the_viewer_leaves_the_point():
+    volume, ijk_to_ras = sphere(np.eye(3))
+    assert surface_extreme(np.full(SHAPE, AIR_HU), ijk_to_ras, CENTRE, SUPERIOR, PLAIN, 0.0) is None
+    far = CENTRE + [80.0, 0.0, 0.0]  # beside the sphere, the window misses it
+    assert surface_extreme(volume, ijk_to_ras, far, SUPERIOR, PLAIN, 0.0) is None
+    assert surface_extreme(volume, ijk_to_ras, far + [500.0, 0.0, 0.0], SUPERIOR, PLAIN, 0.0) is None  # off the volume
+    assert surface_extreme(volume, ijk_to_ras, CENTRE, -ANTERIOR, PLAIN, 0.0) is None  # the AP view's far side
+    points = np.array([CENTRE, CENTRE, far])
+    moved = at_surface_extremes(points, ["A", "B", "C"], {"A": SUPERIOR, "C": SUPERIOR}, volume, ijk_to_ras, PLAIN,
+                                0.0)
+    np.testing.assert_allclose(moved[0], CENTRE + RADIUS * SUPERIOR, atol=1.0)
+    np.testing.assert_array_equal(moved[1:], points[1:])
+
+
+@pytest.mark.parametrize("index", range(len(ALIGNED + OBLIQUE)))
+def test_detection_places_a_listed_landmark_at_the_top_of_the_sphere_in_every_orientation(centroid_model, index):
+    volume, ijk_to_ras = sphere((ALIGNED + OBLIQUE)[index])
+    model = dataclasses.replace(centroid_model, metadata=dataclasses.replace(
+        centroid_model.metadata, surface_extremes={"Centroid": (0.0, 0.0, 1.0)}))
+    result = detect_landmarks(volume, ijk_to_ras, model)
+    # The centroid lies at the sphere's centre, the radius (20 mm) within the window's reach ahead of it.
+    half_diagonal = np.linalg.norm(SPACING) / 2
+    assert abs(result.points_ras[0, 2] - (CENTRE[2] + RADIUS)) <= half_diagonal
+    assert np.linalg.norm(result.points_ras[0] - (CENTRE + RADIUS * SUPERIOR)) <= np.sqrt(2 * RADIUS * half_diagonal)
+    assert result.found.tolist() == [True]
