@@ -26,11 +26,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from LandmarkDetectorLib.framing import CanvasSpec
 from LandmarkDetectorLib.model import BUNDLED_DIR, CHECKSUM_FILE, load_model, sha256_of
 from LandmarkDetectorLib.projection import ProjectionConfig
+from LandmarkDetectorLib.surface import (
+    SEARCH_AHEAD_MM,
+    SEARCH_BEHIND_MM,
+    SEARCH_DEPTH_MM,
+    SEARCH_HALF_WIDTH_MM,
+    SLAB_HALF_DEPTH_MM,
+)
 from LandmarkDetectorLib.training.data import Augmentation
 from LandmarkDetectorLib.training.evaluate import (
     FOUND_WITHIN_MM,
@@ -52,6 +60,8 @@ CALIBRATION_SEED = {"body": 920_001, "hand": 920_002}  # volumes that set the co
 CALIBRATION_VOLUMES = 200  # of both generators together; 60 set a threshold of 0.30 that held-out volumes missed
 GENERATORS = ("primitive", "anny")
 
+TOE_DIRECTION_RAS = (0.0, float(np.cos(np.radians(20.0))), -float(np.sin(np.radians(20.0))))
+
 RECIPES = {
     "body": {
         "name": "wholebody-ct",
@@ -65,6 +75,11 @@ RECIPES = {
         # knees were 2 cm too deep and the fraction's within 1 cm (its shoulders gained little; the skin landmarks'
         # rays often miss the body or cross an arm).
         "depth_fractions": ("KneeR", "KneeL"),
+        # Skin landmarks defined as the body's extreme in a patient direction (DESIGN.md section 2), placed at that
+        # extreme near the network's point: the head top is the most superior skin point; a big toe's tip is the most
+        # distal one, anterior and turned 20 degrees inferior here (the middle of the trained feet, from upright on a
+        # foot support to 40 degrees plantar flexed).
+        "surface_extremes": {"HeadTop": (0.0, 0.0, 1.0), "BigToeR": TOE_DIRECTION_RAS, "BigToeL": TOE_DIRECTION_RAS},
         "things": "bodies",
         "anny": "adults of both sexes from its population prior, CT poses; landmark rules calibrated on the "
                 "mesh50_XCAT phantom",
@@ -83,10 +98,12 @@ RECIPES = {
             "off on average there and reported not found.",
             "Scans of the head alone (a brain MR) are outside the training fields of view: the head top is then "
             "not found.",
-            "On the real-anatomy phantoms the shoulders are placed 2-3 cm low, the knees 1-2 cm lateral and low, the "
-            "big toes 1-2 cm low and anterior and the head top 1.5 cm anterior, in the same direction in every "
-            "volume (`scripts/evaluate_real_anatomy.py` prints the mean signed offsets); the mirror check cannot flag "
-            "such a systematic offset.",
+            "On the real-anatomy phantoms the shoulders are placed 2-3 cm low and the knees 1-2 cm lateral and low, "
+            "in the same direction in every volume (`scripts/evaluate_real_anatomy.py` prints the mean signed "
+            "offsets); the mirror check cannot flag such a systematic offset.",
+            "The head top is the most superior body point near the network's, within 25 mm of its depth: an arm "
+            "raised over the head closer than that is taken for it (on the primitive bodies, whose raised arms often "
+            "lie over the vertex, 5% of the head tops are 36-54 mm off).",
             "The calibrated mirror tolerance is strict: many in-view landmarks are reported not found. "
             "`--mirror-tolerance-mm` (e.g. 27.5) reports more of them, fewer of them right.",
         ],
@@ -167,8 +184,9 @@ def train_two_stages(anatomy: str, args: argparse.Namespace) -> None:
     # as detection will place those landmarks and measure their disagreement. None for a model without left-right
     # pairs (the hand).
     fractions, fraction_rates = calibrate_depth_fractions(calibration["anny"], recipe.get("depth_fractions", ()))
-    new.metadata = dataclasses.replace(new.metadata, depth_fractions=fractions)
-    if fractions:
+    extremes = recipe.get("surface_extremes", {})
+    new.metadata = dataclasses.replace(new.metadata, depth_fractions=fractions, surface_extremes=extremes)
+    if fractions or extremes:
         calibration["anny"] = evaluate_synthetic_volumes(new, anatomy, CALIBRATION_SEED[anatomy], calibration_count,
                                                          generator="anny")
     tolerance, tolerance_rates = calibrate_mirror_tolerance(calibration["anny"], threshold, within_mm)
@@ -201,13 +219,14 @@ def train_two_stages(anatomy: str, args: argparse.Namespace) -> None:
                               "heatmap-unet": sets[f"synthetic primitive {recipe['things']}"]["new"], "sets": sets},
                "calibration": {"seed": CALIBRATION_SEED[anatomy], "volumes_per_generator": calibration_count,
                                "threshold": threshold, **threshold_rates, "depth_fractions": fractions,
-                               "depth_fraction_rates": fraction_rates, "mirror_tolerance_mm": tolerance,
+                               "depth_fraction_rates": fraction_rates, "surface_extremes": extremes,
+                               "mirror_tolerance_mm": tolerance,
                                **{f"at_tolerance_{k}": v for k, v in tolerance_rates.items()}}}
     network = torch.jit.load(str(run_dir / "model.pt"))
     training = {**new.metadata.training, "stage1": {"steps": stage1.steps, "config": stage1.to_dict()}}
     export(network, config, bundled, name=recipe["name"], metrics=metrics, description=recipe["description"],
            training=training, confidence_threshold=threshold, mirror_tolerance_mm=tolerance, depth_fractions=fractions,
-           overwrite=True)
+           surface_extremes=extremes, overwrite=True)
     record_checksum(bundled)
     card = CARDS_DIR / f"{recipe['name']}.md"
     card.write_text(model_card(recipe, config, stage1.steps, metrics, load_model(bundled)), encoding="utf-8")
@@ -273,6 +292,18 @@ def model_card(recipe: dict[str, Any], config: TrainConfig, stage1_steps: int, m
                   "|---|---|---|---|---|"]
         lines += [f"| {name} | {r['fraction']:.3f} | {r['cases']} | {r['network_depth_mm']:.1f} mm | "
                   f"{r['fraction_depth_mm']:.1f} mm |" for name, r in rates.items()]
+    extremes = model.metadata.surface_extremes
+    if extremes:
+        lines += ["", "## Skin landmarks at the body's extreme",
+                  f"{', '.join(extremes)} are the body's farthest skin point in a patient direction. Detection "
+                  "projects the volume again at its own resolution in a window around the network's point "
+                  f"({SEARCH_BEHIND_MM:g} mm back and {SEARCH_AHEAD_MM:g} mm ahead along the direction, "
+                  f"{SEARCH_HALF_WIDTH_MM:g} mm to either side; along the viewing ray {SEARCH_DEPTH_MM:g} mm for a "
+                  f"direction facing the viewer, {SLAB_HALF_DEPTH_MM:g} mm of the network's depth for one in the "
+                  "image plane, so that an arm raised over the head is not taken for it) and places the landmark at "
+                  "the body's extreme there; whether it is found is still the network's call.", "",
+                  "| landmark | direction (R, A, S) |", "|---|---|"]
+        lines += [f"| {name} | {', '.join(f'{c:.2f}' for c in d)} |" for name, d in extremes.items()]
     lines += [
         "", "## Measured accuracy",
         f"3D error in mm (mean / median / p95 / max) through the whole path; held-out synthetic volumes of seed "
