@@ -2,7 +2,7 @@
 # Mutation testing with mutmut (pinned in the "mutation" extra) of the core modules where a silent bug costs
 # millimetres, against their fast tests. Usage:
 #   bash scripts/mutation_test.sh [MODULE ...]     e.g. `bash scripts/mutation_test.sh geometry framing`
-# (default: projection geometry framing pipeline markups fileio model thickness). Works in build/mutation/ (a copy laid out as
+# (default: projection geometry framing pipeline markups fileio model thickness surface). Works in build/mutation/ (a copy laid out as
 # mutmut expects: src/LandmarkDetectorLib, Testing/), prints each module's kill rate and writes the surviving mutants'
 # diffs to build/mutation/survivors-<module>.txt. Testing/MUTANTS.md lists the survivors and why each one lives.
 # Slow (some four hours for all seven on two busy cores; see Testing/MUTANTS.md): it runs under `nice -n 19` with one
@@ -12,10 +12,10 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 WORK=$REPO/build/mutation
 MODULES=("$@")
-[ ${#MODULES[@]} -gt 0 ] || MODULES=(projection geometry framing pipeline markups fileio model thickness)
+[ ${#MODULES[@]} -gt 0 ] || MODULES=(projection geometry framing pipeline markups fileio model thickness surface)
 TESTS=(test_projection test_projection_properties test_projection_paths test_projection_thresholds test_projection_rest
        test_pipeline test_symmetry test_thresholds test_detection_report test_markups test_markups_properties
-       test_fileio test_model_bundle test_detect test_geometry test_framing test_thickness)
+       test_fileio test_model_bundle test_detect test_geometry test_framing test_thickness test_surface)
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,mutation]"
 

@@ -80,7 +80,9 @@ def test_the_window_leaves_out_bodies_beside_or_far_in_front_of_or_behind_the_po
             (SUPERIOR, head + [0.0, -(SLAB_HALF_DEPTH_MM + clear), 10.0], False),  # an arm over the head, behind it
             (SUPERIOR, head + [SEARCH_HALF_WIDTH_MM - 12.0, 0.0, 10.0], True),  # within the window: taken
             (ANTERIOR, head + [0.0, radius + SEARCH_DEPTH_MM + clear, 10.0], False),  # far in front of the point
-            (ANTERIOR, head + [0.0, SEARCH_DEPTH_MM - 10.0, 10.0], True)]:  # its front within reach: taken
+            (ANTERIOR, head + [0.0, SEARCH_DEPTH_MM - 10.0, 10.0], True),  # its front within reach: taken
+            # Straight at the viewer the window is a square, SEARCH_HALF_WIDTH_MM every way in the image plane.
+            (ANTERIOR, head + [0.0, 10.0, SEARCH_HALF_WIDTH_MM + 17.0], False)]:
         top = head + radius * direction
         volume = spheres_volume(shape, ijk_to_ras, np.array([head, other]), radius)
         found = surface_extreme(volume, ijk_to_ras, top - 5.0 * direction, direction, PLAIN, 0.0)
@@ -90,16 +92,61 @@ def test_the_window_leaves_out_bodies_beside_or_far_in_front_of_or_behind_the_po
             np.testing.assert_allclose(found, expected, atol=1.0)
 
 
-def test_in_the_image_plane_the_depth_stays_near_the_networks():
+@pytest.mark.parametrize("side", [-1.0, 1.0], ids=["behind", "in front"])
+def test_in_the_image_plane_the_depth_stays_near_the_networks(side):
     # A long body along the ray (an arm lying against the back of the head): the middle of its stretch lies 60 mm
-    # behind the network's point; the landmark stays within the slab the window searched.
+    # behind (or in front of) the network's point; the landmark stays within the slab the window searched.
     shape = (41, 121, 45)
-    ijk_to_ras = make_ijk_to_ras(np.eye(3), (1.5, 1.5, 1.5), shape, (0.0, -55.0, 0.0))
-    chain = np.array([[0.0, a, 0.0] for a in np.arange(0.0, -121.0, -3.0)])
+    ijk_to_ras = make_ijk_to_ras(np.eye(3), (1.5, 1.5, 1.5), shape, (0.0, side * 55.0, 0.0))
+    chain = np.array([[0.0, side * a, 0.0] for a in np.arange(0.0, 121.0, 3.0)])
     volume = spheres_volume(shape, ijk_to_ras, chain, 15.0)
     point = np.array([0.0, 0.0, 10.0])
     found = surface_extreme(volume, ijk_to_ras, point, SUPERIOR, PLAIN, 0.0)
-    np.testing.assert_allclose(found, [0.0, -SLAB_HALF_DEPTH_MM, 15.0], atol=1.0)
+    np.testing.assert_allclose(found, [0.0, side * SLAB_HALF_DEPTH_MM, 15.0], atol=1.0)
+
+
+def test_a_point_out_in_the_air_finds_the_surface_behind_it():
+    volume, ijk_to_ras = sphere(np.eye(3), shape=(61, 47, 37))
+    extreme = CENTRE + RADIUS * SUPERIOR
+    found = surface_extreme(volume, ijk_to_ras, extreme + [0.0, 0.0, 30.0], SUPERIOR, PLAIN, 0.0)
+    np.testing.assert_allclose(found, extreme, atol=max(SPACING))
+
+
+def test_a_direction_tilted_towards_the_viewer_is_taken_in_the_image_plane():
+    # 29 degrees out of the image plane (short of FACING_COSINE's 60): the silhouette's top, at mid-depth, not the
+    # sphere's extreme along the tilted direction (3-4 mm from it here).
+    volume, ijk_to_ras = sphere(np.eye(3))
+    tilted = np.array([0.0, 0.55, 1.0])
+    assert np.degrees(np.arcsin(0.55 / np.linalg.norm(tilted))) > 28.0
+    found = surface_extreme(volume, ijk_to_ras, CENTRE + RADIUS * SUPERIOR + NETWORK_ERROR, tilted, PLAIN, 0.0)
+    np.testing.assert_allclose(found, CENTRE + RADIUS * SUPERIOR, atol=1.0)
+
+
+def test_the_body_is_told_from_air_at_the_threshold_detection_used():
+    volume, ijk_to_ras = sphere(np.eye(3))
+    extreme = CENTRE + RADIUS * SUPERIOR
+    above_everything = dataclasses.replace(PLAIN, threshold=float(TISSUE_HU) + 1.0)  # the model's own setting
+    found = surface_extreme(volume, ijk_to_ras, extreme + NETWORK_ERROR, SUPERIOR, above_everything, 0.0)
+    np.testing.assert_allclose(found, extreme, atol=max(SPACING))
+    # An MR-like head with a faint outer layer (fat) that detection's threshold counted as body, and an automatic
+    # (Otsu) threshold would not: the extreme is the layer's.
+    inner = spheres_volume(SHAPE, ijk_to_ras, CENTRE, RADIUS - 6.0) > 0
+    mr = np.where(inner, 100.0, np.where(volume > 0, 30.0, 0.0))
+    automatic = dataclasses.replace(PLAIN, threshold=None)
+    found = surface_extreme(mr, ijk_to_ras, extreme + NETWORK_ERROR, SUPERIOR, automatic, 10.0)
+    np.testing.assert_allclose(found, extreme, atol=max(SPACING))
+
+
+@pytest.mark.parametrize("superior_sign", [1.0, -1.0], ids=["vertex-last-slice", "vertex-first-slice"])
+def test_a_head_cut_by_the_field_of_view_ends_half_a_voxel_beyond_the_edge_slice(superior_sign):
+    # The scan ends inside the head: its extreme is the edge slice's outer boundary, whichever end of the index range
+    # that slice is.
+    spacing, shape = (1.5, 1.5, 2.0), (21, 41, 41)
+    ijk_to_ras = make_ijk_to_ras(np.diag([1.0, 1.0, superior_sign]), spacing, shape, (0.0, 0.0, 0.0))
+    volume = spheres_volume(shape, ijk_to_ras, np.array([0.0, 0.0, 0.0]), 25.0)  # reaches past the 40 mm slab
+    edge_s = (shape[0] - 1) / 2 * spacing[2]
+    found = surface_extreme(volume, ijk_to_ras, [0.0, 0.0, edge_s - 5.0], SUPERIOR, PLAIN, 0.0)
+    np.testing.assert_allclose(found, [0.0, 0.0, edge_s + spacing[2] / 2], atol=0.5)
 
 
 def test_the_window_is_a_rectangle_along_the_direction_even_when_that_is_diagonal_in_the_image():
@@ -144,12 +191,16 @@ def test_no_body_in_the_window_or_a_direction_away_from_the_viewer_leaves_the_po
     far = CENTRE + [80.0, 0.0, 0.0]  # beside the sphere, the window misses it
     assert surface_extreme(volume, ijk_to_ras, far, SUPERIOR, PLAIN, 0.0) is None
     assert surface_extreme(volume, ijk_to_ras, far + [500.0, 0.0, 0.0], SUPERIOR, PLAIN, 0.0) is None  # off the volume
+    assert surface_extreme(volume, ijk_to_ras, CENTRE - 500.0, SUPERIOR, PLAIN, 0.0) is None  # before its first voxels
     assert surface_extreme(volume, ijk_to_ras, CENTRE, -ANTERIOR, PLAIN, 0.0) is None  # the AP view's far side
     points = np.array([CENTRE, CENTRE, far])
     moved = at_surface_extremes(points, ["A", "B", "C"], {"A": SUPERIOR, "C": SUPERIOR}, volume, ijk_to_ras, PLAIN,
                                 0.0)
     np.testing.assert_allclose(moved[0], CENTRE + RADIUS * SUPERIOR, atol=1.0)
     np.testing.assert_array_equal(moved[1:], points[1:])
+    # Points given as whole millimetres are moved to fractional ones, not rounded.
+    whole = at_surface_extremes([[4, -3, 6]], ["A"], {"A": SUPERIOR}, volume, ijk_to_ras, PLAIN, 0.0)
+    np.testing.assert_allclose(whole[0], moved[0], atol=1e-9)
 
 
 @pytest.mark.parametrize("index", range(len(ALIGNED + OBLIQUE)))
