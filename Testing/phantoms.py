@@ -35,6 +35,14 @@ def signed_permutations() -> list[NDArray[np.float64]]:
     return out
 
 
+ALIGNED_DIRECTIONS = [signed_permutations()[i] for i in (0, 5, 19, 44)]
+"""Four axis-aligned orientations of a volume: as is, flipped, and with the axes permuted and flipped."""
+OBLIQUE_DIRECTIONS = [rotation((1, 2, 0.5), 30), rotation((0, 1, 1), 60) @ np.diag([1.0, -1, 1])]
+"""Two oblique ones, the second a mirror (left-handed index axes)."""
+ANISOTROPIC_SPACING_MM = (1.3, 1.9, 1.6)
+ODD_SHAPE_KJI = (41, 47, 37)
+
+
 def make_ijk_to_ras(direction_ras: NDArray[np.float64], spacing: tuple[float, float, float],
                     shape_kji: tuple[int, int, int], centre_ras: tuple[float, float, float]) -> NDArray[np.float64]:
     """ijk_to_ras with the given direction columns and spacing whose volume centre lies at ``centre_ras``."""

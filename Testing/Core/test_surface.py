@@ -21,18 +21,18 @@ from LandmarkDetectorLib.surface import (
 
 from phantoms import (
     AIR_HU,
+    ALIGNED_DIRECTIONS,
+    ANISOTROPIC_SPACING_MM,
+    OBLIQUE_DIRECTIONS,
+    ODD_SHAPE_KJI,
     TISSUE_HU,
     make_ijk_to_ras,
-    rotation,
-    signed_permutations,
     spheres_volume,
     voxel_centres_ras,
 )
 
-ALIGNED = [signed_permutations()[i] for i in (0, 5, 19, 44)]
-OBLIQUE = [rotation((1, 2, 0.5), 30), rotation((0, 1, 1), 60) @ np.diag([1.0, -1, 1])]
-SPACING = (1.3, 1.9, 1.6)
-SHAPE = (41, 47, 37)
+ALIGNED, OBLIQUE = ALIGNED_DIRECTIONS, OBLIQUE_DIRECTIONS
+SPACING, SHAPE = ANISOTROPIC_SPACING_MM, ODD_SHAPE_KJI
 SUPERIOR, ANTERIOR, RIGHT = np.eye(3)[[2, 1, 0]]
 TOE = np.array([0.0, np.cos(np.radians(20.0)), -np.sin(np.radians(20.0))])
 PLAIN = ProjectionConfig(threshold=0.0, table_removal_mm=0.0, surface_min_mm=0.0)

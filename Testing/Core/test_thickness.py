@@ -13,20 +13,21 @@ from LandmarkDetectorLib.thickness import at_depth_fractions, body_runs_along_ra
 
 from phantoms import (
     AIR_HU,
+    ALIGNED_DIRECTIONS,
+    ANISOTROPIC_SPACING_MM,
+    OBLIQUE_DIRECTIONS,
+    ODD_SHAPE_KJI,
     TISSUE_HU,
     make_ijk_to_ras,
     rotation,
-    signed_permutations,
     spheres_volume,
     voxel_centres_ras,
 )
 
 ANTERIOR = np.array([0.0, 1.0, 0.0])
 POSTERIOR = -ANTERIOR  # the AP view's ray
-DIRECTIONS = [signed_permutations()[i] for i in (0, 5, 19, 44)] + [rotation((1, 2, 0.5), 30),
-                                                                   rotation((0, 1, 1), 60) @ np.diag([1.0, -1, 1])]
-SPACING = (1.3, 1.9, 1.6)
-SHAPE = (41, 47, 37)
+DIRECTIONS = ALIGNED_DIRECTIONS + OBLIQUE_DIRECTIONS
+SPACING, SHAPE = ANISOTROPIC_SPACING_MM, ODD_SHAPE_KJI
 
 
 def slabs_volume(ijk_to_ras, shape, slabs_a_mm, value=TISSUE_HU):
