@@ -66,6 +66,8 @@ class ModelMetadata:
         surface_extremes: landmark name -> patient direction (RAS, unit) in which it is the body's farthest skin
             point; detection places it at the body's extreme near the network's point, read from the volume
             (``surface.at_surface_extremes``): skin landmarks defined as extremes (the head top, a toe's tip).
+        onto_skin: skin landmarks that detection moves onto the body's nearest surface when the network places them
+            in the air next to it (``surface.at_skin``; fingertips).
         architecture: network family, e.g. "heatmap-unet" or "regression-cnn".
         description: one paragraph for people (model card summary).
         training: provenance: data, recipe, command, seed, versions.
@@ -80,6 +82,7 @@ class ModelMetadata:
     mirror_tolerance_mm: float | None = None
     depth_fractions: dict[str, float] = field(default_factory=dict)
     surface_extremes: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    onto_skin: tuple[str, ...] = ()
     architecture: str = ""
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +95,7 @@ class ModelMetadata:
             "projection": self.projection.to_dict(), "confidence_threshold": self.confidence_threshold,
             "mirror_tolerance_mm": self.mirror_tolerance_mm, "depth_fractions": self.depth_fractions,
             "surface_extremes": {k: list(v) for k, v in self.surface_extremes.items()},
+            "onto_skin": list(self.onto_skin),
             "architecture": self.architecture,
             "description": self.description, "training": self.training, "metrics": self.metrics},
             indent=2, sort_keys=True)
@@ -124,6 +128,7 @@ class ModelMetadata:
                                             dict(values.get("depth_fractions") or {}).items()},
                            surface_extremes={str(k): _unit_direction(v) for k, v in
                                              dict(values.get("surface_extremes") or {}).items()},
+                           onto_skin=tuple(str(name) for name in values.get("onto_skin") or ()),
                            architecture=str(values.get("architecture", "")),
                            description=str(values.get("description", "")),
                            training=dict(values.get("training", {})), metrics=dict(values.get("metrics", {})))
@@ -145,6 +150,10 @@ class ModelMetadata:
             if name not in landmarks or name in metadata.depth_fractions:
                 raise ModelError(f"{source}: surface_extremes must name the model's landmarks, each not also in "
                                  f"depth_fractions, got {name!r}.")
+        for name in metadata.onto_skin:
+            if name not in landmarks or name in metadata.depth_fractions:
+                raise ModelError(f"{source}: onto_skin must name the model's skin landmarks, none of them in "
+                                 f"depth_fractions (joint centres lie inside the body), got {name!r}.")
         return metadata
 
 

@@ -15,7 +15,7 @@ from .markups import PointList
 from .model import LandmarkModel, ModelMetadata, load_model
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 from .projection import CT_AIR_THRESHOLD_HU, ProjectedImage, ProjectionConfig, project_volume
-from .surface import at_surface_extremes
+from .surface import at_skin, at_surface_extremes
 from .symmetry import mirror_partners, unmirror
 from .thickness import at_depth_fractions
 
@@ -293,6 +293,8 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
                                     projection.surface_min_mm)
     points_ras = at_surface_extremes(points_ras, metadata.landmarks, metadata.surface_extremes, volume_kji,
                                      ijk_to_ras, projection, canvas.image.threshold)
+    points_ras = at_skin(points_ras, metadata.landmarks, metadata.onto_skin, volume_kji, ijk_to_ras,
+                         canvas.image.threshold)
     if tolerance_mm is not None:
         found &= ~(disagreement > tolerance_mm)  # NaN (no pairs) passes
     points_ras[found] = into_volume(points_ras[found], ijk_to_ras, np.shape(volume_kji))

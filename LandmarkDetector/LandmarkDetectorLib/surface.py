@@ -1,11 +1,14 @@
-"""Skin landmarks placed at the body's farthest point in a patient direction, read from the volume near the network.
+"""Skin landmarks placed on the body's surface read from the volume near the network's point: at its farthest point
+in a patient direction, or on its nearest surface when the network put them in the air.
 
 Some skin landmarks are defined as an extreme of the body surface: the head top is its most superior point, a big
 toe's tip its most distal one (anterior, a little inferior, on a supine or prone patient). The network finds them
 on a coarse canvas (10 mm pixels for whole bodies) and takes their depth from the whole body's surface statistics,
 which differ between bodies (DESIGN §1). Detection therefore projects the volume again at its own resolution in a
 small window around the network's point and places the landmark at the body's extreme there
-(``ModelMetadata.surface_extremes``), with the projection's own table removal and speck filter.
+(``ModelMetadata.surface_extremes``), with the projection's own table removal and speck filter. Other skin landmarks
+(fingertips) are not extremes in a fixed direction, but they lie on the skin: one that the network places in the air
+a few millimetres beyond a fingertip is moved onto the nearest body surface (``ModelMetadata.onto_skin``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ over the head lies above the vertex in the image, but behind it."""
 FACING_COSINE = 0.5
 """A direction within 60 degrees of the viewer's is an extreme of the front surface; a direction nearer the image
 plane is taken in the image plane, at the middle of the body's thickness along the ray."""
+ONTO_SKIN_SEARCH_MM = 10.0
+"""A skin landmark placed in the air is moved onto the body only when body lies within this distance of it."""
 
 
 def _unit(v: ArrayLike) -> NDArray[np.float64]:
@@ -140,6 +145,53 @@ def at_surface_extremes(points_ras: NDArray[np.float64], names: Sequence[str],
     for n, name in enumerate(names):
         if name in directions:
             moved = surface_extreme(volume_kji, ijk_to_ras, out[n], directions[name], config, threshold)
+            if moved is not None:
+                out[n] = moved
+    return out
+
+
+def onto_skin(volume_kji: NDArray, ijk_to_ras: ArrayLike, point_ras: ArrayLike,
+              threshold: float) -> NDArray[np.float64] | None:
+    """The body's surface point nearest ``point_ras`` when that point lies in the air; None when it lies in the body
+    or no body voxel (intensity >= ``threshold``) lies within ``ONTO_SKIN_SEARCH_MM`` of it.
+
+    The surface is taken half a voxel beyond the nearest body voxel's centre, towards the point (the surface lies
+    between that voxel and its air neighbour), and never beyond the point itself.
+    """
+    m = geometry.validate_ijk_to_ras(ijk_to_ras)
+    point = np.asarray(point_ras, dtype=np.float64)
+    volume = np.asarray(volume_kji)
+    shape_ijk = np.array(volume.shape[::-1])
+    centre = geometry.apply_affine(np.linalg.inv(m), point[None])[0]
+    voxel = np.round(centre).astype(np.int64)
+    if np.all((voxel >= 0) & (voxel < shape_ijk)) and volume[voxel[2], voxel[1], voxel[0]] >= threshold:
+        return None
+    reach = np.ceil(ONTO_SKIN_SEARCH_MM / geometry.spacing_mm(m)).astype(np.int64)
+    low = np.maximum(np.floor(centre).astype(np.int64) - reach, 0)
+    high = np.minimum(np.ceil(centre).astype(np.int64) + reach + 1, shape_ijk)
+    if np.any(high <= low):
+        return None
+    k, j, i = np.nonzero(volume[low[2]:high[2], low[1]:high[1], low[0]:high[0]] >= threshold)
+    if not k.size:
+        return None
+    body = geometry.apply_affine(m, np.column_stack([i, j, k]) + low)
+    distance = np.linalg.norm(body - point, axis=1)
+    nearest = int(np.argmin(distance))
+    if distance[nearest] > ONTO_SKIN_SEARCH_MM:
+        return None
+    towards = (point - body[nearest]) / distance[nearest]
+    half_voxel = 0.5 * float(np.sum(np.abs(towards @ m[:3, :3])))
+    return body[nearest] + min(half_voxel, float(distance[nearest])) * towards
+
+
+def at_skin(points_ras: NDArray[np.float64], names: Sequence[str], skin_names: Sequence[str], volume_kji: NDArray,
+            ijk_to_ras: ArrayLike, threshold: float) -> NDArray[np.float64]:
+    """Points of the landmarks in ``skin_names`` that lie in the air moved onto the body's nearest surface
+    (``onto_skin``); the others, and those in the body or far from it, unchanged."""
+    out = np.array(points_ras, dtype=np.float64)
+    for n, name in enumerate(names):
+        if name in skin_names:
+            moved = onto_skin(volume_kji, ijk_to_ras, out[n], threshold)
             if moved is not None:
                 out[n] = moved
     return out

@@ -39,7 +39,7 @@ def metadata(**changes) -> ModelMetadata:
     values = dict(name="test", landmarks=NAMES, canvas=SPEC, projection=ProjectionConfig(table_removal_mm=10.0),
                   architecture="heatmap-unet", description="A test model.", confidence_threshold=0.625,
                   mirror_tolerance_mm=25.0, depth_fractions={"B": 0.375}, surface_extremes={"A": (0.0, 0.6, -0.8)},
-                  training={"seed": 1},
+                  onto_skin=("A",), training={"seed": 1},
                   metrics={"mean_mm": 1.0})  # no field at its default
     values.update(changes)
     return ModelMetadata(**values)
@@ -353,14 +353,14 @@ def test_metadata_is_stored_as_indented_json_with_sorted_keys():
     lines = metadata().to_json().splitlines()
     assert lines[:3] == ["{", '  "architecture": "heatmap-unet",', '  "canvas": {']
     keys = [line.split('"')[1] for line in lines if line.startswith('  "')]
-    assert keys == sorted(keys) and len(keys) == 14
+    assert keys == sorted(keys) and len(keys) == 15
 
 
 def test_metadata_without_the_optional_fields_gets_their_defaults():
     """Guards the defaults of a bundle written with only the required fields (format, name, landmarks, canvas,
     projection): they must be ModelMetadata's own."""
     values = json.loads(metadata().to_json())
-    for optional in ("confidence_threshold", "mirror_tolerance_mm", "depth_fractions", "surface_extremes",
+    for optional in ("confidence_threshold", "mirror_tolerance_mm", "depth_fractions", "surface_extremes", "onto_skin",
                      "architecture", "description", "training", "metrics"):
         del values[optional]
     expected = ModelMetadata(name="test", landmarks=NAMES, canvas=SPEC,
@@ -538,6 +538,15 @@ def test_surface_extremes_name_the_models_other_landmarks_with_directions_scaled
     for bad in ({"A": [0, 0]}, {"A": [0, 0, 0]}, {"A": [0, float("inf"), 1]}, {"A": "up"}, [[0, 0, 1]]):
         with pytest.raises(ModelError, match="invalid metadata"):
             ModelMetadata.from_json(json.dumps({**values, "surface_extremes": bad}))
+
+
+def test_onto_skin_names_the_models_landmarks_that_are_not_joint_centres():
+    """Guards the check of the landmarks moved onto the skin: read back in order; another landmark, or one placed at a
+    depth fraction (a joint centre, inside the body), refused."""
+    assert ModelMetadata.from_json(metadata(onto_skin=("C", "A")).to_json()).onto_skin == ("C", "A")
+    for bad in (("D",), ("A", "B")):
+        with pytest.raises(ModelError, match="onto_skin must name the model's skin landmarks, none of them in"):
+            ModelMetadata.from_json(metadata(onto_skin=bad).to_json())
 
 
 def test_invalid_metadata_names_the_error():

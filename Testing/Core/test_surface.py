@@ -1,5 +1,5 @@
-"""Skin landmarks at the body's extreme near the network's point (surface.py), and detection with a model that lists
-them: flipped, permuted and oblique orientations, anisotropic spacing, odd sizes."""
+"""Skin landmarks at the body's extreme near the network's point, or moved from the air onto the skin (surface.py), and
+detection with a model that lists them: flipped, permuted and oblique orientations, anisotropic spacing, odd sizes."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import pytest
 from LandmarkDetectorLib.pipeline import detect_landmarks
 from LandmarkDetectorLib.projection import ProjectionConfig
 from LandmarkDetectorLib.surface import (
+    ONTO_SKIN_SEARCH_MM,
     SEARCH_AHEAD_MM,
     SEARCH_DEPTH_MM,
     SEARCH_HALF_WIDTH_MM,
     SLAB_HALF_DEPTH_MM,
+    at_skin,
     at_surface_extremes,
+    onto_skin,
     surface_extreme,
 )
 
@@ -214,3 +217,78 @@ def test_detection_places_a_listed_landmark_at_the_top_of_the_sphere_in_every_or
     assert abs(result.points_ras[0, 2] - (CENTRE[2] + RADIUS)) <= half_diagonal
     assert np.linalg.norm(result.points_ras[0] - (CENTRE + RADIUS * SUPERIOR)) <= np.sqrt(2 * RADIUS * half_diagonal)
     assert result.found.tolist() == [True]
+
+
+OUTWARD = [SUPERIOR, ANTERIOR, -RIGHT, np.array([1.0, -2.0, 2.0]) / 3.0]
+
+
+@pytest.mark.parametrize("index", range(len(ALIGNED + OBLIQUE)))
+@pytest.mark.parametrize("gap_mm", [2.0, 7.0])
+def test_a_point_in_the_air_is_moved_onto_the_nearest_skin_in_every_orientation(index, gap_mm):
+    volume, ijk_to_ras = sphere((ALIGNED + OBLIQUE)[index])
+    half_diagonal = np.linalg.norm(SPACING) / 2
+    for outward in OUTWARD:
+        skin = CENTRE + RADIUS * outward
+        moved = onto_skin(volume, ijk_to_ras, skin + gap_mm * outward, 0.0)
+        # On the voxelized surface (half a voxel beyond the last body voxel), at the nearest skin point.
+        assert abs(np.linalg.norm(moved - CENTRE) - RADIUS) <= half_diagonal
+        assert np.linalg.norm(moved - skin) <= np.sqrt(2 * RADIUS * half_diagonal)
+
+
+def test_points_in_the_body_far_from_it_or_with_no_body_near_stay_where_they_are():
+    volume, ijk_to_ras = sphere(OBLIQUE[0])
+    assert onto_skin(volume, ijk_to_ras, CENTRE + [0.0, 0.0, RADIUS - 2.0], 0.0) is None  # in the body
+    assert onto_skin(volume, ijk_to_ras, CENTRE, 0.0) is None
+    beyond = RADIUS + ONTO_SKIN_SEARCH_MM + 1.0  # the nearest body farther than the search distance
+    assert onto_skin(volume, ijk_to_ras, CENTRE + [0.0, 0.0, beyond], 0.0) is None
+    assert onto_skin(np.full(SHAPE, AIR_HU), ijk_to_ras, CENTRE + [0.0, 0.0, RADIUS + 3.0], 0.0) is None
+    assert onto_skin(volume, ijk_to_ras, CENTRE + 500.0, 0.0) is None  # off the volume
+    # Just inside the search distance (its nearest voxel centre lies half a voxel inside the surface) it moves.
+    assert onto_skin(volume, ijk_to_ras, CENTRE + [0.0, 0.0, RADIUS + ONTO_SKIN_SEARCH_MM - 2.0], 0.0) is not None
+    # A threshold above the tissue leaves no body at all.
+    assert onto_skin(volume, ijk_to_ras, CENTRE + [0.0, 0.0, RADIUS + 3.0], TISSUE_HU + 1.0) is None
+
+
+def test_a_point_in_the_air_touching_a_voxel_diagonally_stays_put():
+    # One body voxel (1 mm cube at the origin); the point lies in the next voxel, closer to the cube's centre than
+    # half the cube's extent along the line between them: the surface is not put beyond the point.
+    volume = np.full((5, 5, 5), AIR_HU, dtype=np.int16)
+    volume[2, 2, 2] = TISSUE_HU
+    ijk_to_ras = make_ijk_to_ras(np.eye(3), (1.0, 1.0, 1.0), (5, 5, 5), (0.0, 0.0, 0.0))
+    point = np.array([0.52, 0.3, 0.0])
+    np.testing.assert_allclose(onto_skin(volume, ijk_to_ras, point, 0.0), point, atol=1e-9)
+    # Straight out along an axis, the surface is half a voxel from the centre: half that axis's spacing.
+    np.testing.assert_allclose(onto_skin(volume, ijk_to_ras, [0.0, 0.0, 1.6], 0.0), [0.0, 0.0, 0.5], atol=1e-9)
+    ijk_to_ras = make_ijk_to_ras(np.eye(3), SPACING, (5, 5, 5), (0.0, 0.0, 0.0))
+    np.testing.assert_allclose(onto_skin(volume, ijk_to_ras, [0.0, 0.0, 2.5], 0.0), [0.0, 0.0, SPACING[2] / 2],
+                               atol=1e-9)
+
+
+def test_only_the_listed_landmarks_are_moved_onto_the_skin():
+    volume, ijk_to_ras = sphere(np.eye(3))
+    outside = CENTRE + (RADIUS + 4.0) * SUPERIOR
+    points = np.array([outside, outside, CENTRE])
+    moved = at_skin(points, ["A", "B", "C"], ("A", "C"), volume, ijk_to_ras, 0.0)
+    assert abs(np.linalg.norm(moved[0] - CENTRE) - RADIUS) <= np.linalg.norm(SPACING) / 2
+    np.testing.assert_array_equal(moved[1:], points[1:])
+
+
+TWO_SHAPE_KJI = (61, 63, 59)
+TWO_RADIUS = 14.0
+TWO_CENTRES = np.array([[-19.0, 0.0, 0.0], [19.0, 0.0, 0.0]]) + CENTRE
+
+
+@pytest.mark.parametrize("index", range(len(ALIGNED + OBLIQUE)))
+def test_detection_moves_a_listed_landmark_from_between_two_spheres_onto_one_of_them(centroid_model, index):
+    ijk_to_ras = make_ijk_to_ras((ALIGNED + OBLIQUE)[index], SPACING, TWO_SHAPE_KJI, CENTRE)
+    volume = spheres_volume(TWO_SHAPE_KJI, ijk_to_ras, TWO_CENTRES, TWO_RADIUS)
+    # The centroid of two spheres lies in the air between them, 5 mm from each in R and a little in front.
+    plain = detect_landmarks(volume, ijk_to_ras, centroid_model)
+    assert np.min(np.linalg.norm(TWO_CENTRES - plain.points_ras[0], axis=1)) > TWO_RADIUS + 2.0
+    model = dataclasses.replace(centroid_model, metadata=dataclasses.replace(
+        centroid_model.metadata, onto_skin=("Centroid",)))
+    result = detect_landmarks(volume, ijk_to_ras, model)
+    distance = np.min(np.linalg.norm(TWO_CENTRES - result.points_ras[0], axis=1))
+    assert abs(distance - TWO_RADIUS) <= np.linalg.norm(SPACING) / 2
+    assert np.linalg.norm(result.points_ras[0] - plain.points_ras[0]) < ONTO_SKIN_SEARCH_MM
+    assert result.found.tolist() == plain.found.tolist() == [True]

@@ -286,14 +286,15 @@ def export(network: torch.nn.Module, config: TrainConfig, path: Path, *, name: s
            metrics: dict[str, Any] | None = None, training: dict[str, Any] | None = None,
            landmarks: tuple[str, ...] | None = None, description: str = "", confidence_threshold: float = 0.5,
            mirror_tolerance_mm: float | None = None, depth_fractions: dict[str, float] | None = None,
-           surface_extremes: dict[str, tuple[float, float, float]] | None = None, overwrite: bool = False) -> None:
+           surface_extremes: dict[str, tuple[float, float, float]] | None = None, onto_skin: tuple[str, ...] = (),
+           overwrite: bool = False) -> None:
     """Write ``network`` as a bundle with its metadata (DESIGN §4)."""
     network.eval()
     metadata = ModelMetadata(
         name=name or path.stem, landmarks=landmarks or KINDS[config.anatomy].landmarks, canvas=config.canvas,
         projection=config.projection, architecture=config.architecture, description=description,
         confidence_threshold=confidence_threshold, mirror_tolerance_mm=mirror_tolerance_mm,
-        depth_fractions=depth_fractions or {}, surface_extremes=surface_extremes or {},
+        depth_fractions=depth_fractions or {}, surface_extremes=surface_extremes or {}, onto_skin=onto_skin,
         training={"config": config.to_dict(), "torch": torch.__version__, **(training or {})}, metrics=metrics or {})
     save_model(network, metadata, path, overwrite=overwrite)
 
