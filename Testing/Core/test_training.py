@@ -16,7 +16,7 @@ from LandmarkDetectorLib.model import load_model
 from LandmarkDetectorLib.projection import ProjectionConfig
 from LandmarkDetectorLib.synthetic.anatomy import BODY_LANDMARKS
 from LandmarkDetectorLib.synthetic.dataset import synthesize_dataset
-from LandmarkDetectorLib.training.data import NO_AUGMENTATION, SyntheticSource
+from LandmarkDetectorLib.training.data import NO_AUGMENTATION, WARP_SPACING_MM, SyntheticSource, _warped
 from LandmarkDetectorLib.training.evaluate import (
     FOUND_WITHIN_MM,
     Reference,
@@ -146,6 +146,52 @@ def test_mirror_augmentation_keeps_right_landmarks_on_the_right():
     area = (plain.inputs[:, 0] > 0.5).sum(axis=(1, 2))
     np.testing.assert_allclose(area, (mirrored.inputs[:, 0] > 0.5).sum(axis=(1, 2)), rtol=0.02)
     assert not np.array_equal(plain.inputs[:, 0], mirrored.inputs[:, 0])
+
+
+def test_warped_images_carry_their_landmarks_with_them():
+    """A smooth random displacement moves the image and its landmarks alike: each landmark stays on the blob that
+    marked it, at its own depth, the depths of the body keep their values, and the displacement is smooth (its
+    control points lie WARP_SPACING_MM apart, so neighbouring pixels move nearly alike)."""
+    from LandmarkDetectorLib.projection import ProjectedImage, view_pixel_to_ras
+
+    spacing = (5.0, 5.0)  # mm
+    grid = view_pixel_to_ras("ap", np.array([-100.0, 20.0, 300.0]), spacing)
+    silhouette = np.zeros((120, 90), dtype=bool)
+    depth = np.full(silhouette.shape, np.nan, dtype=np.float32)
+    centres_uv = [(20, 30), (45, 60), (70, 95), (30, 100)]
+    for n, (u, v) in enumerate(centres_uv):
+        silhouette[v - 2:v + 3, u - 2:u + 3] = True
+        depth[v - 2:v + 3, u - 2:u + 3] = 10.0 * (n + 1)
+    image = ProjectedImage(silhouette=silhouette, depth_mm=depth, pixel_to_ras=grid, threshold=0.5, view="ap")
+    points = image.uvd_to_ras([(u, v, 10.0 * (n + 1) + 3.0) for n, (u, v) in enumerate(centres_uv)])
+    moved_somewhere = 0.0
+    for seed in range(5):
+        warped, moved = _warped(image, points, 15.0, np.random.default_rng(seed))
+        uvd = warped.ras_to_uvd(moved)
+        for n in range(len(centres_uv)):
+            blob = warped.silhouette & (warped.depth_mm == 10.0 * (n + 1))
+            rows, cols = np.nonzero(blob)
+            assert blob.sum() >= 9
+            assert abs(cols.mean() - uvd[n, 0]) <= 1.0 and abs(rows.mean() - uvd[n, 1]) <= 1.0
+        np.testing.assert_allclose(uvd[:, 2], image.ras_to_uvd(points)[:, 2], atol=1e-9)
+        assert set(np.unique(warped.depth_mm[warped.silhouette])) <= {10.0, 20.0, 30.0, 40.0}
+        moved_somewhere = max(moved_somewhere, float(np.abs(uvd[:, :2] - image.ras_to_uvd(points)[:, :2]).max()))
+    assert moved_somewhere > 2.0  # in pixels: the landmarks did move with their blobs
+    assert WARP_SPACING_MM / spacing[0] > 10  # control points many pixels apart: a blob moves whole
+
+
+def test_warp_augmentation_changes_outlines_and_keeps_landmarks_on_the_body():
+    spec = CanvasSpec(height=192, width=96, pixel_spacing_mm=12.0)
+    plain = SyntheticSource("body", spec, NO_AUGMENTATION).batch(4, np.random.default_rng(5))
+    warped = SyntheticSource("body", spec, dataclasses.replace(NO_AUGMENTATION, warp_mm=15.0)).batch(
+        4, np.random.default_rng(5))
+    assert not np.array_equal(plain.inputs[:, 0], warped.inputs[:, 0])
+    assert np.abs(plain.uv - warped.uv).max() > 0.5
+    for batch in (plain, warped):  # the head top on the body, within a pixel of the silhouette
+        head = BODY_LANDMARKS.index("HeadTop")
+        for b in range(len(batch.uv)):
+            u, v = np.round(batch.uv[b, head]).astype(int)
+            assert batch.inputs[b, 0, max(v - 1, 0):v + 2, max(u - 1, 0):u + 2].any()
 
 
 def test_field_of_view_cuts_mark_landmarks_out_of_view():

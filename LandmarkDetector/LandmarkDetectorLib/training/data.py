@@ -82,6 +82,8 @@ class Augmentation:
         frame_jitter_px: random shift of the canvas, pixels.
         mirror: probability that a whole-body image is flipped left-right with its paired landmarks swapped (a
             mirrored body is a plausible body; teaches that the side of a hand, not its place, tells right from left).
+        warp_mm: standard deviation of a smooth random in-plane displacement of the image, its landmarks moved with
+            it (control points every WARP_SPACING_MM; 0: none): body outlines that the synthetic bodies lack.
     """
 
     fov_cut: float = 0.5
@@ -94,7 +96,11 @@ class Augmentation:
     tilt_deg: float = 5.0
     frame_jitter_px: float = 1.5
     mirror: float = 0.0
+    warp_mm: float = 0.0
 
+
+WARP_SPACING_MM = 80.0
+"""Distance between the control points of ``Augmentation.warp_mm``'s displacement (cubic between them)."""
 
 NO_AUGMENTATION = Augmentation(fov_cut=0.0, transverse_fov_mm=None, table_remnant=0.0, holes=0.0, blobs=0.0,
                                edge_noise=0.0, depth_noise_mm=0.0, tilt_deg=0.0, frame_jitter_px=0.0, mirror=0.0)
@@ -235,6 +241,35 @@ def _augment(image: ProjectedImage, aug: Augmentation, rng: np.random.Generator)
                           pixel_to_ras=image.pixel_to_ras, threshold=image.threshold, view=image.view)
 
 
+def _warped(image: ProjectedImage, points_ras: NDArray[np.float64], sd_mm: float, rng: np.random.Generator
+            ) -> tuple[ProjectedImage, NDArray[np.float64]]:
+    """The image (square pixels) resampled through a smooth random displacement (pixel x shows what lay at
+    x + d(x)), with the landmarks moved to where their content went (x + d(x) = the old position, solved by
+    fixed-point iteration) at their own depth."""
+    pixel_mm = image.pixel_spacing_mm[0]
+    step = WARP_SPACING_MM / pixel_mm  # control points this many pixels apart
+    h, w = image.shape
+    coarse = rng.normal(0.0, sd_mm / pixel_mm, (2, int(h / step) + 2, int(w / step) + 2))  # (dv, du) pixels
+
+    def displacement(v: NDArray[np.float64], u: NDArray[np.float64]) -> NDArray[np.float64]:
+        """(2, ...) displacement (dv, du) in pixels at pixel positions (v, u)."""
+        return np.stack([ndimage.map_coordinates(c, [v / step, u / step], order=3, mode="nearest") for c in coarse])
+
+    vv, uu = np.mgrid[0:h, 0:w].astype(np.float64)
+    dv, du = displacement(vv, uu)
+    source = [vv + dv, uu + du]
+    body = ndimage.map_coordinates(image.silhouette.astype(np.float32), source, order=0, mode="constant") > 0.5
+    depth = ndimage.map_coordinates(np.nan_to_num(image.depth_mm, nan=0.0), source, order=0, mode="nearest")
+    uvd = image.ras_to_uvd(points_ras)
+    moved = uvd[:, :2].copy()
+    for _ in range(10):
+        dv, du = displacement(moved[:, 1], moved[:, 0])
+        moved = uvd[:, :2] - np.column_stack([du, dv])
+    warped = ProjectedImage(silhouette=body, depth_mm=np.where(body, depth, np.nan).astype(np.float32),
+                            pixel_to_ras=image.pixel_to_ras, threshold=image.threshold, view=image.view)
+    return warped, image.uvd_to_ras(np.column_stack([moved, uvd[:, 2]]))
+
+
 def _mirrored(image: ProjectedImage, points_ras: NDArray[np.float64], in_view: NDArray[np.bool_],
               partners: NDArray[np.intp]) -> tuple[ProjectedImage, NDArray[np.float64], NDArray[np.bool_]]:
     """The image flipped left-right on its own grid, with the landmarks mirrored and paired labels swapped."""
@@ -339,6 +374,8 @@ class SyntheticSource:
         if aug.mirror > 0 and self.partners is not None and rng.random() < aug.mirror:
             image, points, in_view = _mirrored(image, points, in_view, self.partners)
             known = None if known is None else known[self.partners]
+        if aug.warp_mm > 0:
+            image, points = _warped(image, points, aug.warp_mm, rng)
         image = _augment(image, aug, rng)
         canvas = frame(image, self.spec, origin_uv=self._jittered_origin(image, rng))
         return targets(canvas, points, in_view, known)
