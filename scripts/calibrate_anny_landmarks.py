@@ -105,6 +105,12 @@ def target(mesh: Mesh, name: str, point: NDArray[np.float64], ref: dict[str, flo
                      z.min() + ref["height_fraction"] * np.ptp(z)])
 
 
+def stature_and_bmi(skin: Mesh, volume_mm3: float) -> tuple[float, float]:
+    """Stature (mm, the skin's S extent) and BMI (mesh volume x TISSUE_DENSITY_KG_M3 over stature squared)."""
+    stature = float(np.ptp(skin[0][:, 2]))
+    return stature, volume_mm3 * 1e-9 * anny_body.TISSUE_DENSITY_KG_M3 / (stature / 1e3) ** 2
+
+
 def xcat_like_body(stature_mm: float, bmi: float) -> anny_body.AnnyBodies:
     """An anny man of this stature and BMI (bisection on the height and weight phenotypes), in the neutral pose."""
     def body(height: float, weight: float) -> anny_body.AnnyBodies:
@@ -131,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     skin, volume_mm3 = xcat_skin_ras(args.data)
     refs = xcat_references()
-    stature = float(np.ptp(skin[0][:, 2]))
-    bmi = volume_mm3 * 1e-9 * anny_body.TISSUE_DENSITY_KG_M3 / (stature / 1e3) ** 2
+    stature, bmi = stature_and_bmi(skin, volume_mm3)
     print(f"mesh50_XCAT: stature {stature:.0f} mm, BMI {bmi:.1f} (volume x {anny_body.TISSUE_DENSITY_KG_M3:.0f} kg/m3)")
     relations = {}
     for name in anny_body.RULE_LANDMARKS:

@@ -61,10 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     args = parser.parse_args(argv)
     model = load_model(args.model, "cpu")
-    skin, volume_mm3 = calibration.xcat_skin_ras(args.data)
-    stature = float(np.ptp(skin[0][:, 2]))
-    bmi = volume_mm3 * 1e-9 * anny_body.TISSUE_DENSITY_KG_M3 / (stature / 1e3) ** 2
-    twin = calibration.xcat_like_body(stature, bmi)
+    twin = calibration.xcat_like_body(*calibration.stature_and_bmi(*calibration.xcat_skin_ras(args.data)))
     truth = dict(zip(anny_body.BODY_LANDMARKS, twin.landmarks_ras[0], strict=True))
     twin_offsets: dict[str, list[NDArray]] = {}
     for seed in range(args.scans):

@@ -163,22 +163,10 @@ def train_two_stages(anatomy: str, args: argparse.Namespace) -> None:
     stage1_dir = args.out / f"{recipe['name']}-heatmap-unet-{stage1.steps}-{canvas.width}x{canvas.height}"
     if not (stage1_dir / "model.pt").exists():
         train(stage1, stage1_dir)
-    config = dataclasses.replace(stage1, **recipe["stage2"])
-    config = dataclasses.replace(config, steps=20 if args.quick else config.steps)
-    config = dataclasses.replace(config, validate_every=max(10, config.steps // 5))
-    run_dir = args.out / f"{recipe['name']}-anny-{config.steps}-from-{stage1.steps}"
-    if not (run_dir / "model.pt").exists():
-        initial = torch.jit.load(str(stage1_dir / "model.pt"), map_location="cpu").state_dict()
-        train(config, run_dir, initial_state=initial)
+    config, run_dir = train_stage(stage1, recipe["stage2"], stage1_dir, f"{recipe['name']}-anny", args)
     stage2_steps = config.steps
     if "stage3" in recipe:
-        config = dataclasses.replace(config, **recipe["stage3"])
-        config = dataclasses.replace(config, steps=20 if args.quick else config.steps)
-        config = dataclasses.replace(config, validate_every=max(10, config.steps // 5))
-        stage2_dir, run_dir = run_dir, args.out / f"{recipe['name']}-warp-{config.steps}-from-{stage2_steps}"
-        if not (run_dir / "model.pt").exists():
-            initial = torch.jit.load(str(stage2_dir / "model.pt"), map_location="cpu").state_dict()
-            train(config, run_dir, initial_state=initial)
+        config, run_dir = train_stage(config, recipe["stage3"], run_dir, f"{recipe['name']}-warp", args)
     # Measured beside stage 1 and the model bundled before (when that is not stage 1 itself), on the same cases.
     bundled = BUNDLED_DIR / f"{recipe['name']}.pt"
     models = {"stage 1": load_model(stage1_dir / "model.pt")}
@@ -254,6 +242,20 @@ def train_two_stages(anatomy: str, args: argparse.Namespace) -> None:
     card.write_text(model_card(recipe, config, stage1.steps, stage2_steps, metrics, load_model(bundled)),
                     encoding="utf-8")
     print(f"bundled {bundled} ({bundled.stat().st_size / 1e6:.1f} MB); model card {card}")
+
+
+def train_stage(previous: TrainConfig, changes: dict[str, Any], previous_dir: Path, name: str,
+                args: argparse.Namespace) -> tuple[TrainConfig, Path]:
+    """A stage that starts from the previous stage's weights with its config changed; reused when its model.pt
+    exists. Returns its config and folder (``<name>-<steps>-from-<previous steps>`` under ``--out``)."""
+    config = dataclasses.replace(previous, **changes)
+    config = dataclasses.replace(config, steps=20 if args.quick else config.steps)
+    config = dataclasses.replace(config, validate_every=max(10, config.steps // 5))
+    run_dir = args.out / f"{name}-{config.steps}-from-{previous.steps}"
+    if not (run_dir / "model.pt").exists():
+        initial = torch.jit.load(str(previous_dir / "model.pt"), map_location="cpu").state_dict()
+        train(config, run_dir, initial_state=initial)
+    return config, run_dir
 
 
 def record_checksum(path: Path) -> None:

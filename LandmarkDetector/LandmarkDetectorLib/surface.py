@@ -14,7 +14,7 @@ a few millimetres beyond a fingertip is moved onto the nearest body surface (``M
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -141,10 +141,18 @@ def at_surface_extremes(points_ras: NDArray[np.float64], names: Sequence[str],
                         config: ProjectionConfig, threshold: float) -> NDArray[np.float64]:
     """Points of the landmarks in ``directions`` moved to the body's extreme near them (``surface_extreme``); the
     others, and those with no body near them, unchanged."""
+    return _moved(points_ras, names, directions, lambda point, name: surface_extreme(
+        volume_kji, ijk_to_ras, point, directions[name], config, threshold))
+
+
+def _moved(points_ras: ArrayLike, names: Sequence[str], selected: Collection[str],
+           move: Callable[[NDArray[np.float64], str], NDArray[np.float64] | None]) -> NDArray[np.float64]:
+    """A copy of the points with each selected landmark's point replaced by ``move(point, name)`` unless that is
+    None."""
     out = np.array(points_ras, dtype=np.float64)
     for n, name in enumerate(names):
-        if name in directions:
-            moved = surface_extreme(volume_kji, ijk_to_ras, out[n], directions[name], config, threshold)
+        if name in selected:
+            moved = move(out[n], name)
             if moved is not None:
                 out[n] = moved
     return out
@@ -188,10 +196,4 @@ def at_skin(points_ras: NDArray[np.float64], names: Sequence[str], skin_names: S
             ijk_to_ras: ArrayLike, threshold: float) -> NDArray[np.float64]:
     """Points of the landmarks in ``skin_names`` that lie in the air moved onto the body's nearest surface
     (``onto_skin``); the others, and those in the body or far from it, unchanged."""
-    out = np.array(points_ras, dtype=np.float64)
-    for n, name in enumerate(names):
-        if name in skin_names:
-            moved = onto_skin(volume_kji, ijk_to_ras, out[n], threshold)
-            if moved is not None:
-                out[n] = moved
-    return out
+    return _moved(points_ras, names, skin_names, lambda point, _: onto_skin(volume_kji, ijk_to_ras, point, threshold))
