@@ -4,12 +4,14 @@ model cards.
     python scripts/train_bundled_models.py --anatomy body     # -> wholebody-ct
     python scripts/train_bundled_models.py --anatomy hand     # -> hand-mr
 
-Two stages per model. Stage 1 is a heatmap U-Net trained on primitive synthetic anatomy (``LandmarkDetectorLib.
+Two or three stages per model. Stage 1 is a heatmap U-Net trained on primitive synthetic anatomy (``LandmarkDetectorLib.
 synthetic``; the bundled models up to December 2026; for the hand it beat the paper's regression CNN, see the README).
 Stage 2 starts from its weights and trains on a mix of anny bodies or hands (``synthetic.anny_body``,
-``synthetic.anny_hand``) and primitive ones. The confidence threshold (and, for the body, the mirror tolerance) is
-calibrated on held-out volumes of both generators; both stages are measured on held-out volumes of each generator and
-on the real-anatomy phantoms (``scripts/make_real_anatomy_set.py``). The new model is bundled into
+``synthetic.anny_hand``) and primitive ones. The body has a stage 3 from stage 2's weights, with the renders
+warped (``Augmentation.warp_mm``). The confidence threshold (and, for the body, the mirror tolerance) is
+calibrated on held-out volumes of both generators; stage 1, the new model and the model bundled before are measured
+on held-out volumes of each generator and on the real-anatomy phantoms (``scripts/make_real_anatomy_set.py``). The
+new model is bundled into
 LandmarkDetector/Resources/Models/ with its SHA-256, and its model card written to
 LandmarkDetector/Resources/ModelCards/<name>.md (it ships with the module). Runs on 2 CPU cores; ``--quick`` is a
 smoke run. A stage whose ``model.pt`` exists under ``--out`` is reused.
@@ -148,11 +150,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke run; do not bundle)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    train_two_stages(args.anatomy, args)
+    train_stages(args.anatomy, args)
 
 
-def train_two_stages(anatomy: str, args: argparse.Namespace) -> None:
-    """Stage 1 (primitive), stage 2 (anny + primitive, from stage 1), calibration, measurement, bundle, model card."""
+def train_stages(anatomy: str, args: argparse.Namespace) -> None:
+    """Stage 1 (primitive), stage 2 (anny + primitive, from stage 1), the recipe's stage 3 if it has one (from stage 2),
+    calibration, measurement, bundle, model card."""
     recipe = RECIPES[anatomy]
     within_mm = FOUND_WITHIN_MM[anatomy]
     canvas = recipe["stage1"]["canvas"]
