@@ -42,6 +42,7 @@ from LandmarkDetectorLib.surface import (
     SEARCH_HALF_WIDTH_MM,
     SLAB_HALF_DEPTH_MM,
 )
+from LandmarkDetectorLib.symmetry import mirror_partners
 from LandmarkDetectorLib.training.data import WARP_SPACING_MM, Augmentation
 from LandmarkDetectorLib.training.evaluate import (
     FOUND_WITHIN_MM,
@@ -190,13 +191,13 @@ def train_stages(anatomy: str, args: argparse.Namespace) -> None:
     # uncalibrated rules that the model is not taught (primitive_unknown), so their "errors" there measure the
     # definitions, not the model. The tolerance is calibrated on the anny volumes detected again with the fractions,
     # as detection will place those landmarks and measure their disagreement. None for a model without left-right
-    # pairs (the hand).
+    # pairs (the hand), which needs no second pass.
     fractions, fraction_rates = calibrate_depth_fractions(calibration["anny"], recipe.get("depth_fractions", ()))
     extremes = recipe.get("surface_extremes", {})
     skin = recipe.get("onto_skin", ())
     new.metadata = dataclasses.replace(new.metadata, depth_fractions=fractions, surface_extremes=extremes,
                                        onto_skin=skin)
-    if fractions or extremes or skin:
+    if (fractions or extremes or skin) and mirror_partners(new.metadata.landmarks) is not None:
         calibration["anny"] = evaluate_synthetic_volumes(new, anatomy, CALIBRATION_SEED[anatomy], calibration_count,
                                                          generator="anny")
     tolerance, tolerance_rates = calibrate_mirror_tolerance(calibration["anny"], threshold, within_mm)

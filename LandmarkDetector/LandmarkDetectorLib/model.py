@@ -146,14 +146,12 @@ class ModelMetadata:
             if name not in landmarks or not 0.0 <= fraction <= 1.0:
                 raise ModelError(f"{source}: depth_fractions must map the model's landmarks to fractions in [0, 1], "
                                  f"got {name!r}: {fraction}.")
-        for name in metadata.surface_extremes:
-            if name not in landmarks or name in metadata.depth_fractions:
-                raise ModelError(f"{source}: surface_extremes must name the model's landmarks, each not also in "
-                                 f"depth_fractions, got {name!r}.")
-        for name in metadata.onto_skin:
-            if name not in landmarks or name in metadata.depth_fractions:
-                raise ModelError(f"{source}: onto_skin must name the model's skin landmarks, none of them in "
-                                 f"depth_fractions (joint centres lie inside the body), got {name!r}.")
+        # Skin landmarks, placed on the body's surface; joint centres (depth_fractions) lie inside it.
+        for field_name in ("surface_extremes", "onto_skin"):
+            for name in getattr(metadata, field_name):
+                if name not in landmarks or name in metadata.depth_fractions:
+                    raise ModelError(f"{source}: {field_name} must name the model's skin landmarks, none of them in "
+                                     f"depth_fractions (joint centres lie inside the body), got {name!r}.")
         return metadata
 
 

@@ -532,7 +532,7 @@ def test_surface_extremes_name_the_models_other_landmarks_with_directions_scaled
     read = ModelMetadata.from_json(metadata(surface_extremes={"A": (0.0, 3.0, -4.0), "C": (0, 0, 2)}).to_json())
     assert read.surface_extremes == {"A": (0.0, 0.6, -0.8), "C": (0.0, 0.0, 1.0)}
     for bad in ({"D": (0, 0, 1)}, {"B": (0, 0, 1)}):
-        with pytest.raises(ModelError, match="surface_extremes must name the model's landmarks, each not also in"):
+        with pytest.raises(ModelError, match="surface_extremes must name the model's skin landmarks, none of them in"):
             ModelMetadata.from_json(metadata(surface_extremes=bad).to_json())
     values = json.loads(metadata().to_json())
     for bad in ({"A": [0, 0]}, {"A": [0, 0, 0]}, {"A": [0, float("inf"), 1]}, {"A": "up"}, [[0, 0, 1]]):
