@@ -3,18 +3,19 @@ model cards.
 
     python scripts/train_bundled_models.py --anatomy body     # -> wholebody-ct
     python scripts/train_bundled_models.py --anatomy hand     # -> hand-mr
+    python scripts/train_bundled_models.py --anatomy body --recalibrate   # the bundled network, calibrated again
 
 Two or three stages per model. Stage 1 is a heatmap U-Net trained on primitive synthetic anatomy (``LandmarkDetectorLib.
 synthetic``; the bundled models up to December 2026; for the hand it beat the paper's regression CNN, see the README).
 Stage 2 starts from its weights and trains on a mix of anny bodies or hands (``synthetic.anny_body``,
 ``synthetic.anny_hand``) and primitive ones. The body has a stage 3 from stage 2's weights, with the renders
 warped (``Augmentation.warp_mm``). The confidence threshold (and, for the body, the mirror tolerance) is
-calibrated on held-out volumes of both generators; stage 1, the new model and the model bundled before are measured
-on held-out volumes of each generator and on the real-anatomy phantoms (``scripts/make_real_anatomy_set.py``). The
-new model is bundled into
-LandmarkDetector/Resources/Models/ with its SHA-256, and its model card written to
-LandmarkDetector/Resources/ModelCards/<name>.md (it ships with the module). Runs on 2 CPU cores; ``--quick`` is a
-smoke run. A stage whose ``model.pt`` exists under ``--out`` is reused.
+calibrated on held-out volumes of both generators, model-wide and per landmark; stage 1, the new model and the model
+bundled before are measured on held-out volumes of each generator and on the real-anatomy phantoms
+(``scripts/make_real_anatomy_set.py``). The new model is bundled into LandmarkDetector/Resources/Models/ with its
+SHA-256, and its model card written to LandmarkDetector/Resources/ModelCards/<name>.md (it ships with the module). Runs
+on 2 CPU cores; ``--quick`` is a smoke run. A stage whose ``model.pt`` exists under ``--out`` is reused;
+``--recalibrate`` trains nothing and takes the bundled network.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from LandmarkDetectorLib.framing import CanvasSpec
-from LandmarkDetectorLib.model import BUNDLED_DIR, CHECKSUM_FILE, load_model, sha256_of
+from LandmarkDetectorLib.model import BUNDLED_DIR, CHECKSUM_FILE, LandmarkModel, ModelMetadata, load_model, sha256_of
 from LandmarkDetectorLib.projection import ProjectionConfig
 from LandmarkDetectorLib.surface import (
     ONTO_SKIN_SEARCH_MM,
@@ -46,8 +47,10 @@ from LandmarkDetectorLib.symmetry import mirror_partners
 from LandmarkDetectorLib.training.data import WARP_SPACING_MM, Augmentation
 from LandmarkDetectorLib.training.evaluate import (
     FOUND_WITHIN_MM,
+    MIN_OUT_OF_VIEW,
     calibrate_depth_fractions,
     calibrate_mirror_tolerance,
+    calibrate_per_landmark,
     calibrate_threshold,
     evaluate_annotated_volumes,
     evaluate_synthetic_volumes,
@@ -61,7 +64,8 @@ from LandmarkDetectorLib.training.train import TrainConfig, export, train
 REPO = Path(__file__).resolve().parents[1]
 EVALUATION_SEED = {"body": 910_001, "hand": 910_002}  # never used by training (training uses seeds 1 and 2)
 CALIBRATION_SEED = {"body": 920_001, "hand": 920_002}  # volumes that set the confidence threshold
-CALIBRATION_VOLUMES = 200  # of both generators together; 60 set a threshold of 0.30 that held-out volumes missed
+CALIBRATION_VOLUMES = 400  # of both generators together; 60 set a threshold of 0.30 that held-out volumes missed,
+# and the per-landmark calibration needs a few hundred cases of each landmark
 GENERATORS = ("primitive", "anny")
 
 TOE_DIRECTION_RAS = (0.0, float(np.cos(np.radians(20.0))), -float(np.sin(np.radians(20.0))))
@@ -148,17 +152,23 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=100, help="held-out synthetic 3D volumes per generator")
     parser.add_argument("--real-anatomy", type=Path,
                         help="the real-anatomy phantoms (default out/real_anatomy/<anatomy>; built if missing)")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="no training: calibrate, measure and bundle the network bundled now again (after a "
+                             "change of the calibration), measured beside itself as bundled before")
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke run; do not bundle)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    train_stages(args.anatomy, args)
+    recipe = RECIPES[args.anatomy]
+    bundled = BUNDLED_DIR / f"{recipe['name']}.pt"
+    models, network_path = bundled_again(bundled) if args.recalibrate else train_stages(args.anatomy, args, bundled)
+    calibrate_measure_bundle(args.anatomy, args, models, network_path, bundled)
 
 
-def train_stages(anatomy: str, args: argparse.Namespace) -> None:
-    """Stage 1 (primitive), stage 2 (anny + primitive, from stage 1), the recipe's stage 3 if it has one (from stage 2),
-    calibration, measurement, bundle, model card."""
+def train_stages(anatomy: str, args: argparse.Namespace, bundled: Path) -> tuple[dict[str, LandmarkModel], Path]:
+    """Stage 1 (primitive), stage 2 (anny + primitive, from stage 1), the recipe's stage 3 if it has one (from
+    stage 2). Returns the models to measure (stage 1, the model bundled before, the new one, its training record in its
+    metadata) and the new network's file."""
     recipe = RECIPES[anatomy]
-    within_mm = FOUND_WITHIN_MM[anatomy]
     canvas = recipe["stage1"]["canvas"]
     stage1 = TrainConfig(architecture="heatmap-unet", **recipe["stage1"])
     stage1 = dataclasses.replace(stage1, steps=20 if args.quick else stage1.steps)
@@ -168,20 +178,46 @@ def train_stages(anatomy: str, args: argparse.Namespace) -> None:
     if not (stage1_dir / "model.pt").exists():
         train(stage1, stage1_dir)
     config, run_dir = train_stage(stage1, recipe["stage2"], stage1_dir, f"{recipe['name']}-anny", args)
-    stage2_steps = config.steps
+    training = {"stage1": {"steps": stage1.steps, "config": stage1.to_dict()}}
     if "stage3" in recipe:
+        training["stage2"] = {"steps": config.steps}
         config, run_dir = train_stage(config, recipe["stage3"], run_dir, f"{recipe['name']}-warp", args)
     # Measured beside stage 1 and the model bundled before (when that is not stage 1 itself), on the same cases.
-    bundled = BUNDLED_DIR / f"{recipe['name']}.pt"
     models = {"stage 1": load_model(stage1_dir / "model.pt")}
     if bundled.exists() and sha256_of(bundled) == sha256_of(stage1_dir / "model.pt"):
         models = {"stage 1 (bundled before)": models["stage 1"]}
     elif bundled.exists():
         models["bundled before"] = load_model(bundled)
     models["new"] = load_model(run_dir / "model.pt")
+    new = models["new"].metadata
+    models["new"].metadata = dataclasses.replace(new, training={**new.training, **training})
+    return models, run_dir / "model.pt"
+
+
+def bundled_again(bundled: Path) -> tuple[dict[str, LandmarkModel], Path]:
+    """The bundled network as it is ("bundled before") and with its calibration cleared ("new"), as training leaves a
+    network; and its file."""
+    new = load_model(bundled)
+    defaults = ModelMetadata(name=new.metadata.name, landmarks=new.metadata.landmarks, canvas=new.metadata.canvas,
+                             projection=new.metadata.projection)
+    new.metadata = dataclasses.replace(new.metadata, **{key: getattr(defaults, key) for key in CALIBRATED})
+    return {"bundled before": load_model(bundled), "new": new}, bundled
+
+
+CALIBRATED = ("confidence_threshold", "mirror_tolerance_mm", "landmark_thresholds", "landmark_mirror_tolerances_mm",
+              "depth_fractions", "surface_extremes", "onto_skin")
+"""The metadata fields that calibrate_measure_bundle sets."""
+
+
+def calibrate_measure_bundle(anatomy: str, args: argparse.Namespace, models: dict[str, LandmarkModel],
+                             network_path: Path, bundled: Path) -> None:
+    """Calibration of models["new"], measurement of all models on the same cases, bundle, model card."""
+    recipe = RECIPES[anatomy]
+    within_mm = FOUND_WITHIN_MM[anatomy]
+    new = models["new"]
+    config = TrainConfig.from_dict(new.metadata.training["config"])
     for model in models.values():
         model.metadata = dataclasses.replace(model.metadata, projection=config.projection)
-    new = models["new"]
     calibration_count = 3 if args.quick else CALIBRATION_VOLUMES // 2
     new.metadata = dataclasses.replace(new.metadata, mirror_tolerance_mm=float("inf"), depth_fractions={})
     calibration = {g: evaluate_synthetic_volumes(new, anatomy, CALIBRATION_SEED[anatomy], calibration_count,
@@ -201,9 +237,16 @@ def train_stages(anatomy: str, args: argparse.Namespace) -> None:
         calibration["anny"] = evaluate_synthetic_volumes(new, anatomy, CALIBRATION_SEED[anatomy], calibration_count,
                                                          generator="anny")
     tolerance, tolerance_rates = calibrate_mirror_tolerance(calibration["anny"], threshold, within_mm)
-    new.metadata = dataclasses.replace(new.metadata, confidence_threshold=threshold, mirror_tolerance_mm=tolerance)
-    logging.info("threshold %.2f %s; depth fractions %s %s; mirror tolerance %s mm %s", threshold, threshold_rates,
-                 fractions, fraction_rates, tolerance, tolerance_rates)
+    # Then each landmark's own, with its left-right partner's cases: the model-wide values hold for the landmarks
+    # together, while some are placed far more reliably than others.
+    thresholds, tolerances, landmark_rates = calibrate_per_landmark(merge_results(list(calibration.values())),
+                                                                    calibration["anny"], threshold, within_mm)
+    calibrated = dict(confidence_threshold=threshold, mirror_tolerance_mm=tolerance, landmark_thresholds=thresholds,
+                      landmark_mirror_tolerances_mm=tolerances, depth_fractions=fractions, surface_extremes=extremes,
+                      onto_skin=skin)
+    new.metadata = dataclasses.replace(new.metadata, **calibrated)
+    logging.info("threshold %.2f %s; depth fractions %s %s; mirror tolerance %s mm %s; per landmark %s", threshold,
+                 threshold_rates, fractions, fraction_rates, tolerance, tolerance_rates, landmark_rates)
     volumes = 3 if args.quick else args.volumes
     real_anatomy = args.real_anatomy or REPO / "out" / "real_anatomy" / anatomy
     if not real_anatomy.is_dir():
@@ -232,19 +275,17 @@ def train_stages(anatomy: str, args: argparse.Namespace) -> None:
                                "threshold": threshold, **threshold_rates, "depth_fractions": fractions,
                                "depth_fraction_rates": fraction_rates, "surface_extremes": extremes,
                                "onto_skin": list(skin),
-                               "mirror_tolerance_mm": tolerance,
-                               **{f"at_tolerance_{k}": v for k, v in tolerance_rates.items()}}}
-    network = torch.jit.load(str(run_dir / "model.pt"))
-    training = {**new.metadata.training, "stage1": {"steps": stage1.steps, "config": stage1.to_dict()}}
-    if "stage3" in recipe:
-        training["stage2"] = {"steps": stage2_steps}
+                               "mirror_tolerance_mm": tolerance, "recalibrated": args.recalibrate,
+                               **{f"at_tolerance_{k}": v for k, v in tolerance_rates.items()},
+                               "per_landmark": {name: {"threshold": thresholds[name],
+                                                       "mirror_tolerance_mm": tolerances.get(name), **rates}
+                                                for name, rates in landmark_rates.items()}}}
+    network = torch.jit.load(str(network_path))
     export(network, config, bundled, name=recipe["name"], metrics=metrics, description=recipe["description"],
-           training=training, confidence_threshold=threshold, mirror_tolerance_mm=tolerance, depth_fractions=fractions,
-           surface_extremes=extremes, onto_skin=skin, overwrite=True)
+           training=new.metadata.training, calibration=calibrated, overwrite=True)
     record_checksum(bundled)
     card = CARDS_DIR / f"{recipe['name']}.md"
-    card.write_text(model_card(recipe, config, stage1.steps, stage2_steps, metrics, load_model(bundled)),
-                    encoding="utf-8")
+    card.write_text(model_card(recipe, config, metrics, load_model(bundled)), encoding="utf-8")
     print(f"bundled {bundled} ({bundled.stat().st_size / 1e6:.1f} MB); model card {card}")
 
 
@@ -271,10 +312,16 @@ def record_checksum(path: Path) -> None:
     sums_path.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())))
 
 
-def model_card(recipe: dict[str, Any], config: TrainConfig, stage1_steps: int, stage2_steps: int,
-               metrics: dict[str, Any], model: Any) -> str:
-    """The model card: training, when a landmark is found, and accuracy beside stage 1 on the same cases."""
+def model_card(recipe: dict[str, Any], config: TrainConfig, metrics: dict[str, Any], model: Any) -> str:
+    """The model card: training, when a landmark is found, and accuracy beside the other models measured."""
     names, things, anatomy = model.metadata.landmarks, recipe["things"], config.anatomy
+    compared = next(iter(metrics["evaluation"]["sets"].values()))
+
+    def landmark_order(item: tuple[str, Any]) -> int:
+        return names.index(item[0])
+
+    stage1_steps = model.metadata.training["stage1"]["steps"]
+    stage2_steps = model.metadata.training.get("stage2", {}).get("steps", config.steps)  # without stage 3: the last
     evaluation, calibration = metrics["evaluation"], metrics["calibration"]
     within_mm = FOUND_WITHIN_MM[anatomy]
     unknown = (f"; the primitive {things}' joint centres ({', '.join(config.primitive_unknown)}) are left unknown"
@@ -298,7 +345,9 @@ def model_card(recipe: dict[str, Any], config: TrainConfig, stage1_steps: int, s
            "their landmarks moved along: outlines of bodies that the synthetic ones lack."]
           if "stage3" in recipe else []),
         f"- Projection: {json.dumps(config.projection.to_dict())}.",
-        f"- Command: `python scripts/train_bundled_models.py --anatomy {anatomy}`.", "",
+        f"- Command: `python scripts/train_bundled_models.py --anatomy {anatomy}`"
+        + (f"; calibrated and measured again without training by `... --anatomy {anatomy} --recalibrate`."
+           if calibration.get("recalibrated") else "."), "",
         "## When a landmark is reported found",
         f"- In-view probability at least {calibration['threshold']:.2f}: the lowest threshold that reports 97% of the "
         f"out-of-view landmarks of {calibration['volumes_per_generator']} calibration volumes of each generator "
@@ -311,6 +360,25 @@ def model_card(recipe: dict[str, Any], config: TrainConfig, stage1_steps: int, s
             f"{calibration['mirror_tolerance_mm']} mm, the largest tolerance at which 97% of the found landmarks of "
             f"the anny calibration volumes lie within {within_mm:g} mm (anny only: the primitive {things}' joint "
             "centres follow uncalibrated rules the model is not taught).")
+    per_landmark = calibration.get("per_landmark", {})
+    if per_landmark:
+        mirror = calibration["mirror_tolerance_mm"] is not None
+        lines += [
+            "- Per landmark: each landmark has its own threshold and mirror tolerance, calibrated as above on its "
+            "own cases pooled with its left-right partner's (one rule for both sides); a landmark with fewer than "
+            f"{MIN_OUT_OF_VIEW} out-of-view cases keeps the model-wide threshold, and where no tolerance reaches "
+            "97% the one that comes closest is taken. `--confidence-threshold` and `--mirror-tolerance-mm` replace "
+            "them for all landmarks.", "",
+            "| landmark | threshold | out of view (calibration) | "
+            + (f"mirror tolerance | found within {within_mm:g} mm (anny calibration) | in-view found (anny "
+               "calibration) |" if mirror else "in-view found (calibration) |"),
+            "|---|---|---|" + ("---|---|" if mirror else "") + "---|"]
+        for name, r in ((name, per_landmark[name]) for name in names if name in per_landmark):
+            lines.append(f"| {name} | {r['threshold']:.2f} | {r['out_of_view']} | "
+                         + (f"{r['mirror_tolerance_mm']:g} mm | {_rate(r['at_tolerance_found_within_mm'])} | "
+                            f"{_rate(r['at_tolerance_in_view_reported_found'])} |" if mirror
+                            else f"{_rate(r['in_view_reported_found'])} |"))
+        lines.append("")
     lines += [
         f"- Inside the scanned field: within the volume's extent or half a canvas pixel "
         f"({config.canvas.pixel_spacing_mm / 2:g} mm) of it; a point at the edge of the scan is moved onto the edge.",
@@ -318,7 +386,8 @@ def model_card(recipe: dict[str, Any], config: TrainConfig, stage1_steps: int, s
     rates = calibration.get("depth_fraction_rates", {})
     if rates:
         lines += ["", "## Depth of the joint centres",
-                  f"{', '.join(rates)} are placed at a fixed fraction of the body's thickness along the viewing ray "
+                  f"{', '.join(sorted(rates, key=names.index))} are placed at a fixed fraction of the body's "
+                  "thickness along the viewing ray "
                   "(where the ray enters and leaves the body, read from the volume) instead of at the network's "
                   "depth, which is relative to the whole body's surface depths and so depends on the body's build. "
                   "The fraction is the median of the true points' fractions on the anny calibration volumes. Mean "
@@ -326,7 +395,7 @@ def model_card(recipe: dict[str, Any], config: TrainConfig, stage1_steps: int, s
                   "| landmark | fraction (0 front, 1 back) | cases | network depth | fraction depth |",
                   "|---|---|---|---|---|"]
         lines += [f"| {name} | {r['fraction']:.3f} | {r['cases']} | {r['network_depth_mm']:.1f} mm | "
-                  f"{r['fraction_depth_mm']:.1f} mm |" for name, r in rates.items()]
+                  f"{r['fraction_depth_mm']:.1f} mm |" for name, r in sorted(rates.items(), key=landmark_order)]
     extremes = model.metadata.surface_extremes
     if extremes:
         lines += ["", "## Skin landmarks at the body's extreme",
@@ -350,10 +419,13 @@ def model_card(recipe: dict[str, Any], config: TrainConfig, stage1_steps: int, s
         f"3D error in mm (mean / median / p95 / max) through the whole path; held-out synthetic volumes of seed "
         f"{evaluation['seed']} ({evaluation['volumes']} of each generator, never used in training), and the "
         f"real-anatomy phantoms (`python scripts/make_real_anatomy_set.py --anatomy {anatomy}`; volumes made from "
-        "the mesh50_XCAT and HRA Visible Human models - phantoms, not scans), beside stage 1 and the model bundled "
-        "before.", "",
+        "the mesh50_XCAT and HRA Visible Human models - phantoms, not scans), beside "
+        f"{' and '.join(MODEL_PHRASES[label] for label in MODEL_PHRASES if label in compared and label != 'new')} on "
+        "the same cases.", "",
     ]
-    for name, by_model in evaluation["sets"].items():
+    # The stored metadata has its keys sorted: sets, models and landmarks are put back in their order here.
+    for name, by_model in sorted(evaluation["sets"].items(), key=lambda item: SET_ORDER.index(item[0].split()[1])):
+        by_model = dict(sorted(by_model.items(), key=lambda item: list(MODEL_PHRASES).index(item[0])))
         count = evaluation["real_anatomy_cases"] if "real" in name else evaluation["volumes"]
         lines += [f"### {name} ({count} volumes)", "",
                   markdown_table({label: s["model"] for label, s in by_model.items()}, names)]
@@ -366,6 +438,12 @@ def model_card(recipe: dict[str, Any], config: TrainConfig, stage1_steps: int, s
         lines.append("")
     lines += ["## Limits", *(f"- {limit}" for limit in recipe["limits"])]
     return "\n".join(lines) + "\n"
+
+
+MODEL_PHRASES = {"stage 1": "stage 1", "stage 1 (bundled before)": "stage 1 (the model bundled before)",
+                 "bundled before": "the model bundled before", "new": "the new model"}
+"""The models measured (labels of the card's columns, in their order) as the text names them."""
+SET_ORDER = ("primitive", "anny", "phantoms")  # second word of the set names: "synthetic anny bodies", ...
 
 
 def _rate(value: float | None) -> str:

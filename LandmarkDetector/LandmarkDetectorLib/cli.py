@@ -122,11 +122,13 @@ def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the network runs (default auto: CUDA when present)")
     parser.add_argument("--confidence-threshold", type=_number(float, lambda v: 0 <= v <= 1, "a probability"),
-                        help="in-view probability needed to call a landmark found (default: the model's)")
+                        help="in-view probability needed to call a landmark found, for every landmark (default: the "
+                             f"model's, per landmark{_bundled_values(_confidence_threshold)})")
     parser.add_argument("--mirror-tolerance-mm", type=_number(float, lambda v: v > 0, "a positive number"),
                         help="largest disagreement (mm) between the network's estimates on the volume and on its "
-                             "left-right mirror at which a landmark is called found; larger finds more landmarks, "
-                             "fewer of them right; inf turns the check off (default: the model's"
+                             "left-right mirror at which a landmark is called found, for every landmark; larger "
+                             "finds more landmarks, fewer of them right; inf turns the check off (default: the "
+                             "model's, per landmark"
                              f"{_bundled_values(_mirror_tolerance)})")
     parser.add_argument("--threshold", type=finite_float,
                         help="body/air intensity threshold (default: the model's setting, automatic)")
@@ -135,8 +137,19 @@ def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{_bundled_values(lambda m: f'{m.projection.table_removal_mm:g}')}; 0 disables)")
 
 
+def _value_range(values: Any) -> str:
+    """"V" when all landmarks share a value, "LOW-HIGH" when they differ."""
+    low, high = float(np.min(values)), float(np.max(values))
+    return f"{low:g}" if low == high else f"{low:g}-{high:g}"
+
+
+def _confidence_threshold(metadata: Any) -> str:
+    return _value_range(metadata.found_rules()[0])
+
+
 def _mirror_tolerance(metadata: Any) -> str:
-    return "none" if metadata.mirror_tolerance_mm is None else f"{metadata.mirror_tolerance_mm:g}"
+    tolerances = metadata.found_rules()[1]
+    return "none" if tolerances is None else _value_range(tolerances)
 
 
 def _bundled_values(value: Callable[[Any], str]) -> str:
@@ -170,18 +183,20 @@ def format_landmarks(landmarks: Any) -> str:
 
 
 def landmarks_json(landmarks: Any, volume: str, model: str, output: str | None, warning: str) -> dict[str, Any]:
-    """What ``detect --json`` prints: per landmark its name, found, confidence, mirror disagreement in mm (null without
-    a mirror check) and RAS mm position (null when not found)."""
+    """What ``detect --json`` prints: per landmark its name, found, confidence and the threshold it was held to, mirror
+    disagreement and tolerance in mm (null without a mirror check) and RAS mm position (null when not found)."""
+    tolerances = landmarks.mirror_tolerance_mm
     return {
         "volume": volume, "model": model, "output": output, "coordinate_system": "RAS", "units": "mm",
-        "confidence_threshold": landmarks.confidence_threshold, "found": int(landmarks.found.sum()),
-        "warning": warning or None,
+        "found": int(landmarks.found.sum()), "warning": warning or None,
         "landmarks": [{"name": name, "found": bool(found), "confidence": round(float(confidence), 4),
+                       "confidence_threshold": float(threshold),
                        "mirror_disagreement_mm": round(float(disagreement), 2) if np.isfinite(disagreement) else None,
+                       "mirror_tolerance_mm": None if tolerances is None else float(tolerances[n]),
                        "position_ras": [round(float(v), 3) for v in point] if found else None}
-                      for name, point, confidence, found, disagreement in zip(
+                      for n, (name, point, confidence, found, disagreement, threshold) in enumerate(zip(
                           landmarks.names, landmarks.points_ras, landmarks.confidence, landmarks.found,
-                          landmarks.disagreement_mm, strict=True)],
+                          landmarks.disagreement_mm, landmarks.confidence_threshold, strict=True))],
     }
 
 
@@ -226,11 +241,13 @@ def command_detect(args: argparse.Namespace) -> int:
     print(f"{int(landmarks.found.sum())} of {len(landmarks.names)} landmarks found -> {args.out}"
           + (f" (preview {args.preview})" if args.preview else ""))
     tolerance = landmarks.mirror_tolerance_mm
-    mirrored_out = int(((landmarks.confidence >= landmarks.confidence_threshold)
-                        & (landmarks.disagreement_mm > (np.inf if tolerance is None else tolerance))).sum())
+    mirrored_out = [f"{name} ({disagreement:.1f} > {limit:g} mm)" for name, confident, disagreement, limit in zip(
+        landmarks.names, landmarks.confidence >= landmarks.confidence_threshold, landmarks.disagreement_mm,
+        np.full(len(landmarks.names), np.inf) if tolerance is None else tolerance, strict=True)
+        if confident and disagreement > limit]
     if mirrored_out:
-        print(f"{mirrored_out} not found because the network's estimates on the volume and on its left-right mirror "
-              f"were more than {tolerance:g} mm apart; --mirror-tolerance-mm loosens this (more found, fewer right).")
+        print(f"Not found because the network's estimates on the volume and on its left-right mirror were too far "
+              f"apart: {', '.join(mirrored_out)}; --mirror-tolerance-mm loosens this (more found, fewer right).")
     if warning:
         logger.warning(warning)
     return 0

@@ -59,6 +59,10 @@ class ModelMetadata:
         mirror_tolerance_mm: a landmark is reported as found only when the network's estimates on the canvas and on
             its left-right mirror (paired labels swapped) lie within this distance, mm; None: no mirror check (one
             network pass; models whose landmarks have no left-right pairs).
+        landmark_thresholds: landmark name -> its own confidence threshold, in place of ``confidence_threshold``
+            (calibrated per landmark: some are placed far more reliably than others).
+        landmark_mirror_tolerances_mm: landmark name -> its own mirror tolerance, mm, in place of
+            ``mirror_tolerance_mm`` (only for models with a mirror check).
         depth_fractions: landmark name -> fraction of the body's thickness along its viewing ray (0 where the ray
             enters the body, 1 where it leaves) at which detection places it instead of at the network's depth
             (``thickness.at_depth_fractions``): joint centres, whose depth within a limb does not depend on the
@@ -80,6 +84,8 @@ class ModelMetadata:
     projection: ProjectionConfig
     confidence_threshold: float = 0.5
     mirror_tolerance_mm: float | None = None
+    landmark_thresholds: dict[str, float] = field(default_factory=dict)
+    landmark_mirror_tolerances_mm: dict[str, float] = field(default_factory=dict)
     depth_fractions: dict[str, float] = field(default_factory=dict)
     surface_extremes: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     onto_skin: tuple[str, ...] = ()
@@ -93,12 +99,29 @@ class ModelMetadata:
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "name": self.name,
             "landmarks": list(self.landmarks), "canvas": self.canvas.to_dict(),
             "projection": self.projection.to_dict(), "confidence_threshold": self.confidence_threshold,
-            "mirror_tolerance_mm": self.mirror_tolerance_mm, "depth_fractions": self.depth_fractions,
+            "mirror_tolerance_mm": self.mirror_tolerance_mm, "landmark_thresholds": self.landmark_thresholds,
+            "landmark_mirror_tolerances_mm": self.landmark_mirror_tolerances_mm,
+            "depth_fractions": self.depth_fractions,
             "surface_extremes": {k: list(v) for k, v in self.surface_extremes.items()},
             "onto_skin": list(self.onto_skin),
             "architecture": self.architecture,
             "description": self.description, "training": self.training, "metrics": self.metrics},
             indent=2, sort_keys=True)
+
+    def found_rules(self, confidence_threshold: float | None = None, mirror_tolerance_mm: float | None = None
+                    ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+        """Per landmark (model order): the confidence threshold and the mirror tolerance in mm (None: no mirror check)
+        that decide whether it is found; a value given here replaces the model's for every landmark."""
+        thresholds = np.array([self.landmark_thresholds.get(n, self.confidence_threshold) for n in self.landmarks])
+        if confidence_threshold is not None:
+            thresholds[:] = confidence_threshold
+        if self.mirror_tolerance_mm is None:
+            return thresholds, None
+        tolerances = np.array([self.landmark_mirror_tolerances_mm.get(n, self.mirror_tolerance_mm)
+                               for n in self.landmarks])
+        if mirror_tolerance_mm is not None:
+            tolerances[:] = mirror_tolerance_mm
+        return thresholds, tolerances
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "model") -> ModelMetadata:
@@ -124,8 +147,9 @@ class ModelMetadata:
                            projection=ProjectionConfig.from_dict(values["projection"]),
                            confidence_threshold=float(values.get("confidence_threshold", 0.5)),
                            mirror_tolerance_mm=_optional_float(values.get("mirror_tolerance_mm")),
-                           depth_fractions={str(k): float(v) for k, v in
-                                            dict(values.get("depth_fractions") or {}).items()},
+                           landmark_thresholds=_floats(values.get("landmark_thresholds")),
+                           landmark_mirror_tolerances_mm=_floats(values.get("landmark_mirror_tolerances_mm")),
+                           depth_fractions=_floats(values.get("depth_fractions")),
                            surface_extremes={str(k): _unit_direction(v) for k, v in
                                              dict(values.get("surface_extremes") or {}).items()},
                            onto_skin=tuple(str(name) for name in values.get("onto_skin") or ()),
@@ -142,6 +166,14 @@ class ModelMetadata:
         tolerance = metadata.mirror_tolerance_mm
         if tolerance is not None and not (np.isfinite(tolerance) and tolerance > 0):
             raise ModelError(f"{source}: mirror_tolerance_mm must be a positive number of mm or null, got {tolerance}.")
+        for name, value in metadata.landmark_thresholds.items():
+            if name not in landmarks or not 0.0 <= value <= 1.0:
+                raise ModelError(f"{source}: landmark_thresholds must map the model's landmarks to probabilities in "
+                                 f"[0, 1], got {name!r}: {value}.")
+        for name, value in metadata.landmark_mirror_tolerances_mm.items():
+            if name not in landmarks or tolerance is None or not (np.isfinite(value) and value > 0):
+                raise ModelError(f"{source}: landmark_mirror_tolerances_mm must map the model's landmarks to positive "
+                                 f"numbers of mm, and needs a mirror_tolerance_mm; got {name!r}: {value}.")
         for name, fraction in metadata.depth_fractions.items():
             if name not in landmarks or not 0.0 <= fraction <= 1.0:
                 raise ModelError(f"{source}: depth_fractions must map the model's landmarks to fractions in [0, 1], "
@@ -157,6 +189,11 @@ class ModelMetadata:
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _floats(value: Any) -> dict[str, float]:
+    """A JSON object of numbers (absent or null: empty)."""
+    return {str(k): float(v) for k, v in dict(value or {}).items()}
 
 
 def _unit_direction(value: Any) -> tuple[float, float, float]:

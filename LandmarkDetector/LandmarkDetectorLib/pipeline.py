@@ -52,8 +52,9 @@ class Landmarks:
         canvas: what the network saw, for previews.
         disagreement_mm: (N,) distance between the network's estimates on the canvas and on its left-right mirror,
             mm (NaN for models without a mirror check, and when not given); large where the network is guessing.
-        confidence_threshold: the threshold ``found`` was decided with.
-        mirror_tolerance_mm: the mirror tolerance ``found`` was decided with (None: no mirror check).
+        confidence_threshold: (N,) the thresholds ``found`` was decided with (a number given: the same for all).
+        mirror_tolerance_mm: (N,) the mirror tolerances ``found`` was decided with, mm (a number given: the same for
+            all; None: no mirror check).
     """
 
     names: tuple[str, ...]
@@ -62,16 +63,22 @@ class Landmarks:
     found: NDArray[np.bool_]
     canvas: Canvas | None = None
     disagreement_mm: NDArray[np.float64] | None = None
-    confidence_threshold: float = 0.5
-    mirror_tolerance_mm: float | None = None
+    confidence_threshold: NDArray[np.float64] | float = 0.5
+    mirror_tolerance_mm: NDArray[np.float64] | float | None = None
 
     def __post_init__(self) -> None:
+        count = len(self.names)
         if self.disagreement_mm is None:
-            object.__setattr__(self, "disagreement_mm", np.full(len(self.names), np.nan))
+            object.__setattr__(self, "disagreement_mm", np.full(count, np.nan))
+        object.__setattr__(self, "confidence_threshold", np.broadcast_to(
+            np.asarray(self.confidence_threshold, dtype=np.float64), (count,)).copy())
+        if self.mirror_tolerance_mm is not None:
+            object.__setattr__(self, "mirror_tolerance_mm", np.broadcast_to(
+                np.asarray(self.mirror_tolerance_mm, dtype=np.float64), (count,)).copy())
 
     @property
-    def low_confidence_below(self) -> float:
-        """Found landmarks with a confidence below this are worth checking (see LOW_CONFIDENCE_MARGIN)."""
+    def low_confidence_below(self) -> NDArray[np.float64]:
+        """(N,) found landmarks with a confidence below this are worth checking (see LOW_CONFIDENCE_MARGIN)."""
         return self.confidence_threshold + LOW_CONFIDENCE_MARGIN * (1.0 - self.confidence_threshold)
 
     def to_point_list(self, name: str = "Landmarks") -> PointList:
@@ -85,14 +92,14 @@ class Landmarks:
 
 
 def landmark_found(uv: NDArray[np.float64], probability: NDArray[np.float64], in_field: NDArray[np.bool_],
-                   threshold: float) -> NDArray[np.bool_]:
+                   threshold: float | NDArray[np.float64]) -> NDArray[np.bool_]:
     """A landmark is found when the network is confident it is in view and places it inside the scanned field.
 
     Args:
         uv: (B, N, 2) predicted canvas pixels.
         probability: (B, N) in-view probabilities.
         in_field: (B, H, W) canvas pixels inside the projected volume.
-        threshold: probability needed.
+        threshold: probability needed: one, or (N,) per landmark.
     Returns:
         (B, N) bool.
     """
@@ -241,10 +248,11 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
         ijk_to_ras: 4x4 voxel-to-RAS matrix, millimetres.
         model: a loaded bundle (``load_model``), or a model name or file path to load.
         device: where the network runs: "auto" (CUDA when present), "cpu" or "cuda". The projection runs on the CPU.
-        confidence_threshold: in-view probability needed to report a landmark as found (default: the model's).
+        confidence_threshold: in-view probability needed to report a landmark as found, for every landmark
+            (default: the model's, per landmark).
         mirror_tolerance_mm: the largest disagreement with the left-right mirror at which a landmark is reported as
-            found (default: the model's; larger reports more landmarks, fewer of them right; ``inf`` keeps none out).
-            Only for models with a mirror check.
+            found, for every landmark (default: the model's, per landmark; larger reports more landmarks, fewer of them
+            right; ``inf`` keeps none out). Only for models with a mirror check.
         projection: projection settings, e.g. another threshold (default: the model's; the pixel size is always
             the model's).
         progress: called with (fraction, message) between stages.
@@ -260,16 +268,15 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     """
     model = load_model(model, device) if isinstance(model, str) else model.to(device)
     metadata = model.metadata
-    threshold = metadata.confidence_threshold if confidence_threshold is None else confidence_threshold
-    if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"confidence_threshold must be a probability between 0 and 1, got {threshold}.")
-    tolerance_mm = metadata.mirror_tolerance_mm if mirror_tolerance_mm is None else mirror_tolerance_mm
+    if confidence_threshold is not None and not 0.0 <= confidence_threshold <= 1.0:
+        raise InputError(f"confidence_threshold must be a probability between 0 and 1, got {confidence_threshold}.")
     if mirror_tolerance_mm is not None and metadata.mirror_tolerance_mm is None:
         raise InputError(f"model {metadata.name} has no mirror check (its landmarks have no left-right pairs): a "
                          "mirror tolerance does not apply to it; leave it out.")
     if mirror_tolerance_mm is not None and not mirror_tolerance_mm > 0:
         raise InputError(f"mirror_tolerance_mm must be a positive number of mm (inf: no landmark left out by the "
                          f"mirror check), got {mirror_tolerance_mm}.")
+    threshold, tolerance_mm = metadata.found_rules(confidence_threshold, mirror_tolerance_mm)
     projection = projection or metadata.projection
     image = model_projection(volume_kji, ijk_to_ras, projection, metadata.canvas,
                              progress=None if progress is None else lambda f, m: progress(0.8 * f, m),

@@ -41,12 +41,13 @@ def preview_figure(image: ProjectedImage, landmarks: Landmarks, *, title: str = 
     aspect = (height * dv) / max(width * du, 1.0)
     figure, axes = plt.subplots(figsize=(6.0 + 1.8 * bool(missing), min(max(6.0 * aspect, 4.0), 12.0)), dpi=110)
     axes.imshow(depth_to_uint8(image), cmap="gray", extent=extent, interpolation="nearest", vmin=0, vmax=255)
-    for name, (u, v, _), confidence, found in zip(landmarks.names, uvd, landmarks.confidence,
-                                                   landmarks.found, strict=True):
+    for name, (u, v, _), confidence, found, low_below in zip(landmarks.names, uvd, landmarks.confidence,
+                                                              landmarks.found, landmarks.low_confidence_below,
+                                                              strict=True):
         if not found:
             continue
         x, y = u * du, v * dv
-        colour = "limegreen" if confidence >= landmarks.low_confidence_below else "orange"
+        colour = "limegreen" if confidence >= low_below else "orange"
         axes.plot(x, y, "o", markersize=7, markerfacecolor="none", markeredgecolor=colour, markeredgewidth=2)
         axes.annotate(f"{name} {confidence:.2f}", (x, y), xytext=(6, 3), textcoords="offset points",
                       color=colour, fontsize=7,

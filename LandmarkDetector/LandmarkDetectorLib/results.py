@@ -50,7 +50,8 @@ def result_rows(landmarks: Landmarks, points: PointList) -> list[ResultRow]:
     for index, point in enumerate(points.points):
         indices.setdefault(point.label, index)
     rows = []
-    for name, confidence, found in zip(landmarks.names, landmarks.confidence, landmarks.found, strict=True):
+    for name, confidence, found, low_below in zip(landmarks.names, landmarks.confidence, landmarks.found,
+                                                  landmarks.low_confidence_below, strict=True):
         index = indices.get(name)
         if index is None:
             continue
@@ -58,6 +59,6 @@ def result_rows(landmarks: Landmarks, points: PointList) -> list[ResultRow]:
         if point.status != "defined":
             rows.append(ResultRow(name, float(confidence), None, "not_found", index))
             continue
-        level: RowLevel = "placed" if not found else "low" if confidence < landmarks.low_confidence_below else "found"
+        level: RowLevel = "placed" if not found else "low" if confidence < low_below else "found"
         rows.append(ResultRow(name, float(confidence), point.position_ras, level, index))
     return rows

@@ -75,6 +75,20 @@ def test_low_confidence_is_reachable_for_every_threshold(threshold):
     assert [row.level for row in result_rows(landmarks, points)] == ["low", "found", "not_found"]
 
 
+def test_low_confidence_follows_each_landmarks_own_threshold():
+    confidence = np.array([0.9, 0.9])  # A held to 0.5 (low below 0.75), B to 0.85 (low below 0.925)
+    landmarks = Landmarks(("A", "B"), np.zeros((2, 3)), confidence, np.array([True, True]),
+                          confidence_threshold=np.array([0.5, 0.85]))
+    points = PointList(tuple(MarkupsPoint(n, (0.0, 0.0, 0.0)) for n in "AB"))
+    assert [row.level for row in result_rows(landmarks, points)] == ["found", "low"]
+    document = landmarks_json(landmarks, "v.nrrd", "m", None, "")
+    assert [(p["confidence_threshold"], p["mirror_tolerance_mm"]) for p in document["landmarks"]] == \
+        [(0.5, None), (0.85, None)]
+    checked = dataclasses.replace(landmarks, mirror_tolerance_mm=np.array([5.0, 40.0]))
+    assert [p["mirror_tolerance_mm"] for p in landmarks_json(checked, "v.nrrd", "m", None, "")["landmarks"]] == \
+        [5.0, 40.0]
+
+
 def test_rows_follow_points_by_label_when_the_user_reorders_them():
     landmarks = Landmarks(("A", "B", "C"), np.zeros((3, 3)), np.array([0.99, 0.98, 0.1]),
                           np.array([True, True, False]), confidence_threshold=0.5)

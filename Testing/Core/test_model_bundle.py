@@ -353,7 +353,7 @@ def test_metadata_is_stored_as_indented_json_with_sorted_keys():
     lines = metadata().to_json().splitlines()
     assert lines[:3] == ["{", '  "architecture": "heatmap-unet",', '  "canvas": {']
     keys = [line.split('"')[1] for line in lines if line.startswith('  "')]
-    assert keys == sorted(keys) and len(keys) == 15
+    assert keys == sorted(keys) and len(keys) == 17
 
 
 def test_metadata_without_the_optional_fields_gets_their_defaults():
@@ -510,6 +510,27 @@ def test_metadata_bounds_on_the_threshold_and_the_mirror_tolerance():
     for tolerance in (0.0, -3.0, float("inf")):
         with pytest.raises(ModelError, match="mirror_tolerance_mm must be a positive number of mm or null"):
             ModelMetadata.from_json(metadata(mirror_tolerance_mm=tolerance).to_json())
+
+
+def test_per_landmark_thresholds_and_tolerances_round_trip_and_replace_the_models():
+    own = metadata(landmark_thresholds={"A": 0.25}, landmark_mirror_tolerances_mm={"B": 60.0, "C": 2.5})
+    read = ModelMetadata.from_json(own.to_json())
+    assert read.landmark_thresholds == {"A": 0.25} and read.landmark_mirror_tolerances_mm == {"B": 60.0, "C": 2.5}
+    thresholds, tolerances = read.found_rules()
+    assert thresholds.tolist() == [0.25, 0.625, 0.625] and tolerances.tolist() == [25.0, 60.0, 2.5]
+    thresholds, tolerances = read.found_rules(confidence_threshold=0.9, mirror_tolerance_mm=7.0)  # the caller's
+    assert thresholds.tolist() == [0.9] * 3 and tolerances.tolist() == [7.0] * 3
+    assert metadata(mirror_tolerance_mm=None).found_rules()[1] is None
+    values = json.loads(metadata().to_json())
+    del values["landmark_thresholds"], values["landmark_mirror_tolerances_mm"]  # a bundle from before them
+    assert ModelMetadata.from_json(json.dumps(values)).found_rules()[0].tolist() == [0.625] * 3
+    for bad in ({"D": 0.5}, {"A": 1.5}, {"A": -0.1}):
+        with pytest.raises(ModelError, match="landmark_thresholds must map the model's landmarks to probabilities"):
+            ModelMetadata.from_json(metadata(landmark_thresholds=bad).to_json())
+    for bad, changes in (({"D": 5.0}, {}), ({"A": 0.0}, {}), ({"A": float("inf")}, {}),
+                         ({"A": 5.0}, {"mirror_tolerance_mm": None})):
+        with pytest.raises(ModelError, match="landmark_mirror_tolerances_mm must map the model's landmarks to pos"):
+            ModelMetadata.from_json(metadata(landmark_mirror_tolerances_mm=bad, **changes).to_json())
 
 
 def test_depth_fractions_must_name_the_models_landmarks_with_fractions_from_0_to_1():

@@ -145,8 +145,19 @@ def test_the_callers_mirror_tolerance_replaces_the_models(tmp_path, box_volume, 
     model = _save(tmp_path, GuessingModel(), 5.0)  # the guesses disagree by 80 mm
     checked = detect_landmarks(*box_volume, model, mirror_tolerance_mm=override)
     assert checked.found.tolist() == found
-    assert checked.mirror_tolerance_mm == (5.0 if override is None else override)  # what "found" was decided with
+    # What "found" was decided with, per landmark.
+    assert checked.mirror_tolerance_mm.tolist() == [5.0 if override is None else override] * 3
     assert model.metadata.mirror_tolerance_mm == 5.0  # the model itself is left as it was
+
+
+@pytest.mark.parametrize("override, found", [(None, [True, True, False]), (50.0, [True, False, False])])
+def test_a_landmarks_own_mirror_tolerance_replaces_the_models_unless_the_caller_gives_one(tmp_path, box_volume,
+                                                                                          override, found):
+    model = _save(tmp_path, GuessingModel(), 5.0)  # the guesses disagree by 80 mm
+    model.metadata = dataclasses.replace(model.metadata, landmark_mirror_tolerances_mm={"EdgeR": 80.0})
+    checked = detect_landmarks(*box_volume, model, mirror_tolerance_mm=override)
+    assert checked.found.tolist() == found
+    assert checked.mirror_tolerance_mm.tolist() == ([5.0, 80.0, 5.0] if override is None else [override] * 3)
 
 
 @pytest.mark.parametrize("override", [0.0, -5.0, float("nan")])
@@ -169,8 +180,9 @@ def test_command_line_detect_and_batch_take_the_mirror_tolerance(tmp_path, box_v
         assert main(["detect", str(tmp_path / "in" / "box.nrrd"), "-o", str(out), *model, *flags]) == 0
         assert [p.status == "defined" for p in read_markups(out).points] == found
         printed = capsys.readouterr().out
-        assert ("2 not found because the network's estimates on the volume and on its left-right mirror were more "
-                "than 5 mm apart; --mirror-tolerance-mm loosens this" in printed) == (not flags), printed
+        assert ("Not found because the network's estimates on the volume and on its left-right mirror were too far "
+                "apart: EdgeR (80.0 > 5 mm), EdgeL (80.0 > 5 mm); --mirror-tolerance-mm loosens this"
+                in printed) == (not flags), printed
         assert "mirror mm" in printed.splitlines()[0] and "80.0" in printed.splitlines()[2]
         batch = tmp_path / f"batch{len(flags)}"
         assert main(["batch", str(tmp_path / "in"), "-o", str(batch), *model, *flags]) == 0

@@ -4,6 +4,7 @@ and the caller's override, through the API, ``detect`` and ``batch``; table remo
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -57,9 +58,23 @@ def test_detection_finds_what_reaches_the_threshold(model_path, calibrated, sphe
     assert landmarks.names == NAMES
     assert landmarks.found.tolist() == expected, landmarks.confidence
     assert landmarks.confidence[1] == calibrated  # exactly: "found" is probability >= threshold
-    assert landmarks.confidence_threshold == (calibrated if override is None else override)
+    assert landmarks.confidence_threshold.tolist() == [calibrated if override is None else override] * len(NAMES)
     assert [p.status for p in landmarks.to_point_list().points] == \
         ["defined" if f else "undefined" for f in expected]
+
+
+@pytest.mark.parametrize("override, expected", [(None, [True, False, True, False, False]),
+                                                (0.6, [True, True, True, True, False])])
+def test_a_landmarks_own_threshold_replaces_the_models_unless_the_caller_gives_one(model_path, calibrated, sphere,
+                                                                                   override, expected):
+    model = load_model(model_path)
+    below = float(detect_landmarks(*sphere, model, "cpu").confidence[NAMES.index("JustBelow")])
+    own = {"AtThreshold": np.nextafter(calibrated, 1.0), "JustBelow": below}  # one more strict, one less
+    model.metadata = dataclasses.replace(model.metadata, landmark_thresholds=own)
+    landmarks = detect_landmarks(*sphere, model, "cpu", confidence_threshold=override)
+    assert landmarks.found.tolist() == expected, landmarks.confidence
+    thresholds = [own.get(n, calibrated) for n in NAMES] if override is None else [override] * len(NAMES)
+    assert landmarks.confidence_threshold.tolist() == thresholds
 
 
 def test_landmark_found_compares_with_the_threshold_given():

@@ -22,6 +22,7 @@ from LandmarkDetectorLib.training.evaluate import (
     Reference,
     calibrate_depth_fractions,
     calibrate_mirror_tolerance,
+    calibrate_per_landmark,
     calibrate_threshold,
     evaluate_annotated_volumes,
     evaluate_synthetic_volumes,
@@ -318,6 +319,43 @@ def test_mirror_tolerance_is_the_largest_that_keeps_found_landmarks_right():
     assert calibrate_mirror_tolerance(result, threshold=0.5)[1]["in_view_reported_found"] == 0.25
     result["disagreement_mm"] = np.full_like(errors, np.nan)  # a model without a mirror check
     assert calibrate_mirror_tolerance(result, threshold=0.5)[0] is None
+
+
+def test_mirror_tolerance_where_none_reaches_the_share_comes_closest():
+    # Two landmarks wrong whatever their agreement (4 mm) and one wrong that disagrees by 30 mm: no tolerance reaches
+    # 97% within 30 mm; the best share, 17 of 19, holds below 30 mm, so the largest tolerance there.
+    errors = np.tile([5.0, 5.0], (10, 1))
+    errors[0] = 90.0
+    disagreement = np.tile([4.0, 4.0], (10, 1))
+    disagreement[1, 1], errors[1, 1] = 30.0, 90.0
+    result = {"errors": {"model": np.stack([errors] * 3, axis=-1)}, "disagreement_mm": disagreement,
+              "truth_in_view": np.ones_like(errors, dtype=bool), "inside": np.ones_like(errors, dtype=bool),
+              "confidence": np.full_like(errors, 0.9)}
+    tolerance, rates = calibrate_mirror_tolerance(result, threshold=0.5)
+    assert tolerance == 27.5 and rates["found_within_mm"] == pytest.approx(17 / 19)
+
+
+def test_per_landmark_calibration_pools_left_and_right_and_keeps_the_model_wide_threshold_where_data_are_few():
+    # 40 cases; Head: always in view and right; KneeR/KneeL: right whatever their disagreement (up to 60 mm), out of
+    # view in 15 cases each (30 together) at probability 0.3; TipR/TipL: wrong when they disagree by more than 10 mm.
+    names = ("Head", "KneeR", "KneeL", "TipR", "TipL")
+    rng = np.random.default_rng(0)
+    truth = np.ones((40, 5), dtype=bool)
+    truth[:15, 1:3] = False
+    confidence = np.where(truth, 0.95, 0.3)
+    disagreement = rng.uniform(1.0, 60.0, (40, 5))
+    errors = np.full((40, 5), 5.0)
+    errors[:, 3:] = np.where(disagreement[:, 3:] > 10.0, 80.0, 5.0)
+    errors[~truth] = np.nan
+    result = {"names": names, "errors": {"model": np.stack([errors] * 3, axis=-1)}, "disagreement_mm": disagreement,
+              "truth_in_view": truth, "inside": np.ones_like(truth), "confidence": confidence}
+    thresholds, tolerances, rates = calibrate_per_landmark(result, result, threshold=0.8)
+    assert thresholds == {"Head": 0.8, "KneeR": 0.35, "KneeL": 0.35, "TipR": 0.8, "TipL": 0.8}
+    assert tolerances["Head"] == tolerances["KneeR"] == tolerances["KneeL"] == 100.0
+    assert 10.0 <= tolerances["TipR"] == tolerances["TipL"] < 12.5  # pooled: one rule for both sides
+    assert rates["KneeL"]["out_of_view"] == 30 and rates["TipR"]["at_tolerance_found_within_mm"] == 1.0
+    result["disagreement_mm"] = np.full_like(disagreement, np.nan)  # no mirror check: thresholds only
+    assert calibrate_per_landmark(result, result, threshold=0.8)[1] == {}
 
 
 def test_depth_fractions_are_the_median_truth_fraction():

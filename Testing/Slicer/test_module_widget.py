@@ -6,6 +6,7 @@ and Reload imports both packages afresh."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import re
 import sys
@@ -121,6 +122,7 @@ def test_detect_button_follows_the_inputs(module, widget):
     hand = cached_load_model("hand-mr").metadata  # unticked Advanced fields show the model's settings
     assert parameters.tableRemovalMm == hand.projection.table_removal_mm
     assert parameters.confidenceThreshold == hand.confidence_threshold
+    assert "Calibrated per landmark" not in widget.ui.modelInfoLabel.text  # the hand model has one threshold
 
     parameters.inputVolume = slicer.util.addVolumeFromArray(np.ones((1, 30, 40), np.int16), name="Slice")
     assert not button.enabled and "2D image" in button.toolTip
@@ -369,6 +371,15 @@ def test_results_follow_the_points_by_label_after_reordering(module, widget):
     assert widget._resultRows[row].level == "not_found"
     widget.ui.resultsTable.emit("cellClicked(int,int)", row, 0)
     assert points.GetNthControlPointLabel(points.GetControlPointPlacementStartIndex()) == name
+
+
+def test_model_description_gives_the_ranges_of_the_per_landmark_calibration(module, widget):
+    body = cached_load_model("wholebody-ct").metadata
+    per_landmark = dataclasses.replace(body, confidence_threshold=0.8, mirror_tolerance_mm=7.5,
+                                       landmark_thresholds={"HeadTop": 0.05},
+                                       landmark_mirror_tolerances_mm={"KneeR": 100.0})
+    text = widget._modelDescription("wholebody-ct", per_landmark)
+    assert "Calibrated per landmark:</b> confidence threshold 0.05-0.80, mirror tolerance 7.5-100 mm" in text
 
 
 def test_model_card_link_names_a_file_that_ships(module, widget):

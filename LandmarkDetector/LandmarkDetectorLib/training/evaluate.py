@@ -21,6 +21,7 @@ from ..markups import read_markups
 from ..model import LandmarkModel
 from ..pipeline import Landmarks, detect_landmarks
 from ..progress import ProgressCallback, report
+from ..symmetry import mirror_partners
 from ..synthetic.dataset import synthesize_case
 from ..thickness import body_runs_along_ray, fraction_in_run, nearest_run
 from ..volume_io import read_volume
@@ -133,8 +134,7 @@ def evaluate_synthetic_volumes(model: LandmarkModel, anatomy: str, seed: int, co
     return {"names": names, "errors": errors, "truth_in_view": truth_in_view, "inside": inside,
             "confidence": confidence, "disagreement_mm": disagreement, "known": np.ones_like(truth_in_view),
             "thickness": thickness,
-            "found": found_at(inside, confidence, disagreement, model.metadata.confidence_threshold,
-                              model.metadata.mirror_tolerance_mm)}
+            "found": found_at(inside, confidence, disagreement, *model.metadata.found_rules())}
 
 
 def evaluate_annotated_volumes(model: LandmarkModel, pairs: list[tuple[Path, Path]],
@@ -173,8 +173,7 @@ def evaluate_annotated_volumes(model: LandmarkModel, pairs: list[tuple[Path, Pat
     return {"names": names, "cases": [volume_path.name for volume_path, _ in pairs], "errors": {"model": errors},
             "truth_in_view": truth_in_view, "known": known, "inside": inside, "confidence": confidence,
             "disagreement_mm": disagreement,
-            "found": found_at(inside, confidence, disagreement, model.metadata.confidence_threshold,
-                              model.metadata.mirror_tolerance_mm)}
+            "found": found_at(inside, confidence, disagreement, *model.metadata.found_rules())}
 
 
 def thickness_sample(volume_kji: NDArray, ijk_to_ras: NDArray[np.float64], result: Landmarks,
@@ -221,8 +220,10 @@ def _error_parts(result: Landmarks, truth_ras: NDArray[np.float64]) -> NDArray[n
 
 
 def found_at(inside: NDArray[np.bool_], confidence: NDArray[np.float64], disagreement_mm: NDArray[np.float64],
-             threshold: float, tolerance_mm: float | None) -> NDArray[np.bool_]:
-    """Which landmarks detection reports as found at this confidence threshold and mirror tolerance."""
+             threshold: float | NDArray[np.float64], tolerance_mm: float | NDArray[np.float64] | None
+             ) -> NDArray[np.bool_]:
+    """Which landmarks detection reports as found at this confidence threshold and mirror tolerance (each one
+    number, or one per landmark: the last axis)."""
     found = inside & (confidence >= threshold)
     return found if tolerance_mm is None else found & ~(disagreement_mm > tolerance_mm)
 
@@ -253,7 +254,8 @@ def calibrate_threshold(result: dict[str, Any], out_of_view_not_found: float = 0
 def calibrate_mirror_tolerance(result: dict[str, Any], threshold: float, within_mm: float = 30.0,
                                share: float = 0.97) -> tuple[float | None, dict[str, float]]:
     """The largest mirror tolerance (2.5 mm steps, 5-100 mm) at which at least ``share`` of the landmarks reported
-    found lie within ``within_mm`` of the truth (a found landmark that is out of view counts as wrong).
+    found lie within ``within_mm`` of the truth (a found landmark that is out of view counts as wrong); where none
+    reaches it, the largest with the highest share.
 
     Args:
         result: ``evaluate_synthetic_volumes`` output (of a model with a mirror check).
@@ -274,10 +276,57 @@ def calibrate_mirror_tolerance(result: dict[str, Any], threshold: float, within_
 
     if np.isnan(disagreement).all():
         return None, rates(None)
-    for tolerance in np.arange(100.0, 4.99, -2.5):
-        if rates(tolerance)["found_within_mm"] >= share:
-            return float(tolerance), rates(tolerance)
-    return 5.0, rates(5.0)
+    candidates = np.arange(100.0, 4.99, -2.5)
+    shares = [rates(tolerance)["found_within_mm"] for tolerance in candidates]
+    reaching = [tolerance for tolerance, right in zip(candidates, shares, strict=True) if right >= share]
+    tolerance = float(reaching[0] if reaching else candidates[int(np.argmax(shares))])
+    return tolerance, rates(tolerance)
+
+
+MIN_OUT_OF_VIEW = 20
+"""Out-of-view calibration landmarks (a landmark and its left-right partner together) needed to give them a
+threshold of their own; fewer keep the model-wide one."""
+
+
+def calibrate_per_landmark(calibration: dict[str, Any], checked: dict[str, Any], threshold: float,
+                           within_mm: float = 30.0) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """Each landmark's own threshold and mirror tolerance, calibrated as the model-wide ones (``calibrate_threshold``
+    on ``calibration``, then ``calibrate_mirror_tolerance`` on ``checked``) on its cases alone, pooled with its
+    left-right partner's (one rule for both sides, twice the cases). Where no tolerance reaches the share, the one
+    that comes closest.
+
+    Args:
+        calibration: ``evaluate_synthetic_volumes`` results of all the calibration volumes (merged).
+        checked: those whose landmark definitions the model is taught (for the body: the anny volumes).
+        threshold: the model-wide threshold, kept by landmarks with fewer than MIN_OUT_OF_VIEW out-of-view cases.
+    Returns:
+        Landmark name -> threshold; name -> tolerance (empty without a mirror check); name -> the rates at them.
+    """
+    names = calibration["names"]
+    partners = mirror_partners(names)
+    thresholds: dict[str, float] = {}
+    tolerances: dict[str, float] = {}
+    rates: dict[str, Any] = {}
+    for n, name in enumerate(names):
+        group = sorted({n, n if partners is None else int(partners[n])})
+        pooled = _columns(calibration, group)
+        out_of_view = int((~pooled["truth_in_view"]).sum())
+        own, threshold_rates = calibrate_threshold(pooled)
+        thresholds[name] = own if out_of_view >= MIN_OUT_OF_VIEW else threshold
+        tolerance, tolerance_rates = calibrate_mirror_tolerance(_columns(checked, group), thresholds[name], within_mm)
+        if tolerance is not None:
+            tolerances[name] = tolerance
+        rates[name] = {"out_of_view": out_of_view, **threshold_rates,
+                       **{f"at_tolerance_{k}": v for k, v in tolerance_rates.items()}}
+    return thresholds, tolerances, rates
+
+
+def _columns(result: dict[str, Any], columns: list[int]) -> dict[str, Any]:
+    """An evaluation result restricted to some landmarks (columns)."""
+    sliced = {key: result[key][:, columns] for key in ("truth_in_view", "inside", "confidence", "disagreement_mm")}
+    sliced["errors"] = {method: errors[:, columns] for method, errors in result["errors"].items()}
+    sliced["names"] = tuple(result["names"][c] for c in columns)
+    return sliced
 
 
 def calibrate_depth_fractions(result: dict[str, Any], landmarks: tuple[str, ...]

@@ -240,7 +240,7 @@ def forest_prediction(train: Batch, inputs: NDArray[np.float32], trees: int, see
 
 
 def network_prediction(network: torch.nn.Module | LandmarkModel, inputs: NDArray[np.float32],
-                       threshold: float) -> Prediction:
+                       threshold: float | NDArray[np.float64]) -> Prediction:
     """A CNN's landmarks; found as detection decides (confident and inside the scanned field)."""
     if isinstance(network, LandmarkModel):
         uv, depth, probability = network.predict(inputs)
@@ -284,7 +284,7 @@ def run_fold(model: LandmarkModel, config: ExperimentConfig, train: list[Case], 
         on_step: called with (steps done, steps) over the fold's two network trainings.
     """
     names, spec = model.metadata.landmarks, model.metadata.canvas
-    threshold = model.metadata.confidence_threshold
+    threshold = model.metadata.found_rules()[0]
     truth = case_samples(held, names, spec, None, 0.0)
     target_reference = Reference.from_batch(case_samples(train, names, spec, None, 0.0))
     total = config.finetune.steps + config.scratch.steps

@@ -284,18 +284,21 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress_bar: bool = True
 
 def export(network: torch.nn.Module, config: TrainConfig, path: Path, *, name: str | None = None,
            metrics: dict[str, Any] | None = None, training: dict[str, Any] | None = None,
-           landmarks: tuple[str, ...] | None = None, description: str = "", confidence_threshold: float = 0.5,
-           mirror_tolerance_mm: float | None = None, depth_fractions: dict[str, float] | None = None,
-           surface_extremes: dict[str, tuple[float, float, float]] | None = None, onto_skin: tuple[str, ...] = (),
-           overwrite: bool = False) -> None:
-    """Write ``network`` as a bundle with its metadata (DESIGN §4)."""
+           landmarks: tuple[str, ...] | None = None, description: str = "",
+           calibration: dict[str, Any] | None = None, overwrite: bool = False) -> None:
+    """Write ``network`` as a bundle with its metadata (DESIGN §4).
+
+    Args:
+        calibration: ``ModelMetadata`` fields that decide when a landmark is found and where it is placed
+            (confidence_threshold, mirror_tolerance_mm, landmark_thresholds, depth_fractions, ...); their defaults
+            where not given.
+    """
     network.eval()
     metadata = ModelMetadata(
         name=name or path.stem, landmarks=landmarks or KINDS[config.anatomy].landmarks, canvas=config.canvas,
         projection=config.projection, architecture=config.architecture, description=description,
-        confidence_threshold=confidence_threshold, mirror_tolerance_mm=mirror_tolerance_mm,
-        depth_fractions=depth_fractions or {}, surface_extremes=surface_extremes or {}, onto_skin=onto_skin,
-        training={"config": config.to_dict(), "torch": torch.__version__, **(training or {})}, metrics=metrics or {})
+        training={"config": config.to_dict(), "torch": torch.__version__, **(training or {})}, metrics=metrics or {},
+        **(calibration or {}))
     save_model(network, metadata, path, overwrite=overwrite)
 
 
