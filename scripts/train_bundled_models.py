@@ -109,7 +109,9 @@ RECIPES = {
             "held far from the body in the HRA models' A-pose, wider than a CT field of view): they are placed 3-5 cm "
             "off on average there and reported not found.",
             "Scans of the head alone (a brain MR) are outside the training fields of view: the head top is then "
-            "not found.",
+            "not found. So are scans of the legs alone or of the chest alone (training cuts the field of view at the "
+            "head, at the feet or both, but always keeps the shoulders and hips): on such crops of a real-anatomy "
+            "phantom no landmark was found (ad hoc check).",
             "On the real-anatomy phantoms the shoulders are placed 17-18 mm low and 10 mm anterior, the knees 10-15 mm "
             "lateral and 5-7 mm low, "
             "in the same direction in every volume (`scripts/evaluate_real_anatomy.py` prints the mean signed "
