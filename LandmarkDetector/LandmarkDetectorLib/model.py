@@ -108,17 +108,19 @@ class ModelMetadata:
             "description": self.description, "training": self.training, "metrics": self.metrics},
             indent=2, sort_keys=True)
 
-    def found_rules(self, confidence_threshold: float | None = None, mirror_tolerance_mm: float | None = None
+    def found_rules(self, confidence_threshold: float | None = None, mirror_tolerance_mm: float | None = None,
+                    landmarks: tuple[str, ...] | None = None
                     ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
-        """Per landmark (model order): the confidence threshold and the mirror tolerance in mm (None: no mirror check)
-        that decide whether it is found; a value given here replaces the model's for every landmark."""
-        thresholds = np.array([self.landmark_thresholds.get(n, self.confidence_threshold) for n in self.landmarks])
+        """Per landmark (the model's, or ``landmarks``: names it lacks get its model-wide values): the confidence
+        threshold and the mirror tolerance in mm (None: no mirror check) that decide whether it is found; a value given
+        here replaces the model's for every landmark."""
+        names = self.landmarks if landmarks is None else landmarks
+        thresholds = np.array([self.landmark_thresholds.get(n, self.confidence_threshold) for n in names])
         if confidence_threshold is not None:
             thresholds[:] = confidence_threshold
         if self.mirror_tolerance_mm is None:
             return thresholds, None
-        tolerances = np.array([self.landmark_mirror_tolerances_mm.get(n, self.mirror_tolerance_mm)
-                               for n in self.landmarks])
+        tolerances = np.array([self.landmark_mirror_tolerances_mm.get(n, self.mirror_tolerance_mm) for n in names])
         if mirror_tolerance_mm is not None:
             tolerances[:] = mirror_tolerance_mm
         return thresholds, tolerances

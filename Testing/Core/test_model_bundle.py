@@ -520,6 +520,8 @@ def test_per_landmark_thresholds_and_tolerances_round_trip_and_replace_the_model
     assert thresholds.tolist() == [0.25, 0.625, 0.625] and tolerances.tolist() == [25.0, 60.0, 2.5]
     thresholds, tolerances = read.found_rules(confidence_threshold=0.9, mirror_tolerance_mm=7.0)  # the caller's
     assert thresholds.tolist() == [0.9] * 3 and tolerances.tolist() == [7.0] * 3
+    thresholds, tolerances = read.found_rules(landmarks=("A", "Z"))  # a name the model lacks: its model-wide values
+    assert thresholds.tolist() == [0.25, 0.625] and tolerances.tolist() == [25.0, 25.0]
     assert metadata(mirror_tolerance_mm=None).found_rules()[1] is None
     values = json.loads(metadata().to_json())
     del values["landmark_thresholds"], values["landmark_mirror_tolerances_mm"]  # a bundle from before them

@@ -307,17 +307,21 @@ def calibrate_per_landmark(calibration: dict[str, Any], checked: dict[str, Any],
     thresholds: dict[str, float] = {}
     tolerances: dict[str, float] = {}
     rates: dict[str, Any] = {}
-    for n, name in enumerate(names):
+    for n in range(len(names)):
+        if names[n] in thresholds:  # calibrated with its partner
+            continue
         group = sorted({n, n if partners is None else int(partners[n])})
         pooled = _columns(calibration, group)
         out_of_view = int((~pooled["truth_in_view"]).sum())
         own, threshold_rates = calibrate_threshold(pooled)
-        thresholds[name] = own if out_of_view >= MIN_OUT_OF_VIEW else threshold
-        tolerance, tolerance_rates = calibrate_mirror_tolerance(_columns(checked, group), thresholds[name], within_mm)
-        if tolerance is not None:
-            tolerances[name] = tolerance
-        rates[name] = {"out_of_view": out_of_view, **threshold_rates,
-                       **{f"at_tolerance_{k}": v for k, v in tolerance_rates.items()}}
+        own = own if out_of_view >= MIN_OUT_OF_VIEW else threshold
+        tolerance, tolerance_rates = calibrate_mirror_tolerance(_columns(checked, group), own, within_mm)
+        for name in (names[c] for c in group):
+            thresholds[name] = own
+            if tolerance is not None:
+                tolerances[name] = tolerance
+            rates[name] = {"out_of_view": out_of_view, **threshold_rates,
+                           **{f"at_tolerance_{k}": v for k, v in tolerance_rates.items()}}
     return thresholds, tolerances, rates
 
 

@@ -191,9 +191,7 @@ def _errors(network: torch.nn.Module | LandmarkModel, cases: list[Case], names: 
     planar = np.linalg.norm(uv - data.uv, axis=-1) * spec.pixel_spacing_mm
     depth_mm = np.abs(depth - data.depth) * data.depth_std_mm[:, None]
     error = np.where(data.in_view & data.known, np.sqrt(planar ** 2 + depth_mm ** 2), np.nan)
-    # The model's threshold per landmark; landmarks it does not have (fine-tuning to other names) get its model-wide one.
-    own = dict(zip(model.metadata.landmarks, model.metadata.found_rules()[0], strict=True))
-    threshold = np.array([own.get(name, model.metadata.confidence_threshold) for name in names])
+    threshold = model.metadata.found_rules(landmarks=names)[0]  # other names (fine-tuning to them): model-wide
     found = landmark_found(uv, probability, data.inputs[:, 2] > 0.5, threshold)
     return {"error_mm": error, "found": found, "in_view": data.in_view, "known": data.known}
 
