@@ -51,6 +51,17 @@ def test_bundled_model_is_what_its_recipe_trains(name):
     assert stage_steps == {key: value["steps"] for key, value in recipes.stage_record(stages).items()}
 
 
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_model_card_is_what_the_recipe_writes_from_the_bundle(name):
+    """The shipped card says what the bundle's own metadata (training, calibration, measurements) says."""
+    recipe = next(recipe for recipe in recipes.RECIPES.values() if recipe["name"] == name)
+    model = load_model(name)
+    config = TrainConfig.from_dict(model.metadata.training["config"])
+    card = (recipes.CARDS_DIR / f"{name}.md").read_text(encoding="utf-8")
+    assert card == recipes.model_card(recipe, config, model.metadata.metrics, model)
+
+
 HELD_OUT_SEED = 777_001  # not a seed of the models' training, calibration or evaluation
 HELD_OUT_CASES = 10
 REFERENCE = REPO / "Testing" / "Data" / "reference_detections.json"
