@@ -42,8 +42,7 @@ def test_bundled_model_is_valid_small_and_has_a_card(name):
 def test_bundled_model_is_what_its_recipe_trains(name):
     """The recorded command rebuilds the bundle: its training record is the recipe's last stage, stage 1's config and
     the steps of the stages between."""
-    recipe = next(recipe for recipe in recipes.RECIPES.values() if recipe["name"] == name)
-    stages = recipes.stage_configs(recipe, quick=False)
+    stages = recipes.stage_configs(recipe_of(name), quick=False)
     training = load_model(name).metadata.training
     assert TrainConfig.from_dict(training["config"]).to_dict() == stages[-1][1].to_dict()
     assert TrainConfig.from_dict(training["stage1"]["config"]).to_dict() == stages[0][1].to_dict()
@@ -51,15 +50,18 @@ def test_bundled_model_is_what_its_recipe_trains(name):
     assert stage_steps == {key: value["steps"] for key, value in recipes.stage_record(stages).items()}
 
 
-
 @pytest.mark.parametrize("name", BUNDLED)
 def test_model_card_is_what_the_recipe_writes_from_the_bundle(name):
     """The shipped card says what the bundle's own metadata (training, calibration, measurements) says."""
-    recipe = next(recipe for recipe in recipes.RECIPES.values() if recipe["name"] == name)
     model = load_model(name)
     config = TrainConfig.from_dict(model.metadata.training["config"])
     card = (recipes.CARDS_DIR / f"{name}.md").read_text(encoding="utf-8")
-    assert card == recipes.model_card(recipe, config, model.metadata.metrics, model)
+    assert card == recipes.model_card(recipe_of(name), config, model.metadata.metrics, model)
+
+
+def recipe_of(name: str) -> dict:
+    """The recipe of train_bundled_models.py that makes the bundled model ``name``."""
+    return next(recipe for recipe in recipes.RECIPES.values() if recipe["name"] == name)
 
 
 HELD_OUT_SEED = 777_001  # not a seed of the models' training, calibration or evaluation
