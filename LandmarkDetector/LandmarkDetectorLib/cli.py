@@ -241,9 +241,10 @@ def command_detect(args: argparse.Namespace) -> int:
     print(f"{int(landmarks.found.sum())} of {len(landmarks.names)} landmarks found -> {args.out}"
           + (f" (preview {args.preview})" if args.preview else ""))
     tolerance = landmarks.mirror_tolerance_mm
-    mirrored_out = [f"{name} ({disagreement:.1f} > {limit:g} mm)" for name, confident, disagreement, limit in zip(
-        landmarks.names, landmarks.confidence >= landmarks.confidence_threshold, landmarks.disagreement_mm,
-        np.full(len(landmarks.names), np.inf) if tolerance is None else tolerance, strict=True)
+    mirrored_out = [] if tolerance is None else [
+        f"{name} ({disagreement:.1f} > {limit:g} mm)" for name, confident, disagreement, limit in zip(
+            landmarks.names, landmarks.confidence >= landmarks.confidence_threshold, landmarks.disagreement_mm,
+            tolerance, strict=True)
         if confident and disagreement > limit]
     if mirrored_out:
         print(f"Not found because the network's estimates on the volume and on its left-right mirror were too far "
