@@ -208,6 +208,22 @@ def stage_record(stages: list[tuple[str, TrainConfig]]) -> dict[str, Any]:
     return record
 
 
+def record_differences(training: dict[str, Any], stages: list[tuple[str, TrainConfig]]) -> list[str]:
+    """Where a model's training record differs from what training ``stages`` records ("config.<field>" of the last
+    stage, "stage1.config.<field>", "stage<n>.steps"); empty when the model is what these stages train."""
+    def fields(recorded: dict[str, Any] | None, config: TrainConfig) -> list[str]:
+        trained = TrainConfig.from_dict(recorded).to_dict() if recorded else {}
+        return sorted(key for key, value in config.to_dict().items() if trained.get(key) != value)
+
+    expected = stage_record(stages)
+    steps = {key: value.get("steps") for key, value in training.items() if key.startswith("stage")}
+    expected_steps = {key: value["steps"] for key, value in expected.items()}
+    return ([f"config.{key}" for key in fields(training.get("config"), stages[-1][1])]
+            + [f"stage1.config.{key}" for key in fields(training.get("stage1", {}).get("config"), stages[0][1])]
+            + [f"{key}.steps" for key in sorted(steps.keys() | expected_steps.keys())
+               if steps.get(key) != expected_steps.get(key)])
+
+
 def train_stages(anatomy: str, args: argparse.Namespace, bundled: Path) -> tuple[dict[str, LandmarkModel], Path]:
     """Stage 1 (primitive) and the recipe's later stages, each from the one before (a stage whose model.pt exists is
     reused). Returns the models to measure (stage 1, the model bundled before, the new one, its training record in
@@ -233,23 +249,20 @@ def train_stages(anatomy: str, args: argparse.Namespace, bundled: Path) -> tuple
 
 def last_stage_from_bundled(anatomy: str, args: argparse.Namespace,
                             bundled: Path) -> tuple[dict[str, LandmarkModel], Path]:
-    """The recipe's last stage only, from the bundled network's weights, which must be the stage before it (its
-    training record says so). Returns the bundled model and the new one, and the new network's file."""
-    stages = stage_configs(RECIPES[anatomy], args.quick)
+    """The recipe's last stage only, from the bundled network's weights, which must be the recipe's stages before it
+    (its training record says so). Returns the bundled model and the new one, and the new network's file."""
+    full = stage_configs(RECIPES[anatomy], False)  # what the bundle must be, also for a --quick last stage
     before = load_model(bundled)
-    trained = TrainConfig.from_dict(before.metadata.training["config"]).to_dict()
-    expected = stage_configs(RECIPES[anatomy], False)[-2][1].to_dict()  # the full stage, also for a --quick last one
-    if trained != expected:
-        differ = ", ".join(sorted(key for key, value in expected.items() if trained.get(key) != value))
-        sys.exit(f"--from-bundled: the bundled {bundled.name} is not the recipe's stage {len(stages) - 1} (its "
-                 f"training record differs in {differ}); train all stages instead.")
-    folder, config = stages[-1]
+    differ = record_differences(before.metadata.training, full[:-1])
+    if differ:
+        earlier = "stage 1" if len(full) == 2 else f"stages 1-{len(full) - 1}"
+        sys.exit(f"--from-bundled: the bundled {bundled.name} is not the recipe's {earlier} (its "
+                 f"training record differs in {', '.join(differ)}); train all stages instead.")
+    folder, config = stage_configs(RECIPES[anatomy], args.quick)[-1]
     path = args.out / folder / "model.pt"
     if not path.exists():
         train(config, path.parent, initial_state=torch.jit.load(str(bundled), map_location="cpu").state_dict())
-    earlier = {key: value for key, value in before.metadata.training.items() if key.startswith("stage")}
-    record = {**earlier, f"stage{len(stages) - 1}": {"steps": stages[-2][1].steps}}
-    return {"bundled before": before, "new": with_record(load_model(path), record)}, path
+    return {"bundled before": before, "new": with_record(load_model(path), stage_record(full))}, path
 
 
 def with_record(model: LandmarkModel, record: dict[str, Any]) -> LandmarkModel:

@@ -114,6 +114,16 @@ def landmark_found(uv: NDArray[np.float64], probability: NDArray[np.float64], in
     return found
 
 
+def reported_found(inside: NDArray[np.bool_], probability: NDArray[np.float64], disagreement_mm: NDArray[np.float64],
+                   threshold: float | NDArray[np.float64], tolerance_mm: float | NDArray[np.float64] | None
+                   ) -> NDArray[np.bool_]:
+    """Which landmarks detection reports as found: inside the scanned field, in-view probability at least
+    ``threshold`` and, with a mirror check, a disagreement with the mirror of at most ``tolerance_mm`` (NaN, a
+    landmark without a partner, passes). Thresholds and tolerances: one number, or one per landmark (the last axis)."""
+    found = inside & (probability >= threshold)
+    return found if tolerance_mm is None else found & ~(disagreement_mm > tolerance_mm)
+
+
 def in_scanned_field(points_ras: NDArray[np.float64], ray_ras: NDArray[np.float64], ijk_to_ras: NDArray[np.float64],
                      shape_kji: tuple[int, ...], margin_mm: float) -> NDArray[np.bool_]:
     """Which points the scan saw: moved along the viewing ray to the depth of the volume's centre, each must lie
@@ -293,8 +303,9 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     points_ras = canvas.image.uvd_to_ras(uvd)
     ijk_to_ras = geometry.validate_ijk_to_ras(ijk_to_ras)
     # Whether the scan saw a landmark is judged at the network's point, before the volume's body moves it.
-    found = (probability >= threshold) & in_scanned_field(points_ras, canvas.image.pixel_to_ras[:3, 2], ijk_to_ras,
-                                                          np.shape(volume_kji), EDGE_MARGIN_PX * spec_mm)
+    inside = in_scanned_field(points_ras, canvas.image.pixel_to_ras[:3, 2], ijk_to_ras, np.shape(volume_kji),
+                              EDGE_MARGIN_PX * spec_mm)
+    found = reported_found(inside, probability, disagreement, threshold, tolerance_mm)
     points_ras = at_depth_fractions(points_ras, metadata.landmarks, metadata.depth_fractions, volume_kji, ijk_to_ras,
                                     canvas.image.pixel_to_ras[:3, 2], canvas.image.threshold,
                                     projection.surface_min_mm)
@@ -302,8 +313,6 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
                                      ijk_to_ras, projection, canvas.image.threshold)
     points_ras = at_skin(points_ras, metadata.landmarks, metadata.onto_skin, volume_kji, ijk_to_ras,
                          canvas.image.threshold)
-    if tolerance_mm is not None:
-        found &= ~(disagreement > tolerance_mm)  # NaN (no pairs) passes
     points_ras[found] = into_volume(points_ras[found], ijk_to_ras, np.shape(volume_kji))
     report(progress, 1.0, "Done")
     return Landmarks(names=metadata.landmarks, points_ras=points_ras, confidence=probability,

@@ -43,11 +43,19 @@ def test_bundled_model_is_what_its_recipe_trains(name):
     """The recorded command rebuilds the bundle: its training record is the recipe's last stage, stage 1's config and
     the steps of the stages between."""
     stages = recipes.stage_configs(recipe_of(name), quick=False)
-    training = load_model(name).metadata.training
-    assert TrainConfig.from_dict(training["config"]).to_dict() == stages[-1][1].to_dict()
-    assert TrainConfig.from_dict(training["stage1"]["config"]).to_dict() == stages[0][1].to_dict()
-    stage_steps = {key: value["steps"] for key, value in training.items() if key.startswith("stage")}
-    assert stage_steps == {key: value["steps"] for key, value in recipes.stage_record(stages).items()}
+    assert recipes.record_differences(load_model(name).metadata.training, stages) == []
+
+
+def test_record_differences_name_what_differs():
+    """--from-bundled refuses a bundle by these: a changed field of any stage, a missing or extra stage."""
+    stages = recipes.stage_configs(recipe_of("wholebody-ct"), quick=False)
+    training = {"config": stages[-1][1].to_dict(), **recipes.stage_record(stages)}
+    assert recipes.record_differences(training, stages) == []
+    seeds = {**training, "config": {**training["config"], "seed": -1},
+             "stage1": {**training["stage1"], "config": {**training["stage1"]["config"], "steps": 1}}}
+    assert recipes.record_differences(seeds, stages) == ["config.seed", "stage1.config.steps"]
+    assert recipes.record_differences(training, stages[:-1])[-1] == "stage2.steps"  # a stage more than expected
+    assert recipes.record_differences({**training, "stage2": {"steps": 1}}, stages) == ["stage2.steps"]
 
 
 @pytest.mark.parametrize("name", BUNDLED)

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from ..markups import read_markups
 from ..model import LandmarkModel
-from ..pipeline import Landmarks, detect_landmarks
+from ..pipeline import Landmarks, detect_landmarks, reported_found
 from ..progress import ProgressCallback, report
 from ..symmetry import mirror_partners
 from ..synthetic.dataset import synthesize_case
@@ -134,7 +134,7 @@ def evaluate_synthetic_volumes(model: LandmarkModel, anatomy: str, seed: int, co
     return {"names": names, "errors": errors, "truth_in_view": truth_in_view, "inside": inside,
             "confidence": confidence, "disagreement_mm": disagreement, "known": np.ones_like(truth_in_view),
             "thickness": thickness,
-            "found": found_at(inside, confidence, disagreement, *model.metadata.found_rules())}
+            "found": reported_found(inside, confidence, disagreement, *model.metadata.found_rules())}
 
 
 def evaluate_annotated_volumes(model: LandmarkModel, pairs: list[tuple[Path, Path]],
@@ -173,7 +173,7 @@ def evaluate_annotated_volumes(model: LandmarkModel, pairs: list[tuple[Path, Pat
     return {"names": names, "cases": [volume_path.name for volume_path, _ in pairs], "errors": {"model": errors},
             "truth_in_view": truth_in_view, "known": known, "inside": inside, "confidence": confidence,
             "disagreement_mm": disagreement,
-            "found": found_at(inside, confidence, disagreement, *model.metadata.found_rules())}
+            "found": reported_found(inside, confidence, disagreement, *model.metadata.found_rules())}
 
 
 def thickness_sample(volume_kji: NDArray, ijk_to_ras: NDArray[np.float64], result: Landmarks,
@@ -219,15 +219,6 @@ def _error_parts(result: Landmarks, truth_ras: NDArray[np.float64]) -> NDArray[n
     return np.column_stack([np.linalg.norm(delta, axis=1), planar, np.abs(along)])
 
 
-def found_at(inside: NDArray[np.bool_], confidence: NDArray[np.float64], disagreement_mm: NDArray[np.float64],
-             threshold: float | NDArray[np.float64], tolerance_mm: float | NDArray[np.float64] | None
-             ) -> NDArray[np.bool_]:
-    """Which landmarks detection reports as found at this confidence threshold and mirror tolerance (each one
-    number, or one per landmark: the last axis)."""
-    found = inside & (confidence >= threshold)
-    return found if tolerance_mm is None else found & ~(disagreement_mm > tolerance_mm)
-
-
 def calibrate_threshold(result: dict[str, Any], out_of_view_not_found: float = 0.97) -> tuple[float, dict[str, float]]:
     """The lowest in-view probability threshold (0.05 steps) that reports at least ``out_of_view_not_found`` of the
     out-of-view landmarks of an ``evaluate_synthetic_volumes`` result as not found; 0.5 when none is out of view.
@@ -269,7 +260,7 @@ def calibrate_mirror_tolerance(result: dict[str, Any], threshold: float, within_
     truth, inside, confidence = result["truth_in_view"], result["inside"], result["confidence"]
 
     def rates(tolerance: float | None) -> dict[str, float]:
-        found = found_at(inside, confidence, disagreement, threshold, tolerance)
+        found = reported_found(inside, confidence, disagreement, threshold, tolerance)
         right = found & truth & (np.nan_to_num(error, nan=np.inf) <= within_mm)
         return {"found_within_mm": float(right.sum() / max(found.sum(), 1)),
                 "in_view_reported_found": float(found[truth].mean()) if truth.any() else 1.0}
