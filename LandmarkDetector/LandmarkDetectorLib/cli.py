@@ -137,19 +137,12 @@ def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{_bundled_values(lambda m: f'{m.projection.table_removal_mm:g}')}; 0 disables)")
 
 
-def _value_range(values: Any) -> str:
-    """"V" when all landmarks share a value, "LOW-HIGH" when they differ."""
-    low, high = float(np.min(values)), float(np.max(values))
-    return f"{low:g}" if low == high else f"{low:g}-{high:g}"
-
-
 def _confidence_threshold(metadata: Any) -> str:
-    return _value_range(metadata.found_rules()[0])
+    return metadata.found_rule_ranges()[0]
 
 
 def _mirror_tolerance(metadata: Any) -> str:
-    tolerances = metadata.found_rules()[1]
-    return "none" if tolerances is None else _value_range(tolerances)
+    return metadata.found_rule_ranges()[1] or "none"
 
 
 def _bundled_values(value: Callable[[Any], str]) -> str:

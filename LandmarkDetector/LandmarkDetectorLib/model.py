@@ -125,6 +125,12 @@ class ModelMetadata:
             tolerances[:] = mirror_tolerance_mm
         return thresholds, tolerances
 
+    def found_rule_ranges(self) -> tuple[str, str | None]:
+        """The confidence thresholds ("0.50", or "LOW-HIGH" where landmarks differ) and the mirror tolerances in mm
+        (None without a mirror check), as the help texts and the Slicer panel show them."""
+        thresholds, tolerances = self.found_rules()
+        return _value_range(thresholds, ".2f"), None if tolerances is None else _value_range(tolerances, "g")
+
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "model") -> ModelMetadata:
         """Parse and validate bundle metadata.
@@ -187,6 +193,12 @@ class ModelMetadata:
                     raise ModelError(f"{source}: {field_name} must name the model's skin landmarks, none of them in "
                                      f"depth_fractions (joint centres lie inside the body), got {name!r}.")
         return metadata
+
+
+def _value_range(values: NDArray[np.float64], spec: str) -> str:
+    """"V" when all values are equal, "LOW-HIGH" when they differ, each in the format ``spec``."""
+    low, high = float(np.min(values)), float(np.max(values))
+    return f"{low:{spec}}" if low == high else f"{low:{spec}}-{high:{spec}}"
 
 
 def _optional_float(value: Any) -> float | None:

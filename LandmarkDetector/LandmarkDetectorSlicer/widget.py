@@ -203,12 +203,11 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _modelDescription(model: str, metadata: ModelMetadata) -> str:
         """HTML: description, landmarks, measured accuracy, model card link."""
         lines = [metadata.description, _("<b>Landmarks:</b> {names}").format(names=", ".join(metadata.landmarks))]
-        thresholds, tolerances = metadata.found_rules()
+        thresholds, tolerances = metadata.found_rule_ranges()
         if metadata.landmark_thresholds or metadata.landmark_mirror_tolerances_mm:
-            lines.append(_("<b>Calibrated per landmark:</b> confidence threshold {low:.2f}-{high:.2f}").format(
-                low=thresholds.min(), high=thresholds.max())
-                + ("" if tolerances is None else _(", mirror tolerance {low:g}-{high:g} mm").format(
-                    low=tolerances.min(), high=tolerances.max()))
+            lines.append(_("<b>Calibrated per landmark:</b> confidence threshold {thresholds}").format(
+                thresholds=thresholds)
+                + ("" if tolerances is None else _(", mirror tolerance {tolerances} mm").format(tolerances=tolerances))
                 + _(" (the Advanced fields, ticked, set one value for all)."))
         accuracy = measured_accuracy(metadata)
         if accuracy and accuracy.get("mean_mm") is not None and accuracy.get("median_mm") is not None:

@@ -512,6 +512,13 @@ def test_metadata_bounds_on_the_threshold_and_the_mirror_tolerance():
             ModelMetadata.from_json(metadata(mirror_tolerance_mm=tolerance).to_json())
 
 
+def test_found_rule_ranges_give_one_value_or_the_range_as_help_and_panel_show_them():
+    assert metadata().found_rule_ranges() == ("0.62", "25")  # 0.625 rounds half to even
+    per_landmark = metadata(landmark_thresholds={"A": 0.05}, landmark_mirror_tolerances_mm={"C": 100.0})
+    assert per_landmark.found_rule_ranges() == ("0.05-0.62", "25-100")
+    assert metadata(mirror_tolerance_mm=None, landmark_thresholds={"B": 0.9}).found_rule_ranges() == ("0.62-0.90", None)
+
+
 def test_per_landmark_thresholds_and_tolerances_round_trip_and_replace_the_models():
     own = metadata(landmark_thresholds={"A": 0.25}, landmark_mirror_tolerances_mm={"B": 60.0, "C": 2.5})
     read = ModelMetadata.from_json(own.to_json())
