@@ -136,7 +136,10 @@ RECIPES = {
         "stage1": dict(anatomy="hand", canvas=CanvasSpec(height=128, width=96, pixel_spacing_mm=3.0),
                        projection=ProjectionConfig(table_removal_mm=0.0, surface_min_mm=0.0), batch_size=32, seed=2,
                        steps=1500),
-        "stages": [("anny", dict(steps=900, anny_fraction=0.6, lr=1e-3, seed=4))],
+        "stages": [("anny", dict(steps=900, anny_fraction=0.6, lr=1e-3, seed=4)),
+                   # Stage 3: the anny hands' thumbs rest on the coil with the palm (anny_hand.THUMB_BELOW_PALM_MM);
+                   # stage 2 saw half of them reach 1-5 cm through it, hidden under the hand.
+                   ("thumbs", dict(steps=600, lr=5e-4, seed=6))],
         # Fingertips lie on the skin; the network sometimes puts one a few millimetres beyond the tip, in the air.
         "onto_skin": ("ThumbTip", "IndexTip", "MiddleTip", "RingTip", "LittleTip"),
         "things": "hands",

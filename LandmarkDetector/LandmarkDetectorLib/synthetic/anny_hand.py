@@ -14,9 +14,10 @@ plane onto it: the part beyond the cut collapses into the plane and the mesh sta
 Pose: the forearm keeps anny's reference orientation; the wrist flexes and deviates relative to it; each finger
 bone gets the world rotation that turns its reference direction to a target direction drawn in the hand frame
 (spread, flexion at each joint; the thumb's metacarpal by radial and palmar abduction, its phalanges relative to
-the reference). Frames (names ``*_lps_m`` for anny's metres): the hand frame of ``hand.py`` is built from the posed
-palm (origin at the wrist joint, +X radial, +Y from the wrist to the middle finger's knuckle, +Z dorsal) and placed
-by ``hand.HAND_TO_MR_RAS`` (palm facing posterior, fingers superior, thumb towards the patient's left), then rolled in
+the reference); a thumb that would reach below the palm and fingers lying on the coil is turned back up. Frames
+(names ``*_lps_m`` for anny's metres): the hand frame of ``hand.py`` is built from the posed palm (origin at the
+wrist joint, +X radial, +Y from the wrist to the middle finger's knuckle, +Z dorsal) and placed by
+``hand.HAND_TO_MR_RAS`` (palm facing posterior, fingers superior, thumb towards the patient's left), then rolled in
 the palm plane and tilted a little about the S and R axes. Results are RAS millimetres with the wrist at the origin.
 
 Fingertips (DESIGN.md section 2): the skin vertex, among those the distal phalanx mostly moves, farthest along that
@@ -57,6 +58,14 @@ LENGTH_CALIBRATION = 0.94
 lengths (ANTHROPOMETRY.md: men about 189 mm, women about 10% less; anny, 400 hands: men 204, women 186 mm median):
 every hand is scaled by this before the range is applied (then men 190, women 175 mm median; 7% of the hands end at
 165 mm, 1% at 205 mm)."""
+
+THUMB_BELOW_PALM_MM = 5.0
+"""A hand lying palm down rests on the coil with its palm and fingers: its thumb's two distal bones reach at most this
+far below their lowest skin (along the posed palm's normal; soft tissue gives a little). A drawn pose whose thumb
+reaches further has its opposition reduced by THUMB_LIFT_DEG, up to THUMB_LIFTS times."""
+
+THUMB_LIFT_DEG = 10.0
+THUMB_LIFTS = 6
 
 FOREARM_RANGE_MM = (25.0, 140.0)
 """Forearm kept proximal to the wrist joint (the scan's cut)."""
@@ -132,6 +141,10 @@ class _HandRig:
         edges = np.sort(np.concatenate([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]]), axis=1)
         self.edges = np.unique(edges, axis=0)
         self.dominant = dominant[self.vertex_ids]
+        bones = {n.split(".")[0]: model.bone(n) for n in chain}
+        self.thumb_distal = np.flatnonzero(np.isin(self.dominant, [bones["finger1-2"], bones["finger1-3"]]))
+        self.palm_and_fingers = np.flatnonzero(np.isin(self.dominant, [
+            b for n, b in bones.items() if n.startswith(("metacarpal", "finger2", "finger3", "finger4", "finger5"))]))
         self.weights = weights[self.vertex_ids]
         self.bone_indices = indices[self.vertex_ids]
 
@@ -179,8 +192,8 @@ def _draw_pose(rng: np.random.Generator, count: int) -> dict[str, NDArray[np.flo
         "mcp_flexion": curl * 30.0 + rng.uniform(-10.0, 3.0, (count, 5)),
         "pip_flexion": curl * 40.0 + rng.uniform(0.0, 5.0, (count, 5)),
         "dip_flexion": curl * 20.0 + rng.uniform(0.0, 5.0, (count, 5)),
-        # Opposition turns the thumb's metacarpal out of the palm plane towards the palm: at 30-45 degrees the thumb's
-        # tip lies level with the palm's pads (on the coil), at 15 degrees about 20 mm above them.
+        # Opposition turns the thumb's metacarpal out of the palm plane towards the palm; sample_anny_hands lowers it
+        # where the thumb would reach through the coil (THUMB_BELOW_PALM_MM).
         "thumb_abduction": rng.uniform(20.0, 65.0, count), "thumb_opposition": rng.uniform(15.0, 45.0, count),
         "thumb_mcp": rng.uniform(-10.0, 15.0, count), "thumb_ip": rng.uniform(-10.0, 20.0, count),
         "roll": rng.normal(0.0, 10.0, count), "tilt": rng.uniform(-12.0, 12.0, count),
@@ -244,7 +257,6 @@ def sample_anny_hands(rng: np.random.Generator, count: int) -> AnnyHands:
         raise InputError(f"count must be >= 1, got {count}.")
     rig = _hand_rig()
     model = rig.model
-    deg = np.pi / 180.0
     with _one_torch_thread() as torch:
         phenotypes, male, age, tails = _sample_phenotypes(model, rng, count)
         rest, stature, volume = _rest_shapes(model, phenotypes)
@@ -252,60 +264,34 @@ def sample_anny_hands(rng: np.random.Generator, count: int) -> AnnyHands:
         identity = torch.eye(4, dtype=model.model.dtype).expand(count, len(model.labels), 4, 4)
         rest_to_ref, ref_poses = model.model.get_bone_transforms(identity, rest["rest_bone_poses"])
         q = ref_poses[..., :3, 3].numpy()
-        joints = len(model.labels)
-        skeleton = _Skeleton(q, rest_to_ref.numpy(), np.broadcast_to(np.eye(3), (count, joints, 3, 3)).copy(),
-                             np.zeros(joints, dtype=bool))
         reference_vertices = model.model.get_skinned_vertices(rest["rest_vertices"], rest_to_ref).numpy()
+        reference_vertices = reference_vertices[:, rig.vertex_ids]
+        reference_dirs = _reference_directions(q, reference_vertices, rig)
+        length_m = _straight_length(q, reference_vertices, rig)
+        length_mm = np.clip(length_m * 1e3 * LENGTH_CALIBRATION, *HAND_LENGTH_RANGE_MM)
+        scale_mm = length_mm / length_m
         pose = _draw_pose(rng, count)
-        frame = _palm_frame(q, rig)
-        # The wrist: flexion turns the distal axis towards the palm (about radial), ulnar deviation away from radial.
-        wrist = (_axis_angle(frame[..., 0], -pose["wrist_flexion"] * deg)
-                 @ _axis_angle(frame[..., 2], pose["wrist_deviation"] * deg))
-        skeleton.set(model, f"wrist.{_SIDE}", wrist)
-        for n in range(1, 5):
-            skeleton.set(model, f"metacarpal{n}.{_SIDE}", wrist)
-        posed_frame = wrist @ frame
-        reference_dirs = _reference_directions(q, reference_vertices[:, rig.vertex_ids], rig)
-        spread_share = {"finger2": 1.0, "finger3": 0.0, "finger4": -0.8, "finger5": -1.6}
-        for k, digit in enumerate(DIGITS):
-            parent = wrist
-            if digit == "finger1":
-                target = _in_frame(posed_frame, pose["thumb_abduction"] * deg, pose["thumb_opposition"] * deg)
-                parent = _set_direction(skeleton, model, f"{digit}-1", parent, reference_dirs[digit][0], target)
-                for j, key in ((2, "thumb_mcp"), (3, "thumb_ip")):
-                    # Thumb joints: the reference bend between the bones, opened or closed in its own plane.
-                    ref_prev, ref_this = reference_dirs[digit][j - 2], reference_dirs[digit][j - 1]
-                    hinge = _unit(np.cross(ref_prev, ref_this))
-                    bend = np.arccos(np.clip(np.sum(ref_prev * ref_this, axis=1), -1.0, 1.0)) + pose[key] * deg
-                    direction = np.einsum("bij,bj->bi", parent @ _axis_angle(hinge, bend), ref_prev)
-                    parent = _set_direction(skeleton, model, f"{digit}-{j}", parent, ref_this, direction)
-                continue
-            angle, _ = _angle_in_plane(reference_dirs[digit][0], frame)
-            angle = angle + spread_share[digit] * pose["spread"] * deg
-            flexion = np.zeros(count)
-            for j, key in ((1, "mcp_flexion"), (2, "pip_flexion"), (3, "dip_flexion")):
-                flexion = flexion + pose[key][:, k] * deg
-                target = _in_frame(posed_frame, angle, flexion)
-                parent = _set_direction(skeleton, model, f"{digit}-{j}", parent, reference_dirs[digit][j - 1], target)
-        skeleton.resolve(model.parents)
-        g = skeleton.rotation
-        delta = np.broadcast_to(np.eye(4), g.shape[:2] + (4, 4)).copy()
-        delta[:, 1:, :3, :3] = np.swapaxes(g[:, model.parents[1:]], -1, -2) @ g[:, 1:]
-        transforms, posed = model.model.get_bone_transforms(torch.as_tensor(delta), rest["rest_bone_poses"])
-        vertices = model.model.get_skinned_vertices(rest["rest_vertices"], transforms).numpy()[:, rig.vertex_ids]
-        heads = posed[..., :3, 3].numpy()
+
+        def posed(hands: NDArray[np.intp]) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+            index = torch.as_tensor(hands)
+            dirs = {digit: [v[hands] for v in bones] for digit, bones in reference_dirs.items()}
+            return _posed(torch, rig, rest["rest_bone_poses"][index], rest["rest_vertices"][index], q[hands],
+                          rest_to_ref.numpy()[hands], dirs, {key: value[hands] for key, value in pose.items()})
+
+        vertices, heads, g = posed(np.arange(count))
+        for _ in range(THUMB_LIFTS):
+            low = np.flatnonzero(_thumb_below_palm_m(vertices, heads, rig) * scale_mm > THUMB_BELOW_PALM_MM)
+            if not low.size:
+                break
+            pose["thumb_opposition"][low] -= THUMB_LIFT_DEG
+            vertices[low], heads[low], g[low] = posed(low)
     tips = np.stack([_fingertip(vertices, rig, g, reference_dirs, d) for d in DIGITS], axis=1)
     bones_lps, radii_m = _bones(vertices, heads, tips, rig)
     # Hand frame from the posed palm; scale to an adult hand length; placement in the coil.
     hand_frame = _palm_frame(heads, rig)
     origin = heads[:, rig.bone("wrist")]
-    length_m = _straight_length(q, reference_vertices[:, rig.vertex_ids], rig)
-    length_mm = np.clip(length_m * 1e3 * LENGTH_CALIBRATION, *HAND_LENGTH_RANGE_MM)
-    scale_mm = length_mm / length_m
-    placement = (_axis_angle(np.array([0.0, 1.0, 0.0]), pose["roll"] * deg)
-                 @ _axis_angle(np.array([0.0, 0.0, 1.0]), pose["tilt"] * deg)
-                 @ _axis_angle(np.array([1.0, 0.0, 0.0]), pose["pitch"] * deg) @ HAND_TO_MR_RAS[:3, :3])
-    to_ras = placement @ np.swapaxes(hand_frame, -1, -2) * scale_mm[:, None, None]  # anny (m) -> RAS (mm)
+    to_ras = placement(pose["roll"], pose["tilt"], pose["pitch"]) @ np.swapaxes(hand_frame, -1, -2)
+    to_ras = to_ras * scale_mm[:, None, None]  # anny (m) -> RAS (mm)
 
     def place(points: NDArray[np.float64]) -> NDArray[np.float64]:
         flat = points.reshape(count, -1, 3) - origin[:, None]
@@ -322,6 +308,74 @@ def sample_anny_hands(rng: np.random.Generator, count: int) -> AnnyHands:
              **{key: np.round(value[i], 1).tolist() for key, value in pose.items()}} for i in range(count)]
     return AnnyHands(vertices_ras.astype(np.float32), rig.faces.copy(), place(tips), place(bones_lps),
                      radii_m * scale_mm[:, None], info)
+
+
+def placement(roll_deg: NDArray[np.float64], tilt_deg: NDArray[np.float64], pitch_deg: NDArray[np.float64]
+              ) -> NDArray[np.float64]:
+    """(B, 3, 3) rotations from the hand frame (radial, distal, dorsal) to RAS: ``hand.HAND_TO_MR_RAS``, then pitched
+    about R, tilted about S and rolled about A by the given angles."""
+    deg = np.pi / 180.0
+    return (_axis_angle(np.array([0.0, 1.0, 0.0]), np.asarray(roll_deg) * deg)
+            @ _axis_angle(np.array([0.0, 0.0, 1.0]), np.asarray(tilt_deg) * deg)
+            @ _axis_angle(np.array([1.0, 0.0, 0.0]), np.asarray(pitch_deg) * deg) @ HAND_TO_MR_RAS[:3, :3])
+
+
+def _posed(torch: Any, rig: _HandRig, rest_bone_poses: Any, rest_vertices: Any, q: NDArray[np.float64],
+           rest_to_ref: NDArray[np.float64], reference_dirs: dict[str, list[NDArray[np.float64]]],
+           pose: dict[str, NDArray[np.float64]]
+           ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Hands of anny's rest model (bone poses and vertices, tensors) in ``pose`` (``_draw_pose``): the region's skin
+    vertices (B, V, 3) and the bone heads (B, J, 3) in anny's frame (metres), and the bones' world rotations
+    (B, J, 3, 3)."""
+    model = rig.model
+    count, joints = q.shape[:2]
+    deg = np.pi / 180.0
+    skeleton = _Skeleton(q, rest_to_ref, np.broadcast_to(np.eye(3), (count, joints, 3, 3)).copy(),
+                         np.zeros(joints, dtype=bool))
+    frame = _palm_frame(q, rig)
+    # The wrist: flexion turns the distal axis towards the palm (about radial), ulnar deviation away from radial.
+    wrist = (_axis_angle(frame[..., 0], -pose["wrist_flexion"] * deg)
+             @ _axis_angle(frame[..., 2], pose["wrist_deviation"] * deg))
+    skeleton.set(model, f"wrist.{_SIDE}", wrist)
+    for n in range(1, 5):
+        skeleton.set(model, f"metacarpal{n}.{_SIDE}", wrist)
+    posed_frame = wrist @ frame
+    spread_share = {"finger2": 1.0, "finger3": 0.0, "finger4": -0.8, "finger5": -1.6}
+    for k, digit in enumerate(DIGITS):
+        parent = wrist
+        if digit == "finger1":
+            target = _in_frame(posed_frame, pose["thumb_abduction"] * deg, pose["thumb_opposition"] * deg)
+            parent = _set_direction(skeleton, model, f"{digit}-1", parent, reference_dirs[digit][0], target)
+            for j, key in ((2, "thumb_mcp"), (3, "thumb_ip")):
+                # Thumb joints: the reference bend between the bones, opened or closed in its own plane.
+                ref_prev, ref_this = reference_dirs[digit][j - 2], reference_dirs[digit][j - 1]
+                hinge = _unit(np.cross(ref_prev, ref_this))
+                bend = np.arccos(np.clip(np.sum(ref_prev * ref_this, axis=1), -1.0, 1.0)) + pose[key] * deg
+                direction = np.einsum("bij,bj->bi", parent @ _axis_angle(hinge, bend), ref_prev)
+                parent = _set_direction(skeleton, model, f"{digit}-{j}", parent, ref_this, direction)
+            continue
+        angle, _ = _angle_in_plane(reference_dirs[digit][0], frame)
+        angle = angle + spread_share[digit] * pose["spread"] * deg
+        flexion = np.zeros(count)
+        for j, key in ((1, "mcp_flexion"), (2, "pip_flexion"), (3, "dip_flexion")):
+            flexion = flexion + pose[key][:, k] * deg
+            target = _in_frame(posed_frame, angle, flexion)
+            parent = _set_direction(skeleton, model, f"{digit}-{j}", parent, reference_dirs[digit][j - 1], target)
+    skeleton.resolve(model.parents)
+    g = skeleton.rotation
+    delta = np.broadcast_to(np.eye(4), g.shape[:2] + (4, 4)).copy()
+    delta[:, 1:, :3, :3] = np.swapaxes(g[:, model.parents[1:]], -1, -2) @ g[:, 1:]
+    transforms, posed = model.model.get_bone_transforms(torch.as_tensor(delta), rest_bone_poses)
+    vertices = model.model.get_skinned_vertices(rest_vertices, transforms).numpy()[:, rig.vertex_ids]
+    return vertices, posed[..., :3, 3].numpy(), g
+
+
+def _thumb_below_palm_m(vertices: NDArray[np.float64], heads: NDArray[np.float64], rig: _HandRig
+                        ) -> NDArray[np.float64]:
+    """(B,) how far (m) the thumb's two distal bones reach below the lowest skin of the palm and the fingers, along
+    the posed palm's normal (negative: the thumb stays above it)."""
+    dorsal = np.einsum("bvi,bi->bv", vertices, _palm_frame(heads, rig)[..., 2])
+    return dorsal[:, rig.palm_and_fingers].min(axis=1) - dorsal[:, rig.thumb_distal].min(axis=1)
 
 
 def _reference_directions(q: NDArray[np.float64], vertices: NDArray[np.float64], rig: _HandRig
