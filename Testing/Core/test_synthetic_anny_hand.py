@@ -14,6 +14,7 @@ from LandmarkDetectorLib import cli  # noqa: E402
 from LandmarkDetectorLib.errors import InputError  # noqa: E402
 from LandmarkDetectorLib.framing import CanvasSpec  # noqa: E402
 from LandmarkDetectorLib.markups import read_markups  # noqa: E402
+from LandmarkDetectorLib.projection import auto_threshold  # noqa: E402
 from LandmarkDetectorLib.synthetic import anny_hand, dataset  # noqa: E402
 from LandmarkDetectorLib.synthetic.anatomy import HAND_LANDMARKS  # noqa: E402
 from LandmarkDetectorLib.synthetic.mesh import voxelize_mesh  # noqa: E402
@@ -143,6 +144,22 @@ def test_mr_volume_has_skin_fat_muscle_and_bones(hands: anny_hand.AnnyHands) -> 
     assert value(hands.landmarks_ras[1, 2] + [0.0, 0.0, 15.0]) < 0.2 * signal  # air beyond the tip
     with pytest.raises(InputError):
         anny_hand.anny_mr_scan(hands[:2], np.random.default_rng(0))
+
+
+def test_mr_fingertips_as_long_as_the_mesh(hands: anny_hand.AnnyHands) -> None:
+    """In the MR volume, thresholded as detection does, each finger reaches its tip as the voxelized mesh does: the
+    distal phalanx ends in soft tissue (the pulp), not in dark cortex at the skin."""
+    rng = np.random.default_rng(4)
+    for b in range(6):
+        scan = anny_hand.anny_mr_scan(hands[b], rng)
+        mask = voxelize_mesh(hands.vertices_ras[b].astype(np.float64), hands.faces, scan.ijk_to_ras,
+                             scan.voxels_kji.shape)
+        body = scan.voxels_kji >= auto_threshold(scan.voxels_kji)
+        k, j, i = np.nonzero(mask)
+        inside_ras = np.column_stack([i, j, k]) @ scan.ijk_to_ras[:3, :3].T + scan.ijk_to_ras[:3, 3]
+        for tip in scan.landmarks_ras:
+            near = np.linalg.norm(inside_ras - tip, axis=1) < 1.5
+            assert near.any() and body[k[near], j[near], i[near]].all(), (b, tip)
 
 
 def test_cli_synth_anny_hands_writes_the_layout(tmp_path: Path) -> None:

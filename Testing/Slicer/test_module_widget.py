@@ -380,6 +380,9 @@ def test_model_description_gives_the_ranges_of_the_per_landmark_calibration(modu
                                        landmark_mirror_tolerances_mm={"KneeR": 100.0})
     text = widget._modelDescription("wholebody-ct", per_landmark)
     assert "Calibrated per landmark:</b> confidence threshold 0.05-0.80, mirror tolerance 7.5-100 mm" in text
+    alike = dataclasses.replace(body, landmark_thresholds=dict.fromkeys(body.landmarks, body.confidence_threshold),
+                                landmark_mirror_tolerances_mm=dict.fromkeys(body.landmarks, body.mirror_tolerance_mm))
+    assert "Calibrated per landmark" not in widget._modelDescription("wholebody-ct", alike)  # one value: nothing to say
 
 
 def test_model_card_link_names_a_file_that_ships(module, widget):

@@ -67,6 +67,10 @@ reaches further has its opposition reduced by THUMB_LIFT_DEG, up to THUMB_LIFTS 
 THUMB_LIFT_DEG = 10.0
 THUMB_LIFTS = 6
 
+DISTAL_PULP = 0.4
+"""Soft tissue between the distal phalanx's end and the fingertip's skin, as a share of the finger's radius (about
+3 mm). A bone reaching the skin would darken the tip in MR (cortical bone is dark in T1) and shorten the finger."""
+
 FOREARM_RANGE_MM = (25.0, 140.0)
 """Forearm kept proximal to the wrist joint (the scan's cut)."""
 
@@ -415,10 +419,11 @@ def _bones(vertices: NDArray[np.float64], heads: NDArray[np.float64], tips: NDAr
            ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Approximate bones (BONE_NAMES order; anny frame, metres): segments (B, N, 2, 3) and radii (B, N).
 
-    Phalanges run from joint to joint, the distal one to 40% of the finger's radius short of the tip; their radius is
-    0.45 of the finger's (mean distance of the bone's vertices from its axis). Metacarpals run from the carpus to the
-    knuckles (radius 0.16 of the knuckles' spacing), radius and ulna along the forearm on its radial and ulnar side,
-    the carpus across the wrist."""
+    Phalanges run from joint to joint; their radius is 0.45 of the finger's (mean distance of the bone's vertices
+    from its axis), and the distal one's capsule ends DISTAL_PULP of the finger's radius short of the tip's skin: the
+    pulp (about 3 mm; the mesh50_XCAT phantom's fingertips have 1.6-4.6 mm of soft tissue beyond the bone).
+    Metacarpals run from the carpus to the knuckles (radius 0.16 of the knuckles' spacing), radius and ulna along the
+    forearm on its radial and ulnar side, the carpus across the wrist."""
     segments, radii = [], []
     head = {n: heads[:, rig.bone(n)] for n in [f"{d}-{j}" for d in DIGITS for j in (1, 2, 3)]
             + [f"metacarpal{n}" for n in range(1, 5)] + ["wrist", "lowerarm01", "lowerarm02"]}
@@ -435,7 +440,7 @@ def _bones(vertices: NDArray[np.float64], heads: NDArray[np.float64], tips: NDAr
             across = offset - np.einsum("bv,bi->bvi", np.einsum("bvi,bi->bv", offset, axis), axis)
             skin_radius = np.linalg.norm(across, axis=2).mean(axis=1)
             if j == 3:
-                end = end - 0.4 * skin_radius[:, None] * axis
+                end = end - (0.45 + DISTAL_PULP) * skin_radius[:, None] * axis
             segments.append(np.stack([start, end], axis=1))
             radii.append(0.45 * skin_radius)
     knuckles = np.linalg.norm(head["finger2-1"] - head["finger5-1"], axis=1) / 3.0
