@@ -169,14 +169,18 @@ def load_panel() -> QWidget:
 
 def model_description(name: str) -> str:
     """The model description LandmarkDetectorPanel._modelDescription writes (same text and HTML)."""
-    from LandmarkDetectorLib.model import measured_accuracy, model_file, read_metadata
+    from LandmarkDetectorLib.model import measured_error_text, model_file, read_metadata
 
     metadata = read_metadata(model_file(name))
     lines = [metadata.description, "<b>Landmarks:</b> {names}".format(names=", ".join(metadata.landmarks))]
-    accuracy = measured_accuracy(metadata)
+    thresholds, tolerances = metadata.found_rule_ranges()
+    if any(min(values) != max(values) for values in metadata.found_rules() if values is not None):
+        lines.append(f"<b>Calibrated per landmark:</b> confidence threshold {thresholds}"
+                     + ("" if tolerances is None else f", mirror tolerance {tolerances} mm")
+                     + " (the Advanced fields, ticked, set one value for all).")
+    accuracy = measured_error_text(metadata)
     if accuracy:
-        lines.append("<b>Measured error:</b> mean {mean:.1f} mm, median {median:.1f} mm.".format(
-            mean=accuracy["mean_mm"], median=accuracy["median_mm"]))
+        lines.append(f"<b>Measured 3D error (mean / median):</b> {accuracy}.")
     card = WIDGET_FILE.parent.parent / "Resources" / "ModelCards" / f"{name}.md"  # widget.py's MODEL_CARDS_DIR
     lines.append(f'<a href="{card.as_uri()}">Model card</a>')
     return "<br>".join(lines)
@@ -215,6 +219,8 @@ def fill(panel: QWidget) -> None:
     metadata = read_metadata(model_file(model))  # unticked Advanced fields show the model's settings
     child(QWidget, "tableRemovalSpinBox").setValue(metadata.projection.table_removal_mm)
     child(QWidget, "confidenceThresholdSpinBox").setValue(metadata.confidence_threshold)
+    if metadata.mirror_tolerance_mm is not None:
+        child(QWidget, "mirrorToleranceSpinBox").setValue(metadata.mirror_tolerance_mm)
     child(QWidget, "detectButton").setEnabled(True)
 
     rows = detection_rows()

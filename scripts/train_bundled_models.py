@@ -35,7 +35,15 @@ import numpy as np
 import torch
 
 from LandmarkDetectorLib.framing import CanvasSpec
-from LandmarkDetectorLib.model import BUNDLED_DIR, CHECKSUM_FILE, LandmarkModel, ModelMetadata, load_model, sha256_of
+from LandmarkDetectorLib.model import (
+    BUNDLED_DIR,
+    CHECKSUM_FILE,
+    REAL_ANATOMY_SET,
+    LandmarkModel,
+    ModelMetadata,
+    load_model,
+    sha256_of,
+)
 from LandmarkDetectorLib.projection import ProjectionConfig
 from LandmarkDetectorLib.surface import (
     ONTO_SKIN_SEARCH_MM,
@@ -338,8 +346,7 @@ def calibrate_measure_bundle(anatomy: str, args: argparse.Namespace, models: dic
         for generator in GENERATORS:
             result = evaluate_synthetic_volumes(model, anatomy, EVALUATION_SEED[anatomy], volumes, generator=generator)
             sets.setdefault(f"synthetic {generator} {recipe['things']}", {})[label] = summary(result, within_mm)
-        sets.setdefault("real-anatomy phantoms", {})[label] = summary(evaluate_annotated_volumes(model, real_cases),
-                                                                      within_mm)
+        sets.setdefault(REAL_ANATOMY_SET, {})[label] = summary(evaluate_annotated_volumes(model, real_cases), within_mm)
     for name, by_model in sets.items():
         print(f"{name} ({len(real_cases) if 'real' in name else volumes} volumes):")
         print(markdown_table({label: s["model"] for label, s in by_model.items()}, new.metadata.landmarks))

@@ -43,6 +43,7 @@ BUNDLED_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 CHECKSUM_FILE = "SHA256SUMS"
 USER_MODELS_ENV = "LANDMARK_DETECTOR_MODELS"
 DEFAULT_MODEL = "wholebody-ct"
+REAL_ANATOMY_SET = "real-anatomy phantoms"  # the measured set that judges a bundled model (metrics.evaluation.sets)
 USER_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -377,12 +378,23 @@ def user_model_path(name: str) -> Path:
     return user_models_dir() / f"{name}{MODEL_SUFFIX}"
 
 
-def measured_accuracy(metadata: ModelMetadata) -> dict[str, Any] | None:
-    """The 3D error over all landmarks recorded in a model (mm: mean_mm, median_mm and, where measured, more):
-    from its evaluation on held-out volumes, else from the cross-validation of its fine-tuning; None if neither."""
+def measured_accuracy(metadata: ModelMetadata) -> dict[str, dict[str, Any]]:
+    """The 3D error over all landmarks recorded in a model (mm: mean_mm, median_mm and, where measured, more), per set
+    of cases: a bundled model's real-anatomy phantoms (first) and held-out synthetic volumes of each generator, or a
+    fine-tuned model's cross-validation on its cases; empty if none was recorded."""
     metrics = metadata.metrics
-    evaluated = metrics.get("evaluation", {}).get(metadata.architecture, {}).get("model", {}).get("all")
-    return evaluated or metrics.get("cross_validation", {}).get("finetuned_cross_validated", {}).get("all")
+    sets = {name: entry["new"]["model"]["all"] for name, entry in metrics.get("evaluation", {}).get("sets", {}).items()
+            if "all" in entry.get("new", {}).get("model", {})}
+    if sets:
+        return {name: sets[name] for name in sorted(sets, key=lambda name: name != REAL_ANATOMY_SET)}
+    cross_validated = metrics.get("cross_validation", {}).get("finetuned_cross_validated", {}).get("all")
+    return {"cross-validated on its fine-tuning cases": cross_validated} if cross_validated else {}
+
+
+def measured_error_text(metadata: ModelMetadata) -> str | None:
+    """The measured 3D error as the Slicer panel shows it: "SET MEAN / MEDIAN mm" per set, or None."""
+    accuracy = measured_accuracy(metadata)
+    return "; ".join(f"{name} {a['mean_mm']:.1f} / {a['median_mm']:.1f} mm" for name, a in accuracy.items()) or None
 
 
 def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:

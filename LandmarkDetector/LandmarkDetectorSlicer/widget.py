@@ -20,7 +20,7 @@ from LandmarkDetectorLib.model import (
     ModelMetadata,
     available_devices,
     default_model,
-    measured_accuracy,
+    measured_error_text,
     model_file,
     model_name_of,
     read_metadata,
@@ -210,10 +210,9 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 thresholds=thresholds)
                 + ("" if tolerances is None else _(", mirror tolerance {tolerances} mm").format(tolerances=tolerances))
                 + _(" (the Advanced fields, ticked, set one value for all)."))
-        accuracy = measured_accuracy(metadata)
-        if accuracy and accuracy.get("mean_mm") is not None and accuracy.get("median_mm") is not None:
-            lines.append(_("<b>Measured error:</b> mean {mean:.1f} mm, median {median:.1f} mm.").format(
-                mean=accuracy["mean_mm"], median=accuracy["median_mm"]))
+        accuracy = measured_error_text(metadata)
+        if accuracy:
+            lines.append(_("<b>Measured 3D error (mean / median):</b> {accuracy}.").format(accuracy=accuracy))
         card = MODEL_CARDS_DIR / f"{model}.md"
         if (BUNDLED_DIR / f"{model}.pt").is_file() and card.is_file():
             lines.append('<a href="{url}">{text}</a>'.format(url=card.as_uri(), text=_("Model card")))

@@ -282,16 +282,24 @@ def test_user_model_names_that_cannot_be_used(tmp_path, monkeypatch, name):
         user_model_path(name)
 
 
-def test_measured_accuracy_from_evaluation_or_cross_validation():
-    from LandmarkDetectorLib.model import measured_accuracy
+def test_measured_accuracy_per_set_real_anatomy_first():
+    from LandmarkDetectorLib.model import measured_accuracy, measured_error_text
 
-    evaluated = {"mean_mm": 3.0, "median_mm": 2.0, "p95_mm": 7.0}
-    assert measured_accuracy(metadata(metrics={"evaluation": {"heatmap-unet": {"model": {"all": evaluated}}}})) \
-        == evaluated
+    def measured(mean: float) -> dict:
+        return {"new": {"model": {"all": {"mean_mm": mean, "median_mm": mean - 1}}},
+                "bundled before": {"model": {"all": {"mean_mm": 99.0, "median_mm": 99.0}}}}
+
+    sets = {"synthetic anny hands": measured(2.0), "real-anatomy phantoms": measured(3.0),
+            "synthetic primitive hands": measured(1.44)}
+    bundled = metadata(metrics={"evaluation": {"sets": sets, "heatmap-unet": {"model": {"all": {"mean_mm": 5.0}}}}})
+    assert list(measured_accuracy(bundled)) == ["real-anatomy phantoms", "synthetic anny hands",
+                                                "synthetic primitive hands"]
+    assert measured_error_text(bundled) == ("real-anatomy phantoms 3.0 / 2.0 mm; synthetic anny hands 2.0 / 1.0 mm; "
+                                            "synthetic primitive hands 1.4 / 0.4 mm")
     cross_validated = {"mean_mm": 4.0, "median_mm": 3.0}
-    assert measured_accuracy(metadata(metrics={"cross_validation": {"finetuned_cross_validated": {
-        "all": cross_validated}}})) == cross_validated
-    assert measured_accuracy(metadata(metrics={})) is None
+    finetuned = metadata(metrics={"cross_validation": {"finetuned_cross_validated": {"all": cross_validated}}})
+    assert measured_accuracy(finetuned) == {"cross-validated on its fine-tuning cases": cross_validated}
+    assert measured_accuracy(metadata(metrics={})) == {} and measured_error_text(metadata(metrics={})) is None
 
 
 def test_devices_and_the_message_for_a_missing_gpu(monkeypatch):

@@ -117,7 +117,8 @@ def test_detect_button_follows_the_inputs(module, widget):
     parameters.inputVolume = volume
     parameters.model = "hand-mr"
     assert button.enabled
-    assert "ThumbTip" in widget.ui.modelInfoLabel.text and "Measured error" in widget.ui.modelInfoLabel.text
+    assert "ThumbTip" in widget.ui.modelInfoLabel.text
+    assert "Measured 3D error (mean / median):</b> real-anatomy phantoms " in widget.ui.modelInfoLabel.text
     assert widget._modelItems[widget.ui.modelComboBox.currentIndex] == "hand-mr"
     hand = cached_load_model("hand-mr").metadata  # unticked Advanced fields show the model's settings
     assert parameters.tableRemovalMm == hand.projection.table_removal_mm
