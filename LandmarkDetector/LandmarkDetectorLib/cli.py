@@ -360,7 +360,7 @@ def command_synth(args: argparse.Namespace) -> int:
 
 def command_models(args: argparse.Namespace) -> int:
     """List bundled and user models with their landmarks."""
-    from .model import available_models, read_metadata, user_models_dir
+    from .model import available_models, measured_error_text, read_metadata, user_models_dir
 
     models = available_models()
     for name, path in models.items():
@@ -375,6 +375,9 @@ def command_models(args: argparse.Namespace) -> int:
         if metadata.description:
             print(f"    {metadata.description}")
         print(f"    landmarks: {', '.join(metadata.landmarks)}")
+        accuracy = measured_error_text(metadata)
+        if accuracy:
+            print(f"    measured 3D error (mean / median): {accuracy}")
     print(f"({len(models)} models; user models are read from {user_models_dir()})")
     return 0
 

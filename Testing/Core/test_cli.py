@@ -270,3 +270,11 @@ def test_worst_cases_picture_has_a_legend(tmp_path, monkeypatch, hand_scan):
     legend = saved[0].axes[0].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["reference (in view)", "prediction (found)", "error"]
     pyplot().close(saved[0])
+
+
+def test_models_lists_each_bundled_model_with_its_measured_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("wholebody-ct", "hand-mr"):
+        block = out[out.index(f"{name}  ["):]
+        assert "measured 3D error (mean / median): real-anatomy phantoms " in block.splitlines()[3]
