@@ -174,7 +174,7 @@ def model_description(name: str) -> str:
     metadata = read_metadata(model_file(name))
     lines = [metadata.description, "<b>Landmarks:</b> {names}".format(names=", ".join(metadata.landmarks))]
     thresholds, tolerances = metadata.found_rule_ranges()
-    if any(min(values) != max(values) for values in metadata.found_rules() if values is not None):
+    if metadata.rules_differ_by_landmark():
         lines.append(f"<b>Calibrated per landmark:</b> confidence threshold {thresholds}"
                      + ("" if tolerances is None else f", mirror tolerance {tolerances} mm")
                      + " (the Advanced fields, ticked, set one value for all).")

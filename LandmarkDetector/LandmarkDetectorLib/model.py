@@ -126,6 +126,10 @@ class ModelMetadata:
             tolerances[:] = mirror_tolerance_mm
         return thresholds, tolerances
 
+    def rules_differ_by_landmark(self) -> bool:
+        """Whether the landmarks' confidence thresholds, or their mirror tolerances, are not all the same."""
+        return any(min(values) != max(values) for values in self.found_rules() if values is not None)
+
     def found_rule_ranges(self) -> tuple[str, str | None]:
         """The confidence thresholds ("0.50", or "LOW-HIGH" where landmarks differ) and the mirror tolerances in mm
         (None without a mirror check), as the help texts and the Slicer panel show them."""

@@ -204,8 +204,7 @@ class LandmarkDetectorPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """HTML: description, landmarks, measured accuracy, model card link."""
         lines = [metadata.description, _("<b>Landmarks:</b> {names}").format(names=", ".join(metadata.landmarks))]
         thresholds, tolerances = metadata.found_rule_ranges()
-        rules = [values for values in metadata.found_rules() if values is not None]
-        if any(min(values) != max(values) for values in rules):  # all equal: the Advanced fields show the one value
+        if metadata.rules_differ_by_landmark():  # all equal: the Advanced fields show the one value
             lines.append(_("<b>Calibrated per landmark:</b> confidence threshold {thresholds}").format(
                 thresholds=thresholds)
                 + ("" if tolerances is None else _(", mirror tolerance {tolerances} mm").format(tolerances=tolerances))

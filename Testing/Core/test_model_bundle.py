@@ -525,6 +525,10 @@ def test_found_rule_ranges_give_one_value_or_the_range_as_help_and_panel_show_th
     per_landmark = metadata(landmark_thresholds={"A": 0.05}, landmark_mirror_tolerances_mm={"C": 100.0})
     assert per_landmark.found_rule_ranges() == ("0.05-0.62", "25-100")
     assert metadata(mirror_tolerance_mm=None, landmark_thresholds={"B": 0.9}).found_rule_ranges() == ("0.62-0.90", None)
+    assert per_landmark.rules_differ_by_landmark()
+    assert metadata(landmark_mirror_tolerances_mm={"C": 5.0}).rules_differ_by_landmark()
+    alike = metadata(landmark_thresholds=dict.fromkeys("ABC", 0.625), landmark_mirror_tolerances_mm={"A": 25.0})
+    assert not alike.rules_differ_by_landmark() and not metadata().rules_differ_by_landmark()
 
 
 def test_per_landmark_thresholds_and_tolerances_round_trip_and_replace_the_models():
