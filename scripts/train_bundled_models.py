@@ -348,7 +348,7 @@ def calibrate_measure_bundle(anatomy: str, args: argparse.Namespace, models: dic
             sets.setdefault(f"synthetic {generator} {recipe['things']}", {})[label] = summary(result, within_mm)
         sets.setdefault(REAL_ANATOMY_SET, {})[label] = summary(evaluate_annotated_volumes(model, real_cases), within_mm)
     for name, by_model in sets.items():
-        print(f"{name} ({len(real_cases) if 'real' in name else volumes} volumes):")
+        print(f"{name} ({len(real_cases) if name == REAL_ANATOMY_SET else volumes} volumes):")
         print(markdown_table({label: s["model"] for label, s in by_model.items()}, new.metadata.landmarks))
         for label, s in by_model.items():
             print(f"  {label}: {json.dumps(s['detection'])}")
@@ -501,7 +501,7 @@ def model_card(recipe: dict[str, Any], config: TrainConfig, metrics: dict[str, A
     # The stored metadata has its keys sorted: sets, models and landmarks are put back in their order here.
     for name, by_model in sorted(evaluation["sets"].items(), key=lambda item: SET_ORDER.index(item[0].split()[1])):
         by_model = dict(sorted(by_model.items(), key=lambda item: list(MODEL_PHRASES).index(item[0])))
-        count = evaluation["real_anatomy_cases"] if "real" in name else evaluation["volumes"]
+        count = evaluation["real_anatomy_cases"] if name == REAL_ANATOMY_SET else evaluation["volumes"]
         lines += [f"### {name} ({count} volumes)", "",
                   markdown_table({label: s["model"] for label, s in by_model.items()}, names)]
         for label, s in by_model.items():
