@@ -94,3 +94,28 @@ def save_confidence_model(path, spec: CanvasSpec = SPEC, projection: ProjectionC
     threshold = float(load_model(path, "cpu").predict(blank)[2][0, list(CONFIDENCE_LOGITS).index("AtThreshold")])
     save_model(module, dataclasses.replace(metadata, confidence_threshold=threshold), path, overwrite=True)
     return threshold
+
+
+class LimbModel(nn.Module):
+    """Two limbs' roots and tips beside the silhouette's centroid: "RootR" and "TipR" 20 pixels to one side of it,
+    "RootL" and "TipL" 20 to the other; the roots 30 pixels above it (superior in an AP view), the tips 10 below; all
+    at the body's mean depth and in view. The estimates on the mirrored canvas are the same points."""
+
+    def __init__(self):
+        super().__init__()
+        self.centroid = CentroidModel()
+        self.register_buffer("offsets", torch.tensor([[-20.0, -30.0], [20.0, -30.0], [-20.0, 10.0], [20.0, 10.0]]))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        uv, depth, logits = self.centroid(x)
+        return uv + self.offsets, depth.expand(-1, 4), logits.expand(-1, 4)
+
+
+def save_limb_model(path) -> None:
+    """A LimbModel whose tips are limb tips of their roots (``ModelMetadata.limb_tips``), with a 5 mm mirror
+    tolerance."""
+    metadata = ModelMetadata(name="limbs", landmarks=("RootR", "RootL", "TipR", "TipL"), canvas=SPEC,
+                             projection=PROJECTION, mirror_tolerance_mm=5.0,
+                             limb_tips={"TipR": "RootR", "TipL": "RootL"}, architecture="analytic",
+                             description="two limbs' roots and tips (tests)")
+    save_model(LimbModel(), metadata, path)

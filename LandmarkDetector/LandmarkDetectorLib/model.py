@@ -73,6 +73,9 @@ class ModelMetadata:
             (``surface.at_surface_extremes``): skin landmarks defined as extremes (the head top, a toe's tip).
         onto_skin: skin landmarks that detection moves onto the body's nearest surface when the network places them
             in the air next to it (``surface.at_skin``; fingertips).
+        limb_tips: landmark name -> the landmark at its limb's root; detection places it at the end of the limb read
+            from the volume, the body's extreme in the direction from the root (``limbtips.at_limb_tips``; a
+            whole body's middle fingertips from the shoulders).
         architecture: network family, e.g. "heatmap-unet" or "regression-cnn".
         description: one paragraph for people (model card summary).
         training: provenance: data, recipe, command, seed, versions.
@@ -90,6 +93,7 @@ class ModelMetadata:
     depth_fractions: dict[str, float] = field(default_factory=dict)
     surface_extremes: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     onto_skin: tuple[str, ...] = ()
+    limb_tips: dict[str, str] = field(default_factory=dict)
     architecture: str = ""
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)
@@ -104,7 +108,7 @@ class ModelMetadata:
             "landmark_mirror_tolerances_mm": self.landmark_mirror_tolerances_mm,
             "depth_fractions": self.depth_fractions,
             "surface_extremes": {k: list(v) for k, v in self.surface_extremes.items()},
-            "onto_skin": list(self.onto_skin),
+            "onto_skin": list(self.onto_skin), "limb_tips": self.limb_tips,
             "architecture": self.architecture,
             "description": self.description, "training": self.training, "metrics": self.metrics},
             indent=2, sort_keys=True)
@@ -166,6 +170,7 @@ class ModelMetadata:
                            surface_extremes={str(k): _unit_direction(v) for k, v in
                                              dict(values.get("surface_extremes") or {}).items()},
                            onto_skin=tuple(str(name) for name in values.get("onto_skin") or ()),
+                           limb_tips={str(k): str(v) for k, v in dict(values.get("limb_tips") or {}).items()},
                            architecture=str(values.get("architecture", "")),
                            description=str(values.get("description", "")),
                            training=dict(values.get("training", {})), metrics=dict(values.get("metrics", {})))
@@ -192,11 +197,15 @@ class ModelMetadata:
                 raise ModelError(f"{source}: depth_fractions must map the model's landmarks to fractions in [0, 1], "
                                  f"got {name!r}: {fraction}.")
         # Skin landmarks, placed on the body's surface; joint centres (depth_fractions) lie inside it.
-        for field_name in ("surface_extremes", "onto_skin"):
+        for field_name in ("surface_extremes", "onto_skin", "limb_tips"):
             for name in getattr(metadata, field_name):
                 if name not in landmarks or name in metadata.depth_fractions:
                     raise ModelError(f"{source}: {field_name} must name the model's skin landmarks, none of them in "
                                      f"depth_fractions (joint centres lie inside the body), got {name!r}.")
+        for tip, base in metadata.limb_tips.items():
+            if base not in landmarks or base == tip:
+                raise ModelError(f"{source}: limb_tips must map each tip to another of the model's landmarks (its "
+                                 f"limb's root), got {tip!r}: {base!r}.")
         return metadata
 
 

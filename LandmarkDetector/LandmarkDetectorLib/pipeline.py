@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -11,6 +12,7 @@ from numpy.typing import ArrayLike, NDArray
 from . import geometry
 from .errors import InputError
 from .framing import Canvas, CanvasSpec, canvas_origin_uv, frame
+from .limbtips import at_limb_tips
 from .markups import PointList
 from .model import LandmarkModel, ModelMetadata, load_model
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
@@ -51,7 +53,9 @@ class Landmarks:
             inside the scanned field, and (for models with a mirror check) its mirror disagreement within tolerance.
         canvas: what the network saw, for previews.
         disagreement_mm: (N,) distance between the network's estimates on the canvas and on its left-right mirror,
-            mm (NaN for models without a mirror check, and when not given); large where the network is guessing.
+            mm (NaN for models without a mirror check, and when not given); large where the network is guessing. For
+            limb tips (``ModelMetadata.limb_tips``), between the limb ends found from the two estimates (infinite
+            when either has none).
         confidence_threshold: (N,) the thresholds ``found`` was decided with (a number given: the same for all).
         mirror_tolerance_mm: (N,) the mirror tolerances ``found`` was decided with, mm (a number given: the same for
             all; None: no mirror check).
@@ -84,7 +88,8 @@ class Landmarks:
     def to_point_list(self, name: str = "Landmarks") -> PointList:
         """Markups point list: labels = names, confidence (and mirror disagreement) in the description, not-found
         points undefined."""
-        descriptions = [f"confidence {c:.3f}" + ("" if np.isnan(d) else f"; mirror disagreement {d:.1f} mm")
+        descriptions = [f"confidence {c:.3f}" + ("" if np.isnan(d) else "; no limb end found" if np.isinf(d)
+                                                 else f"; mirror disagreement {d:.1f} mm")
                         + ("" if ok else "; not found")
                         for c, d, ok in zip(self.confidence, self.disagreement_mm, self.found, strict=True)]
         return PointList.from_arrays(self.names, self.points_ras, descriptions=descriptions, defined=self.found,
@@ -216,24 +221,36 @@ def framed(image: ProjectedImage, spec: CanvasSpec, offset_px: ArrayLike | None 
     return frame(image, spec, origin_uv=origin)
 
 
-def network_estimates(model: LandmarkModel, canvas: Canvas) -> tuple[NDArray[np.float64], NDArray[np.float64],
-                                                                    NDArray[np.float64], NDArray[np.float64]]:
+class NetworkEstimates(NamedTuple):
+    """The network's landmark estimates on one canvas (``network_estimates``)."""
+
+    uv: NDArray[np.float64]
+    """(N, 2) canvas pixels: the mean of the views."""
+    depth: NDArray[np.float64]
+    """(N,) normalized depth: the mean of the views."""
+    probability: NDArray[np.float64]
+    """(N,) in-view probability: the mean of the views."""
+    disagreement_mm: NDArray[np.float64]
+    """(N,) distance between the two views, mm (NaN without a mirror check)."""
+    uv_views: NDArray[np.float64]
+    """(V, N, 2) each view's uv: the canvas, then (with a mirror check) its mirror with paired labels swapped back."""
+    depth_views: NDArray[np.float64]
+    """(V, N) each view's normalized depth."""
+
+
+def network_estimates(model: LandmarkModel, canvas: Canvas) -> NetworkEstimates:
     """The network's landmark estimates on one canvas.
 
     With a mirror check (``metadata.mirror_tolerance_mm``), the network also sees the canvas flipped left-right; the
-    estimates are the mean of the two (paired labels swapped back) and their distance is the disagreement: in the
-    image plane only for the landmarks whose depth detection reads from the volume (``metadata.depth_fractions``),
+    estimates are the mean of the two views (paired labels swapped back) and their distance is the disagreement: in
+    the image plane only for the landmarks whose depth detection reads from the volume (``metadata.depth_fractions``),
     where the network's depth is not used.
-
-    Returns:
-        uv (N, 2) canvas pixels, normalized depth (N,), in-view probability (N,), disagreement (N,) in mm (NaN
-        without a mirror check).
     """
     partners = None if model.metadata.mirror_tolerance_mm is None else mirror_partners(model.metadata.landmarks)
     inputs = canvas.network_input()[None]
     if partners is None:
         uv, depth, probability = model.predict(inputs)
-        return uv[0], depth[0], probability[0], np.full(depth.shape[1], np.nan)
+        return NetworkEstimates(uv[0], depth[0], probability[0], np.full(depth.shape[1], np.nan), uv[:1], depth[:1])
     uv, depth, probability = model.predict(np.concatenate([inputs, inputs[..., ::-1]]))
     uv_back, (depth_back, probability_back) = unmirror(uv[1], [depth[1], probability[1]], partners,
                                                        canvas.in_field.shape[1])
@@ -242,8 +259,9 @@ def network_estimates(model: LandmarkModel, canvas: Canvas) -> tuple[NDArray[np.
     depth_mm = (depth[0] - depth_back) * canvas.image.depth_std_mm
     depth_mm[[name in model.metadata.depth_fractions for name in model.metadata.landmarks]] = 0.0
     disagreement = np.sqrt((planar_mm ** 2).sum(axis=1) + depth_mm ** 2)
-    return ((uv[0] + uv_back) / 2, (depth[0] + depth_back) / 2, (probability[0] + probability_back) / 2,
-            disagreement)
+    return NetworkEstimates((uv[0] + uv_back) / 2, (depth[0] + depth_back) / 2,
+                            (probability[0] + probability_back) / 2, disagreement, np.stack([uv[0], uv_back]),
+                            np.stack([depth[0], depth_back]))
 
 
 def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: LandmarkModel | str = "wholebody-ct",
@@ -296,15 +314,24 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     canvas = framed(image, metadata.canvas)
     check_cancel(should_cancel)
     report(progress, 0.85, "Running the network")
-    uv, depth, probability, disagreement = network_estimates(model, canvas)
+    estimates = network_estimates(model, canvas)
     spec_mm = metadata.canvas.pixel_spacing_mm
     check_cancel(should_cancel)
-    uvd = np.column_stack([uv, canvas.image.denormalize_depth(depth)])
-    points_ras = canvas.image.uvd_to_ras(uvd)
+
+    def to_ras(uv: NDArray[np.float64], depth: NDArray[np.float64]) -> NDArray[np.float64]:
+        return canvas.image.uvd_to_ras(np.column_stack([uv, canvas.image.denormalize_depth(depth)]))
+
+    points_ras = to_ras(estimates.uv, estimates.depth)
     ijk_to_ras = geometry.validate_ijk_to_ras(ijk_to_ras)
     # Whether the scan saw a landmark is judged at the network's point, before the volume's body moves it.
     inside = in_scanned_field(points_ras, canvas.image.pixel_to_ras[:3, 2], ijk_to_ras, np.shape(volume_kji),
                               EDGE_MARGIN_PX * spec_mm)
+    points_ras, disagreement, no_end = at_limb_tips(
+        points_ras, [to_ras(uv, depth) for uv, depth in zip(estimates.uv_views, estimates.depth_views, strict=True)],
+        estimates.disagreement_mm, metadata.landmarks, metadata.limb_tips, volume_kji, ijk_to_ras,
+        canvas.image.threshold)
+    inside &= ~no_end  # a limb tip without a limb's end in the volume (limbtips.limb_tip) is not in the field
+    probability = estimates.probability
     found = reported_found(inside, probability, disagreement, threshold, tolerance_mm)
     points_ras = at_depth_fractions(points_ras, metadata.landmarks, metadata.depth_fractions, volume_kji, ijk_to_ras,
                                     canvas.image.pixel_to_ras[:3, 2], canvas.image.threshold,

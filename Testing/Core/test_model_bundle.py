@@ -39,7 +39,7 @@ def metadata(**changes) -> ModelMetadata:
     values = dict(name="test", landmarks=NAMES, canvas=SPEC, projection=ProjectionConfig(table_removal_mm=10.0),
                   architecture="heatmap-unet", description="A test model.", confidence_threshold=0.625,
                   mirror_tolerance_mm=25.0, depth_fractions={"B": 0.375}, surface_extremes={"A": (0.0, 0.6, -0.8)},
-                  onto_skin=("A",), training={"seed": 1},
+                  onto_skin=("A",), limb_tips={"A": "B"}, training={"seed": 1},
                   metrics={"mean_mm": 1.0})  # no field at its default
     values.update(changes)
     return ModelMetadata(**values)
@@ -361,7 +361,7 @@ def test_metadata_is_stored_as_indented_json_with_sorted_keys():
     lines = metadata().to_json().splitlines()
     assert lines[:3] == ["{", '  "architecture": "heatmap-unet",', '  "canvas": {']
     keys = [line.split('"')[1] for line in lines if line.startswith('  "')]
-    assert keys == sorted(keys) and len(keys) == 17
+    assert keys == sorted(keys) and len(keys) == 18
 
 
 def test_metadata_without_the_optional_fields_gets_their_defaults():
@@ -369,7 +369,7 @@ def test_metadata_without_the_optional_fields_gets_their_defaults():
     projection): they must be ModelMetadata's own."""
     values = json.loads(metadata().to_json())
     for optional in ("confidence_threshold", "mirror_tolerance_mm", "depth_fractions", "surface_extremes", "onto_skin",
-                     "architecture", "description", "training", "metrics"):
+                     "limb_tips", "architecture", "description", "training", "metrics"):
         del values[optional]
     expected = ModelMetadata(name="test", landmarks=NAMES, canvas=SPEC,
                              projection=ProjectionConfig(table_removal_mm=10.0))
@@ -580,6 +580,19 @@ def test_surface_extremes_name_the_models_other_landmarks_with_directions_scaled
     for bad in ({"A": [0, 0]}, {"A": [0, 0, 0]}, {"A": [0, float("inf"), 1]}, {"A": "up"}, [[0, 0, 1]]):
         with pytest.raises(ModelError, match="invalid metadata"):
             ModelMetadata.from_json(json.dumps({**values, "surface_extremes": bad}))
+
+
+def test_limb_tips_map_the_models_skin_landmarks_to_another_of_its_landmarks():
+    """Guards the check of the limb tips: read back; a tip or a root that is not the model's landmark, a tip placed at
+    a depth fraction (a joint centre), or a tip that is its own root, refused."""
+    assert ModelMetadata.from_json(metadata(limb_tips={"C": "B", "A": "B"}).to_json()).limb_tips == {"C": "B",
+                                                                                                       "A": "B"}
+    for bad, message in (({"D": "A"}, "limb_tips must name the model's skin landmarks"),
+                         ({"B": "A"}, "limb_tips must name the model's skin landmarks"),
+                         ({"C": "D"}, "limb_tips must map each tip to another of the model's landmarks"),
+                         ({"C": "C"}, "limb_tips must map each tip to another of the model's landmarks")):
+        with pytest.raises(ModelError, match=message):
+            ModelMetadata.from_json(metadata(limb_tips=bad).to_json())
 
 
 def test_onto_skin_names_the_models_landmarks_that_are_not_joint_centres():

@@ -252,7 +252,7 @@ def test_network_estimates_average_the_flipped_pass_and_measure_their_distance_i
                                                      depth_fractions={}), predict=predict)
     canvas = SimpleNamespace(network_input=lambda: inputs, in_field=np.ones((4, 10), bool),
                              image=SimpleNamespace(pixel_spacing_mm=(2.0, 3.0), depth_std_mm=10.0))
-    uv, depth, probability, disagreement = network_estimates(model, canvas)
+    uv, depth, probability, disagreement, uv_views, depth_views = network_estimates(model, canvas)
     np.testing.assert_array_equal(seen[0], np.stack([inputs, inputs[..., ::-1]]))  # the second is the mirror
     # Mirrored KneeL (the first's KneeR) at u 9 - 2 = 7, v 5.5; KneeR from the mirrored KneeL at 9 - 7 = 2, v 5.
     np.testing.assert_allclose(uv, [[4.5, 1.0], [2.0, 5.0], [7.0, 5.25]])
@@ -260,7 +260,12 @@ def test_network_estimates_average_the_flipped_pass_and_measure_their_distance_i
     np.testing.assert_allclose(probability, [0.9, 0.65, 0.65])
     # KneeL: 0.5 px x 3 mm apart in v and 0.2 x 10 mm in depth: sqrt(1.5^2 + 2^2) = 2.5 mm.
     np.testing.assert_allclose(disagreement, [0.0, 0.0, 2.5])
+    # Each view on its own, the mirror's with its labels swapped back (for the limb tips).
+    np.testing.assert_allclose(uv_views, [[[4.5, 1.0], [2.0, 5.0], [7.0, 5.0]], [[4.5, 1.0], [2.0, 5.0], [7.0, 5.5]]])
+    np.testing.assert_allclose(depth_views, [[0.1, 0.2, 0.3], [0.1, 0.2, 0.5]])
     model.metadata.depth_fractions = {"KneeL": 0.5}  # its depth is read from the volume: the image plane only
     np.testing.assert_allclose(network_estimates(model, canvas)[3], [0.0, 0.0, 1.5])
     model.metadata.mirror_tolerance_mm = None  # no mirror check: one pass, no disagreement
-    assert np.isnan(network_estimates(model, canvas)[3]).all() and seen[-1].shape[0] == 1
+    single = network_estimates(model, canvas)
+    assert np.isnan(single.disagreement_mm).all() and seen[-1].shape[0] == 1
+    np.testing.assert_allclose(single.uv_views, [[[4.5, 1.0], [2.0, 5.0], [7.0, 5.0]]])
