@@ -5,8 +5,8 @@ centimetres off on real anatomy, often on the hand but short of its end. A middl
 its hand from its shoulder: detection takes the body connected to the network's point (within CONNECT_MM of it, so
 that fingers join at the palm) and places the landmark at that body's extreme within TIP_SEARCH_MM, along the line
 from the network's shoulder to the network's fingertip (``ModelMetadata.limb_tips``). Where that extreme is no
-limb's end, the network's point stays: the extreme reaches the search's edge (an arm raised along the head, a hand
-in a fist against the trunk), lies on the volume's boundary (the limb may go on beyond the scanned field), or lies
+limb's end, the network's point stays: the extreme reaches the search's edge (a limb that goes on), lies on the
+volume's boundary (the limb may go on beyond the scanned field), or lies
 on bulky body (a hand on the belly or thigh, whose extreme is the trunk's or the thigh's). A limb tip without an end
 is not in the scanned field: detection never reports it found.
 
@@ -36,7 +36,8 @@ TIP_EDGE_MM = 2.0
 BULK_RADIUS_MM = 40.0
 BULK_FRACTION = 0.035
 """A limb's end is not bulky: the body connected to it within BULK_RADIUS_MM fills at most this share of that ball
-(a hand fills about 1-2%; a hand lying on the trunk, whose extreme is the trunk's, 10% or more)."""
+(a hand is a thin part of it; a trunk or thigh next to a hand lying on it, whose extreme is theirs, fills much of
+it)."""
 SAMPLE_MM = 2.0
 """The volume is read every this many mm (whole voxels) or at its own voxel size where that is coarser: a hand's end
 is placed to about a sample, and a fine scan is not read voxel by voxel over 20 cm."""
@@ -83,9 +84,10 @@ def limb_tip(volume_kji: NDArray, ijk_to_ras: ArrayLike, point_ras: ArrayLike, b
              threshold: float) -> NDArray[np.float64] | None:
     """The end of the limb at ``point_ras``: its body's farthest surface point in the direction from ``base_ras``.
 
-    The limb is the body (voxels >= ``threshold``) within TIP_SEARCH_MM of the point, 26-connected to the body voxel
-    nearest it. The end is the mean of the voxel centres within half a voxel of its farthest one along the direction,
-    moved out to half a voxel beyond that farthest centre (the surface lies between the last body voxel and the air).
+    The limb is the body (voxels >= ``threshold``) within TIP_SEARCH_MM of the point that is 26-connected to the body
+    voxel nearest it, through body up to CONNECT_MM from the point (read every SAMPLE_MM or finer). The end is the
+    mean of the sample centres within half a sample of its farthest one along the direction, moved out to half a
+    sample beyond that farthest centre (the surface lies between the last body sample and the air).
 
     Args:
         volume_kji: voxels indexed [k, j, i].
