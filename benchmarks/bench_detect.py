@@ -6,13 +6,16 @@ detection (the best of ``--repeat`` runs of each counts), so that other load on 
 
 Run: ``python benchmarks/bench_detect.py [--model wholebody-ct] [--slices 1000] [--repeat 5] [--threads 1]``. Prints
 the baseline, the whole detection (projection + network + back-projection) with its ratio to it (aim: at most 1x;
-moonshot 0.5x), the network alone (aim: at most 30 ms) and the projection alone, and the detection's peak extra
-memory (tracemalloc: numpy buffers) as a multiple of the volume's size.
+moonshot 0.5x), the same detection without the model's limb tips (``limbtips.py``, which read the volume around
+each middle fingertip; the step's cost is the difference), the network alone (aim: at most 30 ms) and the
+projection alone, and the detection's peak extra memory (tracemalloc: numpy buffers) as a multiple of the volume's
+size. The volume is a solid cylinder, so the limb tips read a box full of body: their worst case.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tracemalloc
 
 from bench_projection import best_time, best_times, ct_like_volume
@@ -38,16 +41,22 @@ def main() -> None:
     print(f"volume {volume.shape[::-1]} (i, j, k) int16, {volume.nbytes / 2**20:.0f} MiB; model {args.model} "
           f"({model.metadata.architecture}, {spec.width} x {spec.height} px), network on {args.threads} CPU thread(s)")
     detect = lambda: detect_landmarks(volume, ijk_to_ras, model, "cpu")  # noqa: E731
+    tipless = dataclasses.replace(model, metadata=dataclasses.replace(model.metadata, limb_tips={}))
+    detect_tipless = lambda: detect_landmarks(volume, ijk_to_ras, tipless, "cpu")  # noqa: E731
     detect()  # warm-up: first TorchScript calls optimize the graph
     canvas: Canvas = framed(model_projection(volume, ijk_to_ras, model.metadata.projection, spec), spec)
     inputs = canvas.network_input()[None]
     projection = model.metadata.projection
-    times = best_times({"max": volume.max, "detect": detect,
+    times = best_times({"max": volume.max, "detect": detect, "tipless": detect_tipless,
                         "projection": lambda: model_projection(volume, ijk_to_ras, projection, spec)}, args.repeat)
     t_max, t_detect, t_projection = times["max"], times["detect"], times["projection"]
     t_network = best_time(lambda: model.predict(inputs), args.repeat * 4)
     print(f"volume.max():        {t_max * 1000:8.1f} ms   (one memory pass, the baseline)")
     print(f"detect_landmarks:    {t_detect * 1000:8.1f} ms   ratio {t_detect / t_max:.2f}x one pass  (aim <= 1x)")
+    if model.metadata.limb_tips:
+        t_tipless = times["tipless"]
+        print(f"  without limb tips: {t_tipless * 1000:6.1f} ms   ratio {t_tipless / t_max:.2f}x one pass; limb tips "
+              f"{(t_detect - t_tipless) * 1000:.1f} ms")
     print(f"  network alone:     {t_network * 1000:8.1f} ms   (aim <= 30 ms)")
     print(f"  projection alone:  {t_projection * 1000:8.1f} ms   ratio {t_projection / t_max:.2f}x one pass")
     tracemalloc.start()

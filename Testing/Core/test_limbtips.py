@@ -149,6 +149,12 @@ def test_limb_tips_move_with_both_views_and_measure_their_ends_distance():
                                                volume, ijk_to_ras, 0.0)
     np.testing.assert_array_equal(moved, astray)
     assert np.isnan(disagreement).all() and no_end.tolist() == [False, True, False]
+    # With two views whose estimates lie on the limb: the point has no end, so the tip is not in the field and its
+    # views are not searched; the disagreement is infinite.
+    moved, disagreement, no_end = at_limb_tips(astray, [points, nearby], np.zeros(3), names, {"Tip": "Shoulder"},
+                                               volume, ijk_to_ras, 0.0)
+    np.testing.assert_array_equal(moved, astray)
+    assert np.isinf(disagreement[1]) and no_end.tolist() == [False, True, False]
 
 
 @pytest.fixture(scope="module")
