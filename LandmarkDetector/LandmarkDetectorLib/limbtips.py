@@ -115,6 +115,15 @@ def _farthest_surface(volume_kji: NDArray, m: NDArray[np.float64], low: NDArray[
     return centre + (along.max() + half_voxel - centre @ direction) * direction
 
 
+def _connected_to(mask: NDArray[np.bool_], kji: NDArray[np.intp], distance: NDArray[np.float64]
+                  ) -> NDArray[np.bool_]:
+    """Which of ``mask``'s voxels ``kji`` (M, 3) lie in its 26-connected part that holds the one of smallest
+    ``distance`` (M,)."""
+    labels, _ = ndimage.label(mask, structure=_NEIGHBOURS)
+    voxel_labels = labels[tuple(kji.T)]
+    return voxel_labels == voxel_labels[np.argmin(distance)]
+
+
 def _limb_end(volume_kji: NDArray, m: NDArray[np.float64], body: _SampledBody, point: NDArray[np.float64],
               base: NDArray[np.float64], threshold: float) -> NDArray[np.float64] | None:
     """``limb_tip`` on the body sampled around the point."""
@@ -139,11 +148,10 @@ def _limb_end(volume_kji: NDArray, m: NDArray[np.float64], body: _SampledBody, p
     kji, _, ras = _samples_near(body, end, BULK_RADIUS_MM)
     close = np.linalg.norm(ras - end, axis=1) <= BULK_RADIUS_MM
     kji, distance = kji[close], np.linalg.norm(ras[close] - end, axis=1)
-    low = kji.min(axis=0)
+    low = kji.min(axis=0)  # label only the samples around the end
     near_body = np.zeros(tuple(kji.max(axis=0) + 1 - low), dtype=bool)
     near_body[tuple((kji - low).T)] = True
-    parts, _ = ndimage.label(near_body, structure=_NEIGHBOURS)
-    near = parts[tuple((kji - low).T)] == parts[tuple(kji[np.argmin(distance)] - low)]
+    near = _connected_to(near_body, kji - low, distance)
     sample_mm3 = abs(float(np.linalg.det(body.sample_to_ras[:3, :3])))
     if near.sum() * sample_mm3 > BULK_FRACTION * 4.0 / 3.0 * np.pi * BULK_RADIUS_MM ** 3:
         return None
