@@ -70,7 +70,8 @@ class ModelMetadata:
             body's build as the network's normalized depth does.
         surface_extremes: landmark name -> patient direction (RAS, unit) in which it is the body's farthest skin
             point; detection places it at the body's extreme near the network's point, read from the volume
-            (``surface.at_surface_extremes``): skin landmarks defined as extremes (the head top, a toe's tip).
+            (``surface.at_surface_extremes``): skin landmarks defined as extremes (the head top, a toe's tip). With
+            a mirror check, their disagreement is that of the two views' extremes (``surface.extremes_disagreement``).
         onto_skin: skin landmarks that detection moves onto the body's nearest surface when the network places them
             in the air next to it (``surface.at_skin``; fingertips).
         limb_tips: landmark name -> the landmark at its limb's root; detection places it at the end of the limb read

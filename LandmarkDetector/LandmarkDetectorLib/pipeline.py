@@ -17,7 +17,7 @@ from .markups import PointList
 from .model import LandmarkModel, ModelMetadata, load_model
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 from .projection import CT_AIR_THRESHOLD_HU, ProjectedImage, ProjectionConfig, project_volume
-from .surface import at_skin, at_surface_extremes
+from .surface import at_skin, at_surface_extremes, extremes_disagreement
 from .symmetry import mirror_partners, unmirror
 from .thickness import at_depth_fractions
 
@@ -54,8 +54,9 @@ class Landmarks:
         canvas: what the network saw, for previews.
         disagreement_mm: (N,) distance between the network's estimates on the canvas and on its left-right mirror,
             mm (NaN for models without a mirror check, and when not given); large where the network is guessing. For
-            limb tips (``ModelMetadata.limb_tips``), between the limb ends found from the two estimates (infinite
-            when either has none).
+            limb tips (``ModelMetadata.limb_tips``), between the limb ends found from the two estimates, and for
+            surface extremes (``ModelMetadata.surface_extremes``), between the body's extremes found from them
+            (infinite when either has none).
         confidence_threshold: (N,) the thresholds ``found`` was decided with (a number given: the same for all).
         mirror_tolerance_mm: (N,) the mirror tolerances ``found`` was decided with, mm (a number given: the same for
             all; None: no mirror check).
@@ -326,11 +327,13 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     # Whether the scan saw a landmark is judged at the network's point, before the volume's body moves it.
     inside = in_scanned_field(points_ras, canvas.image.pixel_to_ras[:3, 2], ijk_to_ras, np.shape(volume_kji),
                               EDGE_MARGIN_PX * spec_mm)
+    views_ras = [to_ras(uv, depth) for uv, depth in zip(estimates.uv_views, estimates.depth_views, strict=True)]
     points_ras, disagreement, no_end = at_limb_tips(
-        points_ras, [to_ras(uv, depth) for uv, depth in zip(estimates.uv_views, estimates.depth_views, strict=True)],
-        estimates.disagreement_mm, metadata.landmarks, metadata.limb_tips, volume_kji, ijk_to_ras,
-        canvas.image.threshold)
+        points_ras, views_ras, estimates.disagreement_mm, metadata.landmarks, metadata.limb_tips, volume_kji,
+        ijk_to_ras, canvas.image.threshold)
     inside &= ~no_end  # a limb tip without a limb's end in the volume (limbtips.limb_tip) is not in the field
+    disagreement = extremes_disagreement(views_ras, disagreement, metadata.landmarks, metadata.surface_extremes,
+                                         volume_kji, ijk_to_ras, projection, canvas.image.threshold)
     probability = estimates.probability
     found = reported_found(inside, probability, disagreement, threshold, tolerance_mm)
     points_ras = at_depth_fractions(points_ras, metadata.landmarks, metadata.depth_fractions, volume_kji, ijk_to_ras,

@@ -145,6 +145,25 @@ def at_surface_extremes(points_ras: NDArray[np.float64], names: Sequence[str],
         volume_kji, ijk_to_ras, point, directions[name], config, threshold))
 
 
+def extremes_disagreement(views_ras: Sequence[NDArray[np.float64]], disagreement_mm: NDArray[np.float64],
+                          names: Sequence[str], directions: Mapping[str, Sequence[float]], volume_kji: NDArray,
+                          ijk_to_ras: ArrayLike, config: ProjectionConfig, threshold: float) -> NDArray[np.float64]:
+    """A copy of the disagreements in which, with two views (the network's estimates on the canvas and on its mirror,
+    (N, 3) RAS mm each), each landmark in ``directions`` has the distance between the two views' extremes
+    (``surface_extreme`` of each view's point; infinite when either has none): where detection places it, two
+    estimates on the same head top agree although their raw points lie centimetres apart. One view keeps the
+    disagreements as they are."""
+    out = np.array(disagreement_mm, dtype=np.float64)
+    if len(views_ras) != 2:
+        return out
+    for n, name in enumerate(names):
+        if name in directions:
+            ends = [surface_extreme(volume_kji, ijk_to_ras, view[n], directions[name], config, threshold)
+                    for view in views_ras]
+            out[n] = np.inf if ends[0] is None or ends[1] is None else float(np.linalg.norm(ends[0] - ends[1]))
+    return out
+
+
 def _moved(points_ras: ArrayLike, names: Sequence[str], selected: Collection[str],
            move: Callable[[NDArray[np.float64], str], NDArray[np.float64] | None]) -> NDArray[np.float64]:
     """A copy of the points with each selected landmark's point replaced by ``move(point, name)`` unless that is

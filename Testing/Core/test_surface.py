@@ -7,7 +7,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from analytic_model import save_side_guess_model
 
+from LandmarkDetectorLib.model import load_model
 from LandmarkDetectorLib.pipeline import detect_landmarks
 from LandmarkDetectorLib.projection import ProjectionConfig
 from LandmarkDetectorLib.surface import (
@@ -18,6 +20,7 @@ from LandmarkDetectorLib.surface import (
     SLAB_HALF_DEPTH_MM,
     at_skin,
     at_surface_extremes,
+    extremes_disagreement,
     onto_skin,
     surface_extreme,
 )
@@ -217,6 +220,38 @@ def test_detection_places_a_listed_landmark_at_the_top_of_the_sphere_in_every_or
     assert abs(result.points_ras[0, 2] - (CENTRE[2] + RADIUS)) <= half_diagonal
     assert np.linalg.norm(result.points_ras[0] - (CENTRE + RADIUS * SUPERIOR)) <= np.sqrt(2 * RADIUS * half_diagonal)
     assert result.found.tolist() == [True]
+
+
+def test_the_disagreement_of_a_listed_landmark_is_that_of_the_two_views_extremes():
+    volume, ijk_to_ras = sphere(OBLIQUE[0])
+    top = CENTRE + RADIUS * SUPERIOR
+    # Both views near the top, 20 mm apart: their extremes are the same point. "B" is not listed and keeps its value.
+    views = [np.array([top + NETWORK_ERROR, top]), np.array([top + NETWORK_ERROR * [-1, 1, 1], top])]
+    raw = np.array([20.0, 7.0])
+    disagreement = extremes_disagreement(views, raw, ["A", "B"], {"A": SUPERIOR}, volume, ijk_to_ras, PLAIN, 0.0)
+    assert disagreement[0] < np.linalg.norm(SPACING) / 2 and disagreement[1] == 7.0
+    # One view with no body near it: infinite. One view (no mirror check): the disagreements as they are.
+    astray = [views[0], views[1] + [80.0, 0.0, 0.0]]
+    assert np.isinf(extremes_disagreement(astray, raw, ["A", "B"], {"A": SUPERIOR}, volume, ijk_to_ras, PLAIN, 0.0)[0])
+    nan = np.full(2, np.nan)
+    assert np.isnan(extremes_disagreement(views[:1], nan, ["A", "B"], {"A": SUPERIOR}, volume, ijk_to_ras, PLAIN,
+                                          0.0)).all()
+
+
+@pytest.mark.parametrize("index", [0, len(ALIGNED) - 1, len(ALIGNED)])
+def test_detection_reports_found_a_pair_whose_two_views_reach_the_same_extreme(tmp_path, index):
+    # The side-guess pair lies 15 mm right of the sphere's centre on the canvas and 15 mm left of it on its mirror:
+    # 30 mm apart, beyond the 5 mm tolerance. Both views' windows hold the sphere's top, where both are placed.
+    volume, ijk_to_ras = sphere((ALIGNED + OBLIQUE)[index])
+    save_side_guess_model(tmp_path / "pair.pt", tolerance_mm=5.0)
+    model = load_model(tmp_path / "pair.pt")
+    assert detect_landmarks(volume, ijk_to_ras, model).found.tolist() == [False, False]
+    listed = dataclasses.replace(model, metadata=dataclasses.replace(
+        model.metadata, surface_extremes={"PointR": (0.0, 0.0, 1.0), "PointL": (0.0, 0.0, 1.0)}))
+    result = detect_landmarks(volume, ijk_to_ras, listed)
+    assert result.found.tolist() == [True, True]
+    assert np.all(result.disagreement_mm < np.linalg.norm(SPACING) / 2)
+    np.testing.assert_allclose(result.points_ras[:, 2], CENTRE[2] + RADIUS, atol=np.linalg.norm(SPACING) / 2)
 
 
 OUTWARD = [SUPERIOR, ANTERIOR, -RIGHT, np.array([1.0, -2.0, 2.0]) / 3.0]
