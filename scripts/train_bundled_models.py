@@ -57,6 +57,7 @@ from LandmarkDetectorLib.surface import (
 from LandmarkDetectorLib.symmetry import mirror_partners
 from LandmarkDetectorLib.training.data import WARP_SPACING_MM, Augmentation
 from LandmarkDetectorLib.training.evaluate import (
+    EDGE_MARGINS_MM,
     FOUND_WITHIN_MM,
     MIN_OUT_OF_VIEW,
     calibrate_depth_fractions,
@@ -301,7 +302,7 @@ def bundled_again(bundled: Path) -> tuple[dict[str, LandmarkModel], Path]:
 
 
 CALIBRATED = ("confidence_threshold", "mirror_tolerance_mm", "landmark_thresholds", "landmark_mirror_tolerances_mm",
-              "depth_fractions", "surface_extremes", "onto_skin", "limb_tips")
+              "landmark_edge_margins_mm", "depth_fractions", "surface_extremes", "onto_skin", "limb_tips")
 """The metadata fields that calibrate_measure_bundle sets."""
 
 
@@ -338,10 +339,11 @@ def calibrate_measure_bundle(anatomy: str, args: argparse.Namespace, models: dic
     tolerance, tolerance_rates = calibrate_mirror_tolerance(calibration["anny"], threshold, within_mm)
     # Then each landmark's own, with its left-right partner's cases: the model-wide values hold for the landmarks
     # together, while some are placed far more reliably than others.
-    thresholds, tolerances, landmark_rates = calibrate_per_landmark(merge_results(list(calibration.values())),
+    thresholds, margins, tolerances, landmark_rates = calibrate_per_landmark(merge_results(list(calibration.values())),
                                                                     calibration["anny"], threshold, within_mm)
     calibrated = dict(confidence_threshold=threshold, mirror_tolerance_mm=tolerance, landmark_thresholds=thresholds,
-                      landmark_mirror_tolerances_mm=tolerances, depth_fractions=fractions, surface_extremes=extremes,
+                      landmark_mirror_tolerances_mm=tolerances, landmark_edge_margins_mm=margins,
+                      depth_fractions=fractions, surface_extremes=extremes,
                       onto_skin=skin, limb_tips=tips)
     new.metadata = dataclasses.replace(new.metadata, **calibrated)
     logging.info("threshold %.2f %s; depth fractions %s %s; mirror tolerance %s mm %s; per landmark %s", threshold,
@@ -449,25 +451,33 @@ def model_card(recipe: dict[str, Any], config: TrainConfig, metrics: dict[str, A
     per_landmark = calibration.get("per_landmark", {})
     if per_landmark:
         mirror = calibration["mirror_tolerance_mm"] is not None
+        edged = any(r.get("edge_margin_mm", 0.0) > 0 for r in per_landmark.values())
         lines += [
             "- Per landmark: each landmark has its own threshold and mirror tolerance, calibrated as above on its "
             "own cases pooled with its left-right partner's (one rule for both sides); a landmark with fewer than "
             f"{MIN_OUT_OF_VIEW} out-of-view cases keeps the model-wide threshold, and where no tolerance reaches "
             "97% the one that comes closest is taken. `--confidence-threshold` and `--mirror-tolerance-mm` replace "
-            "them for all landmarks.", "",
-            "| landmark | threshold | out of view (calibration) | "
+            "them for all landmarks."
+            + (" An edge margin (tried: " + ", ".join(f"{m:g}" for m in EDGE_MARGINS_MM) + " mm) is kept where it "
+               "lets the threshold report more in-view landmarks found: such a landmark is found only when placed at "
+               "least that far inside the scanned field's edges (a foot cut by the edge of the scan ends there as a "
+               "toe does)." if edged else ""), "",
+            "| landmark | threshold | out of view (calibration) | " + ("edge margin | " if edged else "")
             + (f"mirror tolerance | found within {within_mm:g} mm (anny calibration) | in-view found (anny "
                "calibration) |" if mirror else "in-view found (calibration) |"),
-            "|---|---|---|" + ("---|---|" if mirror else "") + "---|"]
+            "|---|---|---|" + ("---|" if edged else "") + ("---|---|" if mirror else "") + "---|"]
         for name, r in ((name, per_landmark[name]) for name in names if name in per_landmark):
             lines.append(f"| {name} | {r['threshold']:.2f} | {r['out_of_view']} | "
+                         + (f"{r.get('edge_margin_mm', 0.0):g} mm | " if edged else "")
                          + (f"{r['mirror_tolerance_mm']:g} mm | {_rate(r['at_tolerance_found_within_mm'])} | "
                             f"{_rate(r['at_tolerance_in_view_reported_found'])} |" if mirror
                             else f"{_rate(r['in_view_reported_found'])} |"))
         lines.append("")
     lines += [
         f"- Inside the scanned field: within the volume's extent or half a canvas pixel "
-        f"({config.canvas.pixel_spacing_mm / 2:g} mm) of it; a point at the edge of the scan is moved onto the edge.",
+        f"({config.canvas.pixel_spacing_mm / 2:g} mm) of it; a point at the edge of the scan is moved onto the edge"
+        + (" (a landmark with an edge margin must lie that far inside the edges)." if any(
+            r.get("edge_margin_mm", 0.0) > 0 for r in calibration.get("per_landmark", {}).values()) else "."),
     ]
     rates = calibration.get("depth_fraction_rates", {})
     if rates:

@@ -64,6 +64,9 @@ class ModelMetadata:
             (calibrated per landmark: some are placed far more reliably than others).
         landmark_mirror_tolerances_mm: landmark name -> its own mirror tolerance, mm, in place of
             ``mirror_tolerance_mm`` (only for models with a mirror check).
+        landmark_edge_margins_mm: landmark name -> how far inside the scanned field's edges (in the image plane) its
+            placed point must lie to be reported found, mm (others: anywhere in the field): a big toe at the edge
+            of a scan is as likely a foot cut there.
         depth_fractions: landmark name -> fraction of the body's thickness along its viewing ray (0 where the ray
             enters the body, 1 where it leaves) at which detection places it instead of at the network's depth
             (``thickness.at_depth_fractions``): joint centres, whose depth within a limb does not depend on the
@@ -91,6 +94,7 @@ class ModelMetadata:
     mirror_tolerance_mm: float | None = None
     landmark_thresholds: dict[str, float] = field(default_factory=dict)
     landmark_mirror_tolerances_mm: dict[str, float] = field(default_factory=dict)
+    landmark_edge_margins_mm: dict[str, float] = field(default_factory=dict)
     depth_fractions: dict[str, float] = field(default_factory=dict)
     surface_extremes: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     onto_skin: tuple[str, ...] = ()
@@ -107,6 +111,7 @@ class ModelMetadata:
             "projection": self.projection.to_dict(), "confidence_threshold": self.confidence_threshold,
             "mirror_tolerance_mm": self.mirror_tolerance_mm, "landmark_thresholds": self.landmark_thresholds,
             "landmark_mirror_tolerances_mm": self.landmark_mirror_tolerances_mm,
+            "landmark_edge_margins_mm": self.landmark_edge_margins_mm,
             "depth_fractions": self.depth_fractions,
             "surface_extremes": {k: list(v) for k, v in self.surface_extremes.items()},
             "onto_skin": list(self.onto_skin), "limb_tips": self.limb_tips,
@@ -130,6 +135,10 @@ class ModelMetadata:
         if mirror_tolerance_mm is not None:
             tolerances[:] = mirror_tolerance_mm
         return thresholds, tolerances
+
+    def edge_margins_mm(self) -> NDArray[np.float64]:
+        """(N,) each landmark's edge margin, mm (``landmark_edge_margins_mm``; 0 where it has none)."""
+        return np.array([self.landmark_edge_margins_mm.get(n, 0.0) for n in self.landmarks])
 
     def rules_differ_by_landmark(self) -> bool:
         """Whether the landmarks' confidence thresholds, or their mirror tolerances, are not all the same."""
@@ -167,6 +176,7 @@ class ModelMetadata:
                            mirror_tolerance_mm=_optional_float(values.get("mirror_tolerance_mm")),
                            landmark_thresholds=_floats(values.get("landmark_thresholds")),
                            landmark_mirror_tolerances_mm=_floats(values.get("landmark_mirror_tolerances_mm")),
+                           landmark_edge_margins_mm=_floats(values.get("landmark_edge_margins_mm")),
                            depth_fractions=_floats(values.get("depth_fractions")),
                            surface_extremes={str(k): _unit_direction(v) for k, v in
                                              dict(values.get("surface_extremes") or {}).items()},
@@ -193,6 +203,10 @@ class ModelMetadata:
             if name not in landmarks or tolerance is None or not (np.isfinite(value) and value > 0):
                 raise ModelError(f"{source}: landmark_mirror_tolerances_mm must map the model's landmarks to positive "
                                  f"numbers of mm, and needs a mirror_tolerance_mm; got {name!r}: {value}.")
+        for name, value in metadata.landmark_edge_margins_mm.items():
+            if name not in landmarks or not (np.isfinite(value) and value >= 0):
+                raise ModelError(f"{source}: landmark_edge_margins_mm must map the model's landmarks to numbers of mm "
+                                 f"(0 or more), got {name!r}: {value}.")
         for name, fraction in metadata.depth_fractions.items():
             if name not in landmarks or not 0.0 <= fraction <= 1.0:
                 raise ModelError(f"{source}: depth_fractions must map the model's landmarks to fractions in [0, 1], "

@@ -50,7 +50,9 @@ class Landmarks:
         points_ras: (N, 3) positions in RAS mm (also given for landmarks judged not in view).
         confidence: (N,) probability that each landmark is in the scanned field of view.
         found: (N,) bool, the landmark is found: confidence >= the model's (or the caller's) threshold, placed
-            inside the scanned field, and (for models with a mirror check) its mirror disagreement within tolerance.
+            inside the scanned field (for landmarks with an edge margin, ``ModelMetadata.landmark_edge_margins_mm``,
+            placed at least that far inside its edges), and (for models with a mirror check) its mirror disagreement
+            within tolerance.
         canvas: what the network saw, for previews.
         disagreement_mm: (N,) distance between the network's estimates on the canvas and on its left-right mirror,
             mm (NaN for models without a mirror check, and when not given); large where the network is guessing. For
@@ -133,7 +135,7 @@ def reported_found(inside: NDArray[np.bool_], probability: NDArray[np.float64], 
 def in_scanned_field(points_ras: NDArray[np.float64], ray_ras: NDArray[np.float64], ijk_to_ras: NDArray[np.float64],
                      shape_kji: tuple[int, ...], margin_mm: float) -> NDArray[np.bool_]:
     """Which points the scan saw: moved along the viewing ray to the depth of the volume's centre, each must lie
-    inside the volume's extent (voxel centres +- half a voxel) or within ``margin_mm`` of it.
+    inside the volume's extent (voxel centres +- half a voxel) or within ``margin_mm`` of it (``inside_field_mm``).
 
     Args:
         points_ras: (N, 3) RAS mm.
@@ -144,13 +146,20 @@ def in_scanned_field(points_ras: NDArray[np.float64], ray_ras: NDArray[np.float6
     Returns:
         (N,) bool.
     """
+    return inside_field_mm(points_ras, ray_ras, ijk_to_ras, shape_kji) >= -margin_mm
+
+
+def inside_field_mm(points_ras: NDArray[np.float64], ray_ras: NDArray[np.float64], ijk_to_ras: NDArray[np.float64],
+                    shape_kji: tuple[int, ...]) -> NDArray[np.float64]:
+    """(N,) how far each point lies inside the volume's extent (voxel centres +- half a voxel), mm along the voxel
+    axes, negative outside; measured after moving it along the viewing ray (``ray_ras``) to the depth of the
+    volume's centre, so that the faces in front and behind do not count."""
     ray = ray_ras / np.linalg.norm(ray_ras)
     size_ijk = np.array(shape_kji[::-1], dtype=np.float64)
     centre_ras = geometry.apply_affine(ijk_to_ras, (size_ijk - 1) / 2)
     moved = points_ras + ((centre_ras - points_ras) @ ray)[:, None] * ray
     ijk = geometry.apply_affine(np.linalg.inv(ijk_to_ras), moved)
-    margin_vox = margin_mm / geometry.spacing_mm(ijk_to_ras)
-    return np.all((ijk >= -0.5 - margin_vox) & (ijk <= size_ijk - 0.5 + margin_vox), axis=1)
+    return (np.minimum(ijk + 0.5, size_ijk - 0.5 - ijk) * geometry.spacing_mm(ijk_to_ras)).min(axis=1)
 
 
 def into_volume(points_ras: NDArray[np.float64], ijk_to_ras: NDArray[np.float64], shape_kji: tuple[int, ...]
@@ -343,6 +352,9 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
                                      ijk_to_ras, projection, canvas.image.threshold)
     points_ras = at_skin(points_ras, metadata.landmarks, metadata.onto_skin, volume_kji, ijk_to_ras,
                          canvas.image.threshold)
+    margins_mm = metadata.edge_margins_mm()
+    found &= (margins_mm == 0) | (inside_field_mm(points_ras, canvas.image.pixel_to_ras[:3, 2], ijk_to_ras,
+                                                  np.shape(volume_kji)) >= margins_mm)
     points_ras[found] = into_volume(points_ras[found], ijk_to_ras, np.shape(volume_kji))
     report(progress, 1.0, "Done")
     return Landmarks(names=metadata.landmarks, points_ras=points_ras, confidence=probability,

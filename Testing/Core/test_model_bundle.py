@@ -361,7 +361,7 @@ def test_metadata_is_stored_as_indented_json_with_sorted_keys():
     lines = metadata().to_json().splitlines()
     assert lines[:3] == ["{", '  "architecture": "heatmap-unet",', '  "canvas": {']
     keys = [line.split('"')[1] for line in lines if line.startswith('  "')]
-    assert keys == sorted(keys) and len(keys) == 18
+    assert keys == sorted(keys) and len(keys) == 19
 
 
 def test_metadata_without_the_optional_fields_gets_their_defaults():
@@ -369,7 +369,7 @@ def test_metadata_without_the_optional_fields_gets_their_defaults():
     projection): they must be ModelMetadata's own."""
     values = json.loads(metadata().to_json())
     for optional in ("confidence_threshold", "mirror_tolerance_mm", "depth_fractions", "surface_extremes", "onto_skin",
-                     "limb_tips", "architecture", "description", "training", "metrics"):
+                     "limb_tips", "landmark_edge_margins_mm", "architecture", "description", "training", "metrics"):
         del values[optional]
     expected = ModelMetadata(name="test", landmarks=NAMES, canvas=SPEC,
                              projection=ProjectionConfig(table_removal_mm=10.0))
@@ -552,6 +552,15 @@ def test_per_landmark_thresholds_and_tolerances_round_trip_and_replace_the_model
                          ({"A": 5.0}, {"mirror_tolerance_mm": None})):
         with pytest.raises(ModelError, match="landmark_mirror_tolerances_mm must map the model's landmarks to pos"):
             ModelMetadata.from_json(metadata(landmark_mirror_tolerances_mm=bad, **changes).to_json())
+
+
+def test_edge_margins_round_trip_default_to_zero_and_refuse_bad_values():
+    read = ModelMetadata.from_json(metadata(landmark_edge_margins_mm={"B": 5.0, "C": 0.0}).to_json())
+    assert read.landmark_edge_margins_mm == {"B": 5.0, "C": 0.0}
+    assert read.edge_margins_mm().tolist() == [0.0, 5.0, 0.0]
+    for bad in ({"D": 5.0}, {"A": -1.0}, {"A": float("inf")}, {"A": float("nan")}):
+        with pytest.raises(ModelError, match="landmark_edge_margins_mm must map the model's landmarks to numbers"):
+            ModelMetadata.from_json(metadata(landmark_edge_margins_mm=bad).to_json())
 
 
 def test_depth_fractions_must_name_the_models_landmarks_with_fractions_from_0_to_1():

@@ -94,10 +94,11 @@ def test_landmark_at_the_edge_of_the_scan_is_found_on_the_edge(tmp_path, index):
     # The volume's inferior edge: half a voxel beyond its last voxel centre along S.
     edge_s = min(cut_ijk_to_ras[2, 3] + cut_ijk_to_ras[2, axis] * e for e in (-0.5, cut.shape[2 - axis] - 0.5))
 
-    def detect(offset_px: float):
-        path = tmp_path / f"below{offset_px}.pt"
+    def detect(offset_px: float, edge_margin_mm: float = 0.0):
+        path = tmp_path / f"below{offset_px}-{edge_margin_mm}.pt"
         save_model(BelowModel(offset_px), ModelMetadata(name="below", landmarks=("Bottom",), canvas=SPEC,
-                                                        projection=ProjectionConfig(table_removal_mm=0.0)), path)
+                                                        projection=ProjectionConfig(table_removal_mm=0.0),
+                                                        landmark_edge_margins_mm={"Bottom": edge_margin_mm}), path)
         return detect_landmarks(cut, cut_ijk_to_ras, load_model(path))
 
     probe = detect(0.0)
@@ -107,6 +108,11 @@ def test_landmark_at_the_edge_of_the_scan_is_found_on_the_edge(tmp_path, index):
     assert just_past.found.tolist() == [True]
     assert just_past.points_ras[0, 2] == pytest.approx(edge_s, abs=1e-6)
     assert detect(rows_to_edge + 0.6).found.tolist() == [False]
+    # With a 4 mm edge margin: found 5 mm inside the edge, not 3 mm inside it (found without the margin).
+    mm_inside = {mm: rows_to_edge - mm / SPEC.pixel_spacing_mm for mm in (3.0, 5.0)}
+    assert detect(mm_inside[5.0], 4.0).found.tolist() == [True]
+    assert detect(mm_inside[3.0], 4.0).found.tolist() == [False]
+    assert detect(mm_inside[3.0]).found.tolist() == [True]
 
 
 @pytest.fixture(scope="module")

@@ -348,14 +348,25 @@ def test_per_landmark_calibration_pools_left_and_right_and_keeps_the_model_wide_
     errors[:, 3:] = np.where(disagreement[:, 3:] > 10.0, 80.0, 5.0)
     errors[~truth] = np.nan
     result = {"names": names, "errors": {"model": np.stack([errors] * 3, axis=-1)}, "disagreement_mm": disagreement,
-              "truth_in_view": truth, "inside": np.ones_like(truth), "confidence": confidence}
-    thresholds, tolerances, rates = calibrate_per_landmark(result, result, threshold=0.8)
+              "truth_in_view": truth, "inside": np.ones_like(truth), "confidence": confidence,
+              "edge_mm": np.full((40, 5), 50.0)}
+    thresholds, margins, tolerances, rates = calibrate_per_landmark(result, result, threshold=0.8)
     assert thresholds == {"Head": 0.8, "KneeR": 0.35, "KneeL": 0.35, "TipR": 0.8, "TipL": 0.8}
+    assert margins == {}  # a margin finds no more of them: none
     assert tolerances["Head"] == tolerances["KneeR"] == tolerances["KneeL"] == 100.0
     assert 10.0 <= tolerances["TipR"] == tolerances["TipL"] < 12.5  # pooled: one rule for both sides
     assert rates["KneeL"]["out_of_view"] == 30 and rates["TipR"]["at_tolerance_found_within_mm"] == 1.0
+    # Out-of-view knees placed 2 mm inside the field's edge with probability 0.97, the in-view ones 50 mm inside at
+    # 0.9: no threshold keeps them apart, a 5 mm margin does.
+    knees = np.zeros_like(truth)
+    knees[:, 1:3] = True
+    edged = {**result, "confidence": np.where(knees & truth, 0.9, np.where(knees, 0.97, confidence)),
+             "edge_mm": np.where(truth, 50.0, 2.0)}
+    thresholds, margins, _, rates = calibrate_per_landmark(edged, edged, threshold=0.8)
+    assert margins == {"KneeR": 5.0, "KneeL": 5.0} and thresholds["KneeR"] == thresholds["KneeL"] == 0.05
+    assert rates["KneeR"]["in_view_reported_found"] == 1.0 and rates["KneeR"]["edge_margin_mm"] == 5.0
     result["disagreement_mm"] = np.full_like(disagreement, np.nan)  # no mirror check: thresholds only
-    assert calibrate_per_landmark(result, result, threshold=0.8)[1] == {}
+    assert calibrate_per_landmark(result, result, threshold=0.8)[2] == {}
 
 
 def test_depth_fractions_are_the_median_truth_fraction():

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from ..markups import read_markups
 from ..model import LandmarkModel
-from ..pipeline import Landmarks, detect_landmarks, reported_found
+from ..pipeline import Landmarks, detect_landmarks, inside_field_mm, reported_found
 from ..progress import ProgressCallback, report
 from ..symmetry import mirror_partners
 from ..synthetic.dataset import synthesize_case
@@ -106,6 +106,7 @@ def evaluate_synthetic_volumes(model: LandmarkModel, anatomy: str, seed: int, co
     inside = np.zeros((count, len(names)), dtype=bool)
     confidence = np.zeros((count, len(names)))
     disagreement = np.full((count, len(names)), np.nan)
+    edge_mm = np.full((count, len(names)), np.nan)
     truth_in_view = np.zeros((count, len(names)), dtype=bool)
     thickness = np.full((count, len(names), 4), np.nan)
     lenient = _lenient(model)
@@ -128,12 +129,13 @@ def evaluate_synthetic_volumes(model: LandmarkModel, anatomy: str, seed: int, co
             errors[method][index] = np.where(in_view[:, None], parts, np.nan)
         inside[index], confidence[index], truth_in_view[index] = result.found, result.confidence, in_view
         disagreement[index] = result.disagreement_mm
+        edge_mm[index] = _inside_field_mm(result, scan.ijk_to_ras, scan.voxels_kji.shape)
         thickness[index] = np.where(in_view[:, None], thickness_sample(
             scan.voxels_kji, scan.ijk_to_ras, result, truth, model.metadata.projection.surface_min_mm), np.nan)
         report(progress, (index + 1) / count, f"Evaluated {index + 1}/{count} volumes")
     return {"names": names, "errors": errors, "truth_in_view": truth_in_view, "inside": inside,
-            "confidence": confidence, "disagreement_mm": disagreement, "known": np.ones_like(truth_in_view),
-            "thickness": thickness,
+            "confidence": confidence, "disagreement_mm": disagreement, "edge_mm": edge_mm,
+            "known": np.ones_like(truth_in_view), "thickness": thickness,
             "found": reported_found(inside, confidence, disagreement, *model.metadata.found_rules())}
 
 
@@ -154,6 +156,7 @@ def evaluate_annotated_volumes(model: LandmarkModel, pairs: list[tuple[Path, Pat
     known = np.zeros((count, len(names)), dtype=bool)
     confidence = np.zeros((count, len(names)))
     disagreement = np.full((count, len(names)), np.nan)
+    edge_mm = np.full((count, len(names)), np.nan)
     lenient = _lenient(model)
     for index, (volume_path, marks_path) in enumerate(pairs):
         volume = read_volume(volume_path)
@@ -169,10 +172,11 @@ def evaluate_annotated_volumes(model: LandmarkModel, pairs: list[tuple[Path, Pat
         errors[index] = _error_parts(result, truth)
         inside[index], confidence[index] = result.found, result.confidence
         disagreement[index] = result.disagreement_mm
+        edge_mm[index] = _inside_field_mm(result, volume.ijk_to_ras, volume.voxels_kji.shape)
         report(progress, (index + 1) / count, f"Evaluated {index + 1}/{count} volumes")
     return {"names": names, "cases": [volume_path.name for volume_path, _ in pairs], "errors": {"model": errors},
             "truth_in_view": truth_in_view, "known": known, "inside": inside, "confidence": confidence,
-            "disagreement_mm": disagreement,
+            "disagreement_mm": disagreement, "edge_mm": edge_mm,
             "found": reported_found(inside, confidence, disagreement, *model.metadata.found_rules())}
 
 
@@ -197,7 +201,7 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Evaluation results of one model on several sets of cases, as one (methods all sets share)."""
     methods = set.intersection(*(set(r["errors"]) for r in results))
     merged = {key: np.concatenate([r[key] for r in results])
-              for key in ("truth_in_view", "known", "inside", "confidence", "disagreement_mm", "found")}
+              for key in ("truth_in_view", "known", "inside", "confidence", "disagreement_mm", "edge_mm", "found")}
     merged["errors"] = {m: np.concatenate([r["errors"][m] for r in results]) for m in sorted(methods)}
     merged["names"] = results[0]["names"]
     return merged
@@ -208,6 +212,12 @@ def _lenient(model: LandmarkModel) -> LandmarkModel:
     tolerance = model.metadata.mirror_tolerance_mm
     return dataclasses.replace(model, metadata=dataclasses.replace(
         model.metadata, mirror_tolerance_mm=None if tolerance is None else np.inf))
+
+
+def _inside_field_mm(result: Landmarks, ijk_to_ras: NDArray[np.float64], shape_kji: tuple[int, ...]
+                     ) -> NDArray[np.float64]:
+    """(N,) how far inside the scanned field's edges detection placed each landmark, mm (``inside_field_mm``)."""
+    return inside_field_mm(result.points_ras, result.canvas.image.pixel_to_ras[:3, 2], ijk_to_ras, shape_kji)
 
 
 def _error_parts(result: Landmarks, truth_ras: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -276,49 +286,74 @@ def calibrate_mirror_tolerance(result: dict[str, Any], threshold: float, within_
 
 MIN_OUT_OF_VIEW = 20
 """Out-of-view calibration landmarks (a landmark and its left-right partner together) needed to give them a
-threshold of their own; fewer keep the model-wide one."""
+threshold and an edge margin of their own; fewer keep the model-wide threshold and no margin."""
+EDGE_MARGINS_MM = (0.0, 5.0, 10.0, 15.0, 20.0)
+"""The edge margins (``ModelMetadata.landmark_edge_margins_mm``) that ``calibrate_per_landmark`` tries."""
 
 
 def calibrate_per_landmark(calibration: dict[str, Any], checked: dict[str, Any], threshold: float,
-                           within_mm: float = 30.0) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
-    """Each landmark's own threshold and mirror tolerance, calibrated as the model-wide ones (``calibrate_threshold``
-    on ``calibration``, then ``calibrate_mirror_tolerance`` on ``checked``) on its cases alone, pooled with its
-    left-right partner's (one rule for both sides, twice the cases). Where no tolerance reaches the share, the one
-    that comes closest.
+                           within_mm: float = 30.0
+                           ) -> tuple[dict[str, float], dict[str, float], dict[str, float], dict[str, Any]]:
+    """Each landmark's own threshold, edge margin and mirror tolerance, on its cases alone pooled with its left-right
+    partner's (one rule for both sides, twice the cases). For each margin of EDGE_MARGINS_MM (found only when placed
+    at least that far inside the field's edges) the threshold is calibrated as the model-wide one
+    (``calibrate_threshold`` on ``calibration``); the margin that then reports the most in-view landmarks found is
+    kept (the smallest of equals), and the mirror tolerance is calibrated at it (``calibrate_mirror_tolerance`` on
+    ``checked``). Where no tolerance reaches the share, the one that comes closest.
 
     Args:
         calibration: ``evaluate_synthetic_volumes`` results of all the calibration volumes (merged).
         checked: those whose landmark definitions the model is taught (for the body: the anny volumes).
-        threshold: the model-wide threshold, kept by landmarks with fewer than MIN_OUT_OF_VIEW out-of-view cases.
+        threshold: the model-wide threshold, kept (with no margin) by landmarks with fewer than MIN_OUT_OF_VIEW
+            out-of-view cases.
     Returns:
-        Landmark name -> threshold; name -> tolerance (empty without a mirror check); name -> the rates at them.
+        Landmark name -> threshold; name -> edge margin, mm (only those above 0); name -> tolerance (empty without
+        a mirror check); name -> the rates at them.
     """
     names = calibration["names"]
     partners = mirror_partners(names)
     thresholds: dict[str, float] = {}
+    margins: dict[str, float] = {}
     tolerances: dict[str, float] = {}
     rates: dict[str, Any] = {}
     for n in range(len(names)):
         if names[n] in thresholds:  # calibrated with its partner
             continue
         group = sorted({n, n if partners is None else int(partners[n])})
-        pooled = _columns(calibration, group)
-        out_of_view = int((~pooled["truth_in_view"]).sum())
-        own, threshold_rates = calibrate_threshold(pooled)
-        own = own if out_of_view >= MIN_OUT_OF_VIEW else threshold
-        tolerance, tolerance_rates = calibrate_mirror_tolerance(_columns(checked, group), own, within_mm)
+        out_of_view = int((~_columns(calibration, group)["truth_in_view"]).sum())
+        if out_of_view < MIN_OUT_OF_VIEW:
+            own, margin = threshold, 0.0
+            threshold_rates = calibrate_threshold(_columns(calibration, group))[1]
+        else:
+            tried = {margin: calibrate_threshold(_columns(_within_edges(calibration, margin), group))
+                     for margin in EDGE_MARGINS_MM}
+            margin = max(EDGE_MARGINS_MM, key=lambda m: (tried[m][1]["in_view_reported_found"], -m))
+            own, threshold_rates = tried[margin]
+        tolerance, tolerance_rates = calibrate_mirror_tolerance(_columns(_within_edges(checked, margin), group), own,
+                                                                within_mm)
         for name in (names[c] for c in group):
             thresholds[name] = own
+            if margin > 0:
+                margins[name] = margin
             if tolerance is not None:
                 tolerances[name] = tolerance
-            rates[name] = {"out_of_view": out_of_view, **threshold_rates,
+            rates[name] = {"out_of_view": out_of_view, "edge_margin_mm": margin, **threshold_rates,
                            **{f"at_tolerance_{k}": v for k, v in tolerance_rates.items()}}
-    return thresholds, tolerances, rates
+    return thresholds, margins, tolerances, rates
+
+
+def _within_edges(result: dict[str, Any], margin_mm: float) -> dict[str, Any]:
+    """An evaluation result in which only the landmarks placed at least ``margin_mm`` inside the field's edges count
+    as inside the field."""
+    if margin_mm <= 0:
+        return result
+    return {**result, "inside": result["inside"] & (np.nan_to_num(result["edge_mm"], nan=-np.inf) >= margin_mm)}
 
 
 def _columns(result: dict[str, Any], columns: list[int]) -> dict[str, Any]:
     """An evaluation result restricted to some landmarks (columns)."""
-    sliced = {key: result[key][:, columns] for key in ("truth_in_view", "inside", "confidence", "disagreement_mm")}
+    sliced = {key: result[key][:, columns]
+              for key in ("truth_in_view", "inside", "confidence", "disagreement_mm", "edge_mm")}
     sliced["errors"] = {method: errors[:, columns] for method, errors in result["errors"].items()}
     sliced["names"] = tuple(result["names"][c] for c in columns)
     return sliced
