@@ -339,12 +339,11 @@ def calibrate_measure_bundle(anatomy: str, args: argparse.Namespace, models: dic
     tolerance, tolerance_rates = calibrate_mirror_tolerance(calibration["anny"], threshold, within_mm)
     # Then each landmark's own, with its left-right partner's cases: the model-wide values hold for the landmarks
     # together, while some are placed far more reliably than others.
-    thresholds, margins, tolerances, landmark_rates = calibrate_per_landmark(merge_results(list(calibration.values())),
-                                                                    calibration["anny"], threshold, within_mm)
+    thresholds, margins, tolerances, landmark_rates = calibrate_per_landmark(
+        merge_results(list(calibration.values())), calibration["anny"], threshold, within_mm)
     calibrated = dict(confidence_threshold=threshold, mirror_tolerance_mm=tolerance, landmark_thresholds=thresholds,
                       landmark_mirror_tolerances_mm=tolerances, landmark_edge_margins_mm=margins,
-                      depth_fractions=fractions, surface_extremes=extremes,
-                      onto_skin=skin, limb_tips=tips)
+                      depth_fractions=fractions, surface_extremes=extremes, onto_skin=skin, limb_tips=tips)
     new.metadata = dataclasses.replace(new.metadata, **calibrated)
     logging.info("threshold %.2f %s; depth fractions %s %s; mirror tolerance %s mm %s; per landmark %s", threshold,
                  threshold_rates, fractions, fraction_rates, tolerance, tolerance_rates, landmark_rates)
