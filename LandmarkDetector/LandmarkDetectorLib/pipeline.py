@@ -89,10 +89,11 @@ class Landmarks:
         return self.confidence_threshold + LOW_CONFIDENCE_MARGIN * (1.0 - self.confidence_threshold)
 
     def to_point_list(self, name: str = "Landmarks") -> PointList:
-        """Markups point list: labels = names, confidence (and mirror disagreement) in the description, not-found
-        points undefined."""
-        descriptions = [f"confidence {c:.3f}" + ("" if np.isnan(d) else "; no limb end found" if np.isinf(d)
-                                                 else f"; mirror disagreement {d:.1f} mm")
+        """Markups point list: labels = names, confidence (and mirror disagreement, or for a limb tip or surface
+        extreme that either estimate reaches no end of the body) in the description, not-found points undefined."""
+        descriptions = [f"confidence {c:.3f}"
+                        + ("" if np.isnan(d) else "; no body end found near the estimates" if np.isinf(d)
+                           else f"; mirror disagreement {d:.1f} mm")
                         + ("" if ok else "; not found")
                         for c, d, ok in zip(self.confidence, self.disagreement_mm, self.found, strict=True)]
         return PointList.from_arrays(self.names, self.points_ras, descriptions=descriptions, defined=self.found,

@@ -191,6 +191,8 @@ def test_detection_places_limb_tips_at_the_ends_and_reports_a_cut_one_not_found(
     cut = detect_landmarks(volume[kept], cut_to_ras, limb_model)
     assert cut.found.tolist() == [True, True, False, False]
     assert np.isinf(cut.disagreement_mm[2:]).all()
+    assert cut.to_point_list().points[2].description == \
+        f"confidence {cut.confidence[2]:.3f}; no body end found near the estimates; not found"
     # Not in the scanned field either: not found even where the mirror check lets every disagreement pass.
     lenient = detect_landmarks(volume[kept], cut_to_ras, limb_model, mirror_tolerance_mm=np.inf)
     assert lenient.found.tolist() == [True, True, False, False]
