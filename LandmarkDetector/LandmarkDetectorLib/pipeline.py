@@ -62,6 +62,8 @@ class Landmarks:
         confidence_threshold: (N,) the thresholds ``found`` was decided with (a number given: the same for all).
         mirror_tolerance_mm: (N,) the mirror tolerances ``found`` was decided with, mm (a number given: the same for
             all; None: no mirror check).
+        near_edge: (N,) bool, not found because placed within its edge margin of the scanned field's edges
+            (``ModelMetadata.landmark_edge_margins_mm``; None: none).
     """
 
     names: tuple[str, ...]
@@ -72,11 +74,14 @@ class Landmarks:
     disagreement_mm: NDArray[np.float64] | None = None
     confidence_threshold: NDArray[np.float64] | float = 0.5
     mirror_tolerance_mm: NDArray[np.float64] | float | None = None
+    near_edge: NDArray[np.bool_] | None = None
 
     def __post_init__(self) -> None:
         count = len(self.names)
         if self.disagreement_mm is None:
             object.__setattr__(self, "disagreement_mm", np.full(count, np.nan))
+        if self.near_edge is None:
+            object.__setattr__(self, "near_edge", np.zeros(count, dtype=bool))
         object.__setattr__(self, "confidence_threshold", np.broadcast_to(
             np.asarray(self.confidence_threshold, dtype=np.float64), (count,)).copy())
         if self.mirror_tolerance_mm is not None:
@@ -90,12 +95,14 @@ class Landmarks:
 
     def to_point_list(self, name: str = "Landmarks") -> PointList:
         """Markups point list: labels = names, confidence (and mirror disagreement, or for a limb tip or surface
-        extreme that either estimate reaches no end of the body) in the description, not-found points undefined."""
+        extreme that either estimate reaches no end of the body) in the description, and for a landmark withheld by
+        its edge margin that it lies too near the scan's edge; not-found points undefined."""
         descriptions = [f"confidence {c:.3f}"
                         + ("" if np.isnan(d) else "; no body end found near the estimates" if np.isinf(d)
                            else f"; mirror disagreement {d:.1f} mm")
-                        + ("" if ok else "; not found")
-                        for c, d, ok in zip(self.confidence, self.disagreement_mm, self.found, strict=True)]
+                        + ("; too near the scan's edge" if edge else "") + ("" if ok else "; not found")
+                        for c, d, edge, ok in zip(self.confidence, self.disagreement_mm, self.near_edge, self.found,
+                                                  strict=True)]
         return PointList.from_arrays(self.names, self.points_ras, descriptions=descriptions, defined=self.found,
                                      name=name)
 
@@ -354,13 +361,14 @@ def detect_landmarks(volume_kji: NDArray, ijk_to_ras: ArrayLike, model: Landmark
     points_ras = at_skin(points_ras, metadata.landmarks, metadata.onto_skin, volume_kji, ijk_to_ras,
                          canvas.image.threshold)
     margins_mm = metadata.edge_margins_mm()
-    found &= (margins_mm == 0) | (inside_field_mm(points_ras, canvas.image.pixel_to_ras[:3, 2], ijk_to_ras,
-                                                  np.shape(volume_kji)) >= margins_mm)
+    near_edge = found & (margins_mm > 0) & (inside_field_mm(points_ras, canvas.image.pixel_to_ras[:3, 2], ijk_to_ras,
+                                                            np.shape(volume_kji)) < margins_mm)
+    found &= ~near_edge
     points_ras[found] = into_volume(points_ras[found], ijk_to_ras, np.shape(volume_kji))
     report(progress, 1.0, "Done")
     return Landmarks(names=metadata.landmarks, points_ras=points_ras, confidence=probability,
                      found=found, canvas=canvas, disagreement_mm=disagreement,
-                     confidence_threshold=threshold, mirror_tolerance_mm=tolerance_mm)
+                     confidence_threshold=threshold, mirror_tolerance_mm=tolerance_mm, near_edge=near_edge)
 
 
 def detection_warning(landmarks: Landmarks, metadata: ModelMetadata, user_threshold: bool = False) -> str:

@@ -111,8 +111,12 @@ def test_landmark_at_the_edge_of_the_scan_is_found_on_the_edge(tmp_path, index):
     # With a 4 mm edge margin: found 5 mm inside the edge, not 3 mm inside it (found without the margin).
     mm_inside = {mm: rows_to_edge - mm / SPEC.pixel_spacing_mm for mm in (3.0, 5.0)}
     assert detect(mm_inside[5.0], 4.0).found.tolist() == [True]
-    assert detect(mm_inside[3.0], 4.0).found.tolist() == [False]
+    near = detect(mm_inside[3.0], 4.0)
+    assert near.found.tolist() == [False] and near.near_edge.tolist() == [True]
+    assert near.to_point_list().points[0].description.endswith("; too near the scan's edge; not found")
     assert detect(mm_inside[3.0]).found.tolist() == [True]
+    # Not found for another reason (predicted beyond the edge): not flagged as near it.
+    assert detect(rows_to_edge + 0.6, 4.0).near_edge.tolist() == [False]
 
 
 @pytest.fixture(scope="module")
