@@ -177,7 +177,8 @@ def format_landmarks(landmarks: Any) -> str:
 
 def landmarks_json(landmarks: Any, volume: str, model: str, output: str | None, warning: str) -> dict[str, Any]:
     """What ``detect --json`` prints: per landmark its name, found, confidence and the threshold it was held to, mirror
-    disagreement and tolerance in mm (null without a mirror check) and RAS mm position (null when not found)."""
+    disagreement and tolerance in mm (null without a mirror check), whether it was withheld for lying within its edge
+    margin of the scan's edges, and RAS mm position (null when not found)."""
     tolerances = landmarks.mirror_tolerance_mm
     return {
         "volume": volume, "model": model, "output": output, "coordinate_system": "RAS", "units": "mm",
@@ -186,10 +187,12 @@ def landmarks_json(landmarks: Any, volume: str, model: str, output: str | None, 
                        "confidence_threshold": float(threshold),
                        "mirror_disagreement_mm": round(float(disagreement), 2) if np.isfinite(disagreement) else None,
                        "mirror_tolerance_mm": None if tolerances is None else float(tolerances[n]),
+                       "near_edge": bool(near_edge),
                        "position_ras": [round(float(v), 3) for v in point] if found else None}
-                      for n, (name, point, confidence, found, disagreement, threshold) in enumerate(zip(
+                      for n, (name, point, confidence, found, disagreement, threshold, near_edge) in enumerate(zip(
                           landmarks.names, landmarks.points_ras, landmarks.confidence, landmarks.found,
-                          landmarks.disagreement_mm, landmarks.confidence_threshold, strict=True))],
+                          landmarks.disagreement_mm, landmarks.confidence_threshold, landmarks.near_edge,
+                          strict=True))],
     }
 
 

@@ -89,6 +89,13 @@ def test_low_confidence_follows_each_landmarks_own_threshold():
         [5.0, 40.0]
 
 
+def test_json_says_which_landmarks_were_withheld_at_the_scans_edge():
+    landmarks = Landmarks(("A", "B"), np.zeros((2, 3)), np.array([0.9, 0.9]), np.array([True, False]),
+                          near_edge=np.array([False, True]))
+    document = landmarks_json(landmarks, "v.nrrd", "m", None, "")
+    assert [(p["found"], p["near_edge"]) for p in document["landmarks"]] == [(True, False), (False, True)]
+
+
 def test_rows_follow_points_by_label_when_the_user_reorders_them():
     landmarks = Landmarks(("A", "B", "C"), np.zeros((3, 3)), np.array([0.99, 0.98, 0.1]),
                           np.array([True, True, False]), confidence_threshold=0.5)
