@@ -54,7 +54,8 @@ def test_record_differences_name_what_differs():
     seeds = {**training, "config": {**training["config"], "seed": -1},
              "stage1": {**training["stage1"], "config": {**training["stage1"]["config"], "steps": 1}}}
     assert recipes.record_differences(seeds, stages) == ["config.seed", "stage1.config.steps"]
-    assert recipes.record_differences(training, stages[:-1])[-1] == "stage2.steps"  # a stage more than expected
+    extra = f"stage{len(stages) - 1}.steps"  # the record of the stage before the last, one stage too many
+    assert recipes.record_differences(training, stages[:-1])[-1] == extra
     assert recipes.record_differences({**training, "stage2": {"steps": 1}}, stages) == ["stage2.steps"]
 
 
